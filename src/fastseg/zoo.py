@@ -1,0 +1,162 @@
+"""The model registry: ``model_zoo.yaml`` read into frozen ``ModelSpec`` records.
+
+The YAML ships inside the package (``fastseg/model_zoo.yaml``; the repository's
+top-level ``model_zoo.yaml`` is a link to it) so a wheel install has it too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from fastseg.errors import UnknownModelError
+
+ZOO_RESOURCE = "model_zoo.yaml"
+CACHE_ENV = "FASTSEG_HOME"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A label space: class names and the PaddleSeg palette (RGB per class)."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int = 255
+
+
+@dataclass(frozen=True)
+class Published:
+    """Figures PaddleX publishes for a model (other hardware: never a ratio to ours)."""
+
+    miou: float
+    gpu_ms: float
+    cpu_ms: float
+    size_mb: float
+    latency_note: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry: what the model is, where its official files live, what PaddleX published."""
+
+    name: str
+    family: str
+    backbone: str
+    dataset: Dataset
+    inference_urls: tuple[str, ...]
+    inference_sha256: str | None
+    pretrained_url: str
+    published: Published
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """The whole registry; ``models`` is read-only and keeps the YAML's order."""
+
+    models: Mapping[str, ModelSpec]
+    datasets: Mapping[str, Dataset]
+    published_conditions: Mapping[str, str]
+
+    def get(self, name: str) -> ModelSpec:
+        """Return the spec for ``name``.
+
+        Raises:
+            UnknownModelError: with the nearest known names as suggestions.
+        """
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(unknown_model_message(name, list(self.models))) from None
+
+    def names(self) -> list[str]:
+        return list(self.models)
+
+
+def unknown_model_message(name: str, known: list[str]) -> str:
+    """Say that ``name`` is unknown, suggesting the closest known names (case-insensitive)."""
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
+    return (
+        f"Unknown model {name!r}.{hint} Run 'fastseg models' for the {len(known)} known names, "
+        "or pass a converted model directory."
+    )
+
+
+def _dataset(name: str, raw: Mapping[str, Any]) -> Dataset:
+    return Dataset(
+        name=name,
+        num_classes=int(raw["num_classes"]),
+        class_names=tuple(raw["class_names"]),
+        palette=tuple((int(c[0]), int(c[1]), int(c[2])) for c in raw["palette"]),
+        ignore_index=int(raw.get("ignore_index", 255)),
+    )
+
+
+def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
+    """Build a ``Zoo`` from the YAML's parsed mapping (validates the cross references)."""
+    datasets = {name: _dataset(name, d) for name, d in raw["datasets"].items()}
+    models: dict[str, ModelSpec] = {}
+    for name, m in raw["models"].items():
+        pub = m["published"]
+        models[name] = ModelSpec(
+            name=name,
+            family=m["family"],
+            backbone=m["backbone"],
+            dataset=datasets[m["dataset"]],
+            inference_urls=tuple(m["inference_urls"]),
+            inference_sha256=m.get("inference_sha256"),
+            pretrained_url=m["pretrained_url"],
+            published=Published(
+                miou=float(pub["miou"]),
+                gpu_ms=float(pub["gpu_ms"]),
+                cpu_ms=float(pub["cpu_ms"]),
+                size_mb=float(pub["size_mb"]),
+                latency_note=pub.get("latency_note"),
+            ),
+        )
+    return Zoo(
+        models=MappingProxyType(models),
+        datasets=MappingProxyType(datasets),
+        published_conditions=MappingProxyType(dict(raw.get("published_conditions", {}))),
+    )
+
+
+@cache
+def load_zoo() -> Zoo:
+    """Load the packaged ``model_zoo.yaml`` (parsed once; the result is immutable)."""
+    text = resources.files("fastseg").joinpath(ZOO_RESOURCE).read_text(encoding="utf-8")
+    return parse_zoo(yaml.safe_load(text))
+
+
+def cache_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where fastseg keeps downloads and converted models.
+
+    ``$FASTSEG_HOME`` when set, else ``$XDG_CACHE_HOME/fastseg``, else ``~/.cache/fastseg``.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(CACHE_ENV):
+        return Path(env[CACHE_ENV]).expanduser()
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "fastseg"
+
+
+def converted_model_dir(name: str, home: Path | None = None) -> Path:
+    """The default directory of a zoo model once converted: ``<cache_home>/models/<name>``."""
+    return (home or cache_home()) / "models" / name
+
+
+def downloads_dir(home: Path | None = None) -> Path:
+    """Where official tarballs are downloaded to."""
+    return (home or cache_home()) / "downloads"
