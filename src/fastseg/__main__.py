@@ -1,0 +1,3 @@
+from fastseg.cli import main
+
+main()
