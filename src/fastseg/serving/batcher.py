@@ -1,0 +1,175 @@
+"""Dynamic batching of concurrent requests onto worker threads, with admission control.
+
+The event loop never runs inference: requests put a job on an asyncio queue; ``workers``
+dispatcher tasks each take the first waiting job, gather more for at most ``max_wait_s`` (up to
+``max_batch``), group them by (height, width, target size) so each group is one batched call,
+and run that call in a thread. Under load the queue fills while a batch runs, so batches grow
+on their own. Admission (``try_admit``) bounds the number of requests in the system: above
+``capacity`` the caller answers 503 instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fastseg.errors import InputError
+
+LOG = logging.getLogger("fastseg.serving")
+
+TargetSize = int | tuple[int, int] | None
+#: (images BGR HxWx3, target size) -> label maps HxW, one per image, in order.
+PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], TargetSize], list[npt.NDArray[np.integer]]]
+
+
+@dataclass
+class _Job:
+    image: npt.NDArray[np.uint8]
+    target_size: TargetSize
+    future: asyncio.Future[npt.NDArray[np.integer]] = field(repr=False)
+
+    @property
+    def key(self) -> tuple[int, int, TargetSize]:
+        return (int(self.image.shape[0]), int(self.image.shape[1]), self.target_size)
+
+
+@dataclass
+class BatchStats:
+    """Counters for /health and the load test: how many calls and images were run."""
+
+    batches: int = 0
+    images: int = 0
+    max_batch_seen: int = 0
+
+
+class Batcher:
+    """Collects concurrent jobs into batched ``predict`` calls on ``workers`` threads."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        capacity: int,
+        workers: int,
+    ) -> None:
+        self._predict = predict
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._capacity = capacity
+        self._workers = workers
+        self._admitted = 0
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self.stats = BatchStats()
+
+    @property
+    def admitted(self) -> int:
+        """Requests admitted and not yet answered."""
+        return self._admitted
+
+    @property
+    def queued(self) -> int:
+        """Decoded images waiting for an inference thread."""
+        return 0 if self._queue is None else self._queue.qsize()
+
+    async def start(self) -> None:
+        """Start the dispatcher tasks and the inference threads (inside the running loop)."""
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fastseg-infer")
+        self._tasks = [
+            asyncio.create_task(self._dispatch(self._queue), name=f"fastseg-batcher-{i}") for i in range(self._workers)
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the dispatchers, fail waiting jobs, and join the inference threads."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._queue is not None:
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("server is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def try_admit(self) -> bool:
+        """Reserve a place for one request; False when ``capacity`` requests are in the system."""
+        if self._admitted >= self._capacity:
+            return False
+        self._admitted += 1
+        return True
+
+    def release(self) -> None:
+        """Give back the place reserved by ``try_admit`` (call exactly once per admitted request)."""
+        self._admitted -= 1
+
+    async def submit(self, image: npt.NDArray[np.uint8], target_size: TargetSize) -> npt.NDArray[np.integer]:
+        """Queue one image and wait for its label map. Cancelling the wait drops the job."""
+        if self._queue is None:
+            raise RuntimeError("Batcher.start() was not called (is the app's lifespan running?)")
+        future: asyncio.Future[npt.NDArray[np.integer]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(image, target_size, future))
+        return await future
+
+    async def _collect(self, queue: asyncio.Queue[_Job]) -> list[_Job]:
+        loop = asyncio.get_running_loop()
+        batch = [await queue.get()]
+        deadline = loop.time() + self._max_wait_s
+        while len(batch) < self._max_batch:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _dispatch(self, queue: asyncio.Queue[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect(queue)
+            groups: dict[tuple[int, int, TargetSize], list[_Job]] = {}
+            for job in batch:
+                if not job.future.done():  # timed out or cancelled while queued
+                    groups.setdefault(job.key, []).append(job)
+            for jobs in groups.values():
+                try:
+                    outputs = await loop.run_in_executor(
+                        self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
+                    )
+                    if len(outputs) != len(jobs):
+                        raise RuntimeError(f"segmenter returned {len(outputs)} results for {len(jobs)} images")
+                except asyncio.CancelledError:
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(RuntimeError("server is shutting down"))
+                    raise
+                except Exception as exc:  # a bad batch must fail its requests, never the dispatcher
+                    if not isinstance(exc, InputError):
+                        LOG.exception("inference failed for a batch of %d", len(jobs))
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                self.stats.batches += 1
+                self.stats.images += len(jobs)
+                self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
+                for job, labels in zip(jobs, outputs):
+                    if not job.future.done():
+                        job.future.set_result(labels)
