@@ -398,3 +398,41 @@ def test_load_serving_config(tmp_path: Path) -> None:
     path.write_text("max_batch: 0\n", encoding="utf-8")
     with pytest.raises(ServingConfigError, match="max_batch must be > 0"):
         load_serving_config(path)
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_serve_runs_uvicorn_with_config(tiny_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.serving_fixtures import free_port
+
+    config = tmp_path / "serving.yaml"
+    config.write_text("Serving:\n  visualize: false\n  max_batch: 2\n", encoding="utf-8")
+    port = free_port()
+    env = {**os.environ, "FASTSEG_API_KEY": "k3y"}
+    cmd = [sys.executable, "-m", "fastseg", "serve", "--model", str(tiny_dir), "--port", str(port),
+           "--config", str(config), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"fastseg serve did not come up: {proc.communicate()[0]!r}")
+            time.sleep(0.2)
+        body = {"image": b64(png_bytes(quadrant_image(16, 16)))}
+        assert_error(post(url, body), 401)
+        resp = post(url, body, headers={"Authorization": "Bearer k3y"})
+        assert resp.status_code == 200 and resp.json()["result"]["image"] is None  # config: visualize off
+        assert httpx.get(url + "/info").json()["batching"]["maxBatch"] == 2
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode()
+    assert "fastseg serve: TinySeg on http://127.0.0.1:" in out

@@ -82,6 +82,58 @@ def models_cmd(fmt: str) -> None:
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
 
 
+# ---------------------------------------------------------------- serve (HTTP)
+@main.command("serve")
+@click.option("--model", required=True, help="Zoo model name (e.g. PP-LiteSeg-T) or a converted model directory.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, ...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep loopback unless behind a proxy).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="Serving YAML (visualize, limits, batching, api_key, url_inputs); see docs.",
+)
+@click.option(
+    "--api-key", envvar="FASTSEG_API_KEY", default=None, show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on inference (overrides the config's api_key).",
+)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(
+    model: str, device: str, host: str, port: int, config_path: str | None, api_key: str | None, log_level: str
+) -> None:
+    """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
+    try:
+        import uvicorn
+
+        from fastseg.serving import ServingConfig, create_app, load_serving_config
+    except ImportError as exc:
+        from fastseg.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"'fastseg serve' needs the [serve] extra ({exc.name} is missing): pip install 'fastseg-ort[serve]'"
+        ) from exc
+    from pathlib import Path
+
+    from fastseg.segmenter import Segmenter
+
+    config = load_serving_config(config_path) if config_path else ServingConfig()
+    if api_key:
+        config = config.replace(api_key=api_key)
+    model_arg: str | Path = Path(model) if Path(model).is_dir() else model
+    segmenter = Segmenter(model_arg, device=device, batch_size=config.max_batch)
+    try:
+        app = create_app(segmenter, config)
+        click.echo(
+            f"fastseg serve: {segmenter.meta.model_name} on http://{host}:{port}/ "
+            f"(POST /semantic-segmentation, docs at /docs; max_batch={config.max_batch}, "
+            f"queue_size={config.queue_size}, auth={'on' if config.api_key else 'off'})",
+            err=True,
+        )
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        segmenter.close()
+
+
 def run() -> None:
     """Entry point wrapper for ``python -m fastseg``."""
     sys.exit(main())

@@ -262,7 +262,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         req = _parse_request(await request.body())
         if req.labelMapFormat == "png" and not config.allow_compact_format:
             raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
-        target: TargetSize = req.targetSize if not isinstance(req.targetSize, tuple) else tuple(req.targetSize)
+        target: TargetSize = req.targetSize
         if isinstance(target, tuple) and target[0] * target[1] > config.max_pixels:
             raise InputError(f"targetSize {list(target)} is over the pixel limit of {config.max_pixels}.")
         image = await run_in_threadpool(decoder.decode, req.image)
