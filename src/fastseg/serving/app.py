@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
+from fastseg.results import colorize
 from fastseg.serving.batcher import Batcher, TargetSize
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.inputs import ImageDecoder
@@ -51,7 +52,7 @@ INFER_ENDPOINT = "/semantic-segmentation"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _JPEG_QUALITY = 90
 
-PositiveSide = Annotated[int, Field(gt=0, le=16384)]
+Side = Annotated[int, Field(ge=-1, le=16384)]
 
 
 class SegmenterLike(Protocol):
@@ -69,8 +70,10 @@ class InferRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     image: str = Field(description="Base64 of the image file bytes (PNG/JPEG/BMP/WEBP), or an http(s) URL.")
-    targetSize: PositiveSide | tuple[PositiveSide, PositiveSide] | None = Field(
-        default=None, description="Inference size: an int (square) or [width, height]; default: the model's."
+    targetSize: Side | tuple[Side, Side] | None = Field(
+        default=None,
+        description="Inference size as PaddleX: an int (square) or [width, height]; -1 = no resize; "
+        "default: the model's own Resize.",
     )
     visualize: bool | None = Field(default=None, description="Return result.image; default: the server config.")
     labelMapFormat: Literal["json", "png"] = Field(
@@ -156,20 +159,11 @@ def _labels_from_result(result: Any, image: npt.NDArray[np.uint8]) -> npt.NDArra
     return pred
 
 
-def _palette_lut(meta: ModelMeta) -> npt.NDArray[np.uint8]:
-    """Palette (RGB per class) as a 256+ row BGR lookup table; unknown ids map to black."""
-    rows = max(256, meta.num_classes, len(meta.palette))
-    lut = np.zeros((rows, 3), dtype=np.uint8)
-    if meta.palette:
-        lut[: len(meta.palette)] = np.asarray(meta.palette, dtype=np.uint8)[:, ::-1]
-    return lut
-
-
 def _encode_success(
     log_id: str,
     labels_hw: npt.NDArray[np.integer],
     *,
-    lut_bgr: npt.NDArray[np.uint8],
+    palette: Sequence[Sequence[int]] | None,
     visualize: bool,
     label_format: str,
 ) -> bytes:
@@ -182,11 +176,11 @@ def _encode_success(
             raise RuntimeError("PNG encoding of the label map failed")
         result["labelMapPng"] = base64.b64encode(png.tobytes()).decode("ascii")
     else:
-        result["labelMap"] = np.ascontiguousarray(labels_hw, dtype=np.int64).ravel()
+        result["labelMap"] = np.ascontiguousarray(labels_hw).ravel()  # orjson writes int arrays natively
     result["size"] = [height, width]
     result["image"] = None
     if visualize:
-        colour = lut_bgr[np.clip(labels_hw, 0, len(lut_bgr) - 1)]
+        colour = colorize(labels_hw, palette, bgr=True)
         ok, jpeg = cv2.imencode(".jpg", colour, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
         if not ok:
             raise RuntimeError("JPEG encoding of the colour map failed")
@@ -212,7 +206,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     """
     config = config or ServingConfig()
     meta = segmenter.meta
-    lut_bgr = _palette_lut(meta)
+    palette = meta.palette or None
     decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=config.max_pixels, url_inputs=config.url_inputs)
 
     def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
@@ -263,13 +257,16 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         if req.labelMapFormat == "png" and not config.allow_compact_format:
             raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
         target: TargetSize = req.targetSize
-        if isinstance(target, tuple) and target[0] * target[1] > config.max_pixels:
-            raise InputError(f"targetSize {list(target)} is over the pixel limit of {config.max_pixels}.")
+        sides = () if target is None else (target,) * 2 if isinstance(target, int) else target
+        if 0 in sides or (-1 in sides and len(set(sides)) > 1):
+            raise InputError(f"targetSize {req.targetSize!r} is invalid: use sides > 0, or -1 for no resize.")
+        if sides and sides[0] > 0 and sides[0] * sides[1] > config.max_pixels:
+            raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {config.max_pixels}.")
         image = await run_in_threadpool(decoder.decode, req.image)
         labels = await batcher.submit(image, target)
         visualize = config.visualize if req.visualize is None else req.visualize
         content = await run_in_threadpool(
-            _encode_success, log_id, labels, lut_bgr=lut_bgr, visualize=visualize, label_format=req.labelMapFormat
+            _encode_success, log_id, labels, palette=palette, visualize=visualize, label_format=req.labelMapFormat
         )
         return Response(content, media_type="application/json")
 

@@ -2,8 +2,9 @@
 
 The event loop never runs inference: requests put a job on an asyncio queue; ``workers``
 dispatcher tasks each take the first waiting job, gather more for at most ``max_wait_s`` (up to
-``max_batch``), group them by (height, width, target size) so each group is one batched call,
-and run that call in a thread. Under load the queue fills while a batch runs, so batches grow
+``max_batch``), group them by requested target size, and run each group as one
+``predict_images`` call in a thread (the Segmenter itself groups mixed sizes by network input
+shape, so images of different sizes still share a call when the model resizes them alike). Under load the queue fills while a batch runs, so batches grow
 on their own. Admission (``try_admit``) bounds the number of requests in the system: above
 ``capacity`` the caller answers 503 instead of growing memory.
 """
@@ -34,9 +35,6 @@ class _Job:
     target_size: TargetSize
     future: asyncio.Future[npt.NDArray[np.integer]] = field(repr=False)
 
-    @property
-    def key(self) -> tuple[int, int, TargetSize]:
-        return (int(self.image.shape[0]), int(self.image.shape[1]), self.target_size)
 
 
 @dataclass
@@ -144,10 +142,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(queue)
-            groups: dict[tuple[int, int, TargetSize], list[_Job]] = {}
+            groups: dict[TargetSize, list[_Job]] = {}
             for job in batch:
                 if not job.future.done():  # timed out or cancelled while queued
-                    groups.setdefault(job.key, []).append(job)
+                    groups.setdefault(job.target_size, []).append(job)
             for jobs in groups.values():
                 try:
                     outputs = await loop.run_in_executor(
