@@ -35,7 +35,9 @@ from tests.serving_fixtures import (
 
 Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
 ENDPOINT = "/semantic-segmentation"
-NOISE_PNG = png_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+NOISE = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+NOISE_PNG = png_bytes(NOISE)
+NOISE_JPEG = cv2.imencode(".jpg", NOISE)[1].tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +189,12 @@ def test_page_and_assets_served_without_cdn(server: str) -> None:
         ("", "empty"),
         (b64(b"hello, this is text not an image"), "not a readable image"),
         (b64(NOISE_PNG[: len(NOISE_PNG) // 2]), "truncated"),
+        (b64(NOISE_JPEG[: len(NOISE_JPEG) // 2]), "truncated"),
         (b64(png_header(0, 10)), "not a readable image"),
         (b64(png_header(8000, 8000)), "over this server's limit"),
         (b64(png_header(100_000, 100_000)), "too many pixels"),
     ],
-    ids=["bad-base64", "empty", "non-image", "truncated-png", "zero-size", "over-pixel-limit", "decompression-bomb"],
+    ids=["bad-base64", "empty", "non-image", "truncated-png", "truncated-jpeg", "zero-size", "over-pixel-limit", "decompression-bomb"],
 )
 def test_invalid_images_are_422(server: str, image: str, needle: str) -> None:
     assert_error(post(server, {"image": image}), 422, needle)

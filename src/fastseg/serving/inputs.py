@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import cv2
 import httpx
 import numpy as np
 import numpy.typing as npt
@@ -131,7 +132,7 @@ def _check_addresses(host: str, port: int, *, allow_private: bool) -> None:
 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]:
-    """Image file bytes -> HxWx3 uint8 BGR, checking the header before decoding pixels.
+    """Image file bytes -> HxWx3 uint8 BGR, checking the header (Pillow, lazy) before OpenCV decodes.
 
     Raises:
         InputError: not an accepted image format, zero or too many pixels, truncated/corrupt.
@@ -149,18 +150,26 @@ def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]
         raise InputError(f"'image' has a corrupt header: {exc}.") from exc
     with image:
         width, height = image.size
-        if width <= 0 or height <= 0:
-            raise InputError(f"image has zero size ({width}x{height}).")
-        if width * height > max_pixels:
-            raise InputError(
-                f"image is {width}x{height} = {width * height} pixels, over this server's limit of "
-                f"{max_pixels}; downscale it first."
-            )
-        try:
-            rgb = image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise InputError(f"image {width}x{height} could not be decoded (truncated or corrupt): {exc}.") from exc
-    array = np.asarray(rgb, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise InputError(f"image decoded to an unusable shape {array.shape}.")
-    return np.ascontiguousarray(array[:, :, ::-1])
+        fmt = image.format
+    if width <= 0 or height <= 0:
+        raise InputError(f"image has zero size ({width}x{height}).")
+    if width * height > max_pixels:
+        raise InputError(
+            f"image is {width}x{height} = {width * height} pixels, over this server's limit of "
+            f"{max_pixels}; downscale it first."
+        )
+    if fmt == "JPEG" and not _jpeg_complete(data):
+        raise InputError(f"JPEG image {width}x{height} is truncated (no end-of-image marker after its last scan).")
+    # OpenCV decodes as PaddleX's serving does (EXIF orientation applied, alpha dropped, BGR).
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if array is None or array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{fmt} image {width}x{height} could not be decoded (truncated or corrupt).")
+    return np.asarray(array, dtype=np.uint8)  # already uint8: no copy
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when an EOI marker follows the last SOS marker. Entropy-coded data never contains
+    0xFFD9 (0xFF is byte-stuffed), so a file cut inside its scan data has none; OpenCV would
+    silently return a partly grey image for it."""
+    sos = data.rfind(b"\xff\xda")
+    return sos >= 0 and data.find(b"\xff\xd9", sos + 2) >= 0
