@@ -451,3 +451,12 @@ def test_target_size_keeps_source_size(server: str, target: Any) -> None:
     assert result["size"] == [48, 64]
     labels = np.asarray(result["labelMap"]).reshape(48, 64)
     assert (labels == quadrant_labels(48, 64)).mean() > 0.85  # resized there and back: edges may move
+
+
+def test_lone_request_does_not_wait_for_a_batch(segmenter: Any) -> None:
+    """max_wait_ms only applies while other admitted requests could join: a single request with
+    a 10 s batch window still answers well inside a 5 s request timeout."""
+    config = ServingConfig(max_batch=8, max_wait_ms=10_000, request_timeout_s=5)
+    with live_server(create_app(segmenter, config)) as url:
+        for _ in range(2):
+            assert post(url, {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}).status_code == 200

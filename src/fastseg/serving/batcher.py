@@ -64,6 +64,7 @@ class Batcher:
         self._capacity = capacity
         self._workers = workers
         self._admitted = 0
+        self._running = 0  # images inside predict calls right now
         self._queue: asyncio.Queue[_Job] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -129,6 +130,10 @@ class Batcher:
             if not queue.empty():
                 batch.append(queue.get_nowait())
                 continue
+            # Wait only for requests that exist: admitted ones still decoding. With none, no
+            # image can join this batch soon, so a lone request is not delayed by max_wait_ms.
+            if self._admitted - self._running <= len(batch):
+                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -147,6 +152,7 @@ class Batcher:
                 if not job.future.done():  # timed out or cancelled while queued
                     groups.setdefault(job.target_size, []).append(job)
             for jobs in groups.values():
+                self._running += len(jobs)
                 try:
                     outputs = await loop.run_in_executor(
                         self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
@@ -165,6 +171,8 @@ class Batcher:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
+                finally:
+                    self._running -= len(jobs)
                 self.stats.batches += 1
                 self.stats.images += len(jobs)
                 self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
