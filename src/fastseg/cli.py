@@ -185,10 +185,19 @@ def get_config_cmd(pipeline: str, save_path: str) -> None:
     "--api-key", envvar="FASTSEG_API_KEY", default=None, show_envvar=True,
     help="Require 'Authorization: Bearer KEY' on inference (overrides the config's api_key).",
 )
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime intra-op threads (default: physical cores).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_cmd(
-    model: str, device: str, host: str, port: int, config_path: str | None, api_key: str | None, log_level: str
+    model: str,
+    device: str,
+    host: str,
+    port: int,
+    config_path: str | None,
+    api_key: str | None,
+    threads: int | None,
+    log_level: str,
 ) -> None:
     """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
     try:
@@ -203,13 +212,16 @@ def serve_cmd(
         ) from exc
     from pathlib import Path
 
+    from fastseg.runtime import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
     config = load_serving_config(config_path) if config_path else ServingConfig()
     if api_key:
         config = config.replace(api_key=api_key)
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
-    segmenter = Segmenter(model_arg, device=device, batch_size=config.max_batch)
+    segmenter = Segmenter(
+        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads)
+    )
     try:
         app = create_app(segmenter, config)
         click.echo(

@@ -200,13 +200,22 @@ def _parse_request(body: bytes) -> InferRequest:
 
 
 def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) -> FastAPI:
-    """Build the serving app for ``segmenter`` under ``config`` (defaults: ``ServingConfig()``).
+    """Build the serving app for ``segmenter``.
 
-    The app does not own the segmenter: the caller closes it after the server stops.
+    Args:
+        segmenter: a ``fastseg.segmenter.Segmenter`` (or anything with ``meta`` and
+            ``predict_images``). The app does not own it: close it after the server stops.
+        config: limits, batching and security (default: ``ServingConfig()``, the safe defaults).
+
+    Returns:
+        The FastAPI app; its lifespan starts and stops the batching threads, so run it under
+        an ASGI server (``uvicorn.run(app)``) or ``fastseg serve``.
     """
     config = config or ServingConfig()
     meta = segmenter.meta
     palette = meta.palette or None
+    # The colours actually drawn (colorize falls back to PaddleX's palette), for the page legend.
+    legend_rgb = colorize(np.arange(max(meta.num_classes, 1), dtype=np.int64)[None, :], palette)[0].tolist()
     decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=config.max_pixels, url_inputs=config.url_inputs)
 
     def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
@@ -333,7 +342,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             "modelName": meta.model_name,
             "numClasses": meta.num_classes,
             "classNames": list(meta.class_names),
-            "palette": [list(c) for c in meta.palette],
+            "palette": legend_rgb,
             "visualize": config.visualize,
             "authRequired": config.api_key is not None,
             "limits": {"maxBodyBytes": config.max_body_bytes, "maxPixels": config.max_pixels},
