@@ -60,7 +60,19 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def _run_level(url: str, body: bytes, *, concurrency: int, requests: int, time_limit: float) -> tuple[list[float], int, int, int, float]:
+def _server_timing(header: str) -> dict[str, float]:
+    """``Server-Timing: decode;dur=1.2, infer;dur=3.4;desc="batch of 1", ...`` -> {name: ms}."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            out[name] = float(rest.split(";")[0])
+    return out
+
+
+async def _run_level(
+    url: str, body: bytes, *, concurrency: int, requests: int, time_limit: float, timings: list[dict[str, float]]
+) -> tuple[list[float], int, int, int, float]:
     latencies: list[float] = []
     failed = lost = 0
     next_index = 0
@@ -81,6 +93,7 @@ async def _run_level(url: str, body: bytes, *, concurrency: int, requests: int, 
                     continue
                 if resp.status_code == 200 and resp.content.startswith(b'{"logId"') and b'"errorCode":0' in resp.content[:80]:
                     latencies.append((time.perf_counter() - t0) * 1000.0)
+                    timings.append(_server_timing(resp.headers.get("server-timing", "")))
                 else:
                     failed += 1
 
@@ -155,6 +168,7 @@ def main() -> None:
     # Both servers run side by side and the levels alternate between them, so drifting load
     # from other processes on a shared machine hits both configurations alike.
     results: list[LevelResult] = []
+    server_side: dict[str, float] = {}
     batch_sizes = (args.max_batch, 1)
     with tempfile.TemporaryDirectory() as tmp:
         servers: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
@@ -168,14 +182,22 @@ def main() -> None:
                 )
                 port = _free_port()
                 servers[max_batch] = (_start_server(args.model, port, config), f"http://127.0.0.1:{port}")
-                asyncio.run(_run_level(servers[max_batch][1], body, concurrency=2, requests=6, time_limit=30))  # warm-up
+                warm = servers[max_batch][1]
+                asyncio.run(_run_level(warm, body, concurrency=2, requests=6, time_limit=30, timings=[]))
             for conc in args.concurrency:
                 for max_batch in batch_sizes:
                     url = servers[max_batch][1]
                     before = httpx.get(url + "/info").json()["batching"]
+                    timings: list[dict[str, float]] = []
                     lat, failed, lost, sent, secs = asyncio.run(
-                        _run_level(url, body, concurrency=conc, requests=args.requests, time_limit=args.time_limit)
+                        _run_level(url, body, concurrency=conc, requests=args.requests, time_limit=args.time_limit,
+                                   timings=timings)
                     )
+                    if conc == 1 and max_batch == 1:
+                        server_side = {
+                            k: round(statistics.median(t[k] for t in timings if k in t), 2)
+                            for k in ("read", "decode", "queue", "infer", "encode", "total")
+                        }
                     after = httpx.get(url + "/info").json()["batching"]
                     batches = after["batches"] - before["batches"]
                     level = LevelResult(
@@ -212,6 +234,14 @@ def main() -> None:
         print(f"serving overhead at c=1 (max_batch=1): p50 {one.p50_ms:.2f} ms vs in-process {in_proc_ms:.2f} ms "
               f"(decoded array) = {summary['serving_overhead_pct']:+.1f}%; vs {in_proc_bytes_ms:.2f} ms "
               f"(from file bytes) = {summary['serving_overhead_vs_bytes_pct']:+.1f}%")
+    if server_side:
+        http_ms = one.p50_ms - server_side["total"] if one else float("nan")
+        summary["server_side_ms"] = server_side  # type: ignore[assignment]
+        summary["server_overhead_pct"] = round(
+            100 * (server_side["total"] - server_side["infer"]) / server_side["infer"], 1
+        )
+        print(f"server side at c=1 (medians, ms): {server_side}; outside inference: "
+              f"{summary['server_overhead_pct']:+.1f}% of infer; HTTP+client ≈ {http_ms:.2f} ms")
     if args.json:
         args.json.write_text(json.dumps({
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "note": "shared CPU"},

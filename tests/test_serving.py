@@ -89,6 +89,9 @@ def test_success_schema_field_by_field(server: str) -> None:
     resp = post(server, {"image": b64(png_bytes(quadrant_image(48, 64)))})
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
+    timing = dict(part.strip().split(";dur=")[:2] for part in resp.headers["Server-Timing"].split(","))
+    assert {"read", "decode", "queue", "infer", "encode", "total"} == set(timing)
+    assert float(timing["total"].split(";")[0]) >= float(timing["infer"].split(";")[0]) > 0
     body = resp.json()
     assert set(body) == {"logId", "errorCode", "errorMsg", "result"}
     assert len(body["logId"]) == 36 and body["logId"].count("-") == 4  # uuid4

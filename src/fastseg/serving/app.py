@@ -9,7 +9,8 @@
     GET /info     model name, class names and palette (the browser page's legend)
     GET /         the browser demo page (static/, no CDN)
 
-Request flow, all CPU work off the event loop: guard middleware (API key, Content-Length
+Each success carries a ``Server-Timing`` header (read: body and JSON, decode, queue, infer
+with its batch size, encode, total; milliseconds). Request flow, all CPU work off the event loop: guard middleware (API key, Content-Length
 limit) -> admission (503 + Retry-After when full) -> JSON parse and image decode in the
 thread pool -> dynamic batch on the inference thread(s) -> JSON (orjson) encode in the pool.
 """
@@ -20,6 +21,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -261,8 +263,9 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         LOG.error("unhandled error: %r", exc)
         return error_response(500, "Internal server error")
 
-    async def handle(request: Request, log_id: str) -> Response:
+    async def handle(request: Request, log_id: str, started: float) -> Response:
         req = _parse_request(await request.body())
+        t0 = time.perf_counter()
         if req.labelMapFormat == "png" and not config.allow_compact_format:
             raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
         target: TargetSize = req.targetSize
@@ -272,12 +275,21 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         if sides and sides[0] > 0 and sides[0] * sides[1] > config.max_pixels:
             raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {config.max_pixels}.")
         image = await run_in_threadpool(decoder.decode, req.image)
-        labels = await batcher.submit(image, target)
+        t1 = time.perf_counter()
+        done = await batcher.submit(image, target)
+        t2 = time.perf_counter()
         visualize = config.visualize if req.visualize is None else req.visualize
         content = await run_in_threadpool(
-            _encode_success, log_id, labels, palette=palette, visualize=visualize, label_format=req.labelMapFormat
+            _encode_success, log_id, done.labels_hw, palette=palette, visualize=visualize,
+            label_format=req.labelMapFormat,
         )
-        return Response(content, media_type="application/json")
+        t3 = time.perf_counter()
+        timing = (
+            f"read;dur={(t0 - started) * 1000:.2f}, decode;dur={(t1 - t0) * 1000:.2f}, queue;dur={max((t2 - t1) * 1000 - done.infer_ms, 0):.2f}, "
+            f"infer;dur={done.infer_ms:.2f};desc=\"batch of {done.batch_size}\", encode;dur={(t3 - t2) * 1000:.2f}, "
+            f"total;dur={(t3 - started) * 1000:.2f}"
+        )
+        return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
     @app.post(
         INFER_ENDPOINT,
@@ -303,6 +315,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         },
     )
     async def infer(request: Request) -> Response:
+        started = time.perf_counter()
         log_id = new_log_id()
         if not batcher.try_admit():
             return error_response(
@@ -312,7 +325,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
                 retry_after=config.retry_after_s,
             )
         try:
-            return await asyncio.wait_for(handle(request, log_id), config.request_timeout_s)
+            return await asyncio.wait_for(handle(request, log_id, started), config.request_timeout_s)
         except TimeoutError:
             return error_response(
                 503,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,11 +30,20 @@ TargetSize = int | tuple[int, int] | None
 PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], TargetSize], list[npt.NDArray[np.integer]]]
 
 
+@dataclass(frozen=True)
+class Inference:
+    """One image's label map plus how it was computed (for the Server-Timing header)."""
+
+    labels_hw: npt.NDArray[np.integer]
+    infer_ms: float  # wall time of the predict call that included this image
+    batch_size: int
+
+
 @dataclass
 class _Job:
     image: npt.NDArray[np.uint8]
     target_size: TargetSize
-    future: asyncio.Future[npt.NDArray[np.integer]] = field(repr=False)
+    future: asyncio.Future[Inference] = field(repr=False)
 
 
 
@@ -114,11 +124,11 @@ class Batcher:
         """Give back the place reserved by ``try_admit`` (call exactly once per admitted request)."""
         self._admitted -= 1
 
-    async def submit(self, image: npt.NDArray[np.uint8], target_size: TargetSize) -> npt.NDArray[np.integer]:
+    async def submit(self, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
         """Queue one image and wait for its label map. Cancelling the wait drops the job."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called (is the app's lifespan running?)")
-        future: asyncio.Future[npt.NDArray[np.integer]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(image, target_size, future))
         return await future
 
@@ -153,6 +163,7 @@ class Batcher:
                     groups.setdefault(job.target_size, []).append(job)
             for jobs in groups.values():
                 self._running += len(jobs)
+                started = time.perf_counter()
                 try:
                     outputs = await loop.run_in_executor(
                         self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
@@ -176,6 +187,7 @@ class Batcher:
                 self.stats.batches += 1
                 self.stats.images += len(jobs)
                 self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
+                infer_ms = (time.perf_counter() - started) * 1000.0
                 for job, labels in zip(jobs, outputs):
                     if not job.future.done():
-                        job.future.set_result(labels)
+                        job.future.set_result(Inference(labels, infer_ms, len(jobs)))

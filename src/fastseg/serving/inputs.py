@@ -9,7 +9,6 @@ pixel limit, read without decoding pixels: decompression bombs stop here) -> ful
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import ipaddress
@@ -55,7 +54,9 @@ class ImageDecoder:
         if not text:
             raise InputError("'image' is empty: send the base64 of an image file, or an http(s) URL.")
         try:
-            data = base64.b64decode(text, validate=True)
+            # Non-strict like PaddleX (base64.b64decode): 3x faster than validate=True, which runs a
+            # regex over the whole string. Garbage that still decodes fails the image check below.
+            data = binascii.a2b_base64(text)
         except (binascii.Error, ValueError) as exc:
             raise InputError(
                 f"'image' is neither an http(s) URL nor valid base64 ({exc}); "
