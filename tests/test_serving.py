@@ -168,6 +168,8 @@ def test_health_info_and_openapi(server: str) -> None:
     assert health["errorCode"] == 0 and health["errorMsg"] == "Healthy" and "logId" in health
     info = httpx.get(server + "/info").json()
     assert info["modelName"] == "TinySeg" and info["classNames"] == ["red", "green", "blue", "dark"]
+    assert_error(httpx.get(server + ENDPOINT), 405)
+    assert_error(httpx.get(server + "/nope"), 404)
     spec = httpx.get(server + "/openapi.json").json()
     op = spec["paths"][ENDPOINT]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
