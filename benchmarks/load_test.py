@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--visualize", action="store_true", help="also return the JPEG colour map")
+    parser.add_argument("--label-format", choices=["json", "png"], default="json", help="labelMapFormat to request")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     args = parser.parse_args()
 
@@ -159,7 +160,10 @@ def main() -> None:
     else:
         image = np.random.default_rng(0).integers(0, 256, (256, 512, 3), dtype=np.uint8)
         data = cv2.imencode(".png", image)[1].tobytes()
-    body = json.dumps({"image": base64.b64encode(data).decode("ascii")}).encode()
+    request: dict[str, str] = {"image": base64.b64encode(data).decode("ascii")}
+    if args.label_format != "json":
+        request["labelMapFormat"] = args.label_format
+    body = json.dumps(request).encode()
 
     in_proc_ms, in_proc_bytes_ms = _in_process_ms(args.model, data, iterations=max(10, min(args.requests, 50)))
     print(f"in-process Segmenter, batch 1: predict_images on a decoded array: median {in_proc_ms:.2f} ms; "
@@ -246,6 +250,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "note": "shared CPU"},
             "model": args.model, "image_hw": list(image.shape[:2]), "visualize": args.visualize,
+            "label_format": args.label_format,
             "summary": summary, "levels": [asdict(r) for r in results],
         }, indent=2) + "\n", encoding="utf-8")
 
