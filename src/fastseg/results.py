@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -86,7 +86,7 @@ def colorize(
     if bgr:
         lut = lut[:, ::-1]
     lab8 = labels_hw.astype(np.uint8, copy=False)
-    return cv2.LUT(cv2.merge([lab8, lab8, lab8]), np.ascontiguousarray(lut).reshape(256, 1, 3))  # type: ignore[no-any-return]
+    return cast("npt.NDArray[np.uint8]", cv2.LUT(cv2.merge([lab8, lab8, lab8]), np.ascontiguousarray(lut).reshape(256, 1, 3)))
 
 
 def overlay(
@@ -101,7 +101,7 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"overlay alpha must be within [0, 1], got {alpha}.")
     colour = colorize(labels_hw, palette, bgr=True)
-    return cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)  # type: ignore[no-any-return]
+    return cast("npt.NDArray[np.uint8]", cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0))
 
 
 def _write_bytes_atomic(target: Path, data: bytes) -> None:
@@ -164,7 +164,7 @@ class SegResult(Mapping[str, Any]):
     @property
     def labels_hw(self) -> npt.NDArray[np.int32]:
         """The label map as [H,W] (a view of ``pred``)."""
-        return self.pred[0]
+        return cast("npt.NDArray[np.int32]", self.pred[0])
 
     # -- serialisation
     def _data(self, *, with_pred: bool) -> dict[str, Any]:
