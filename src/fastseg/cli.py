@@ -139,6 +139,7 @@ def predict_cmd(
     else:
         seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
     out_dir = Path(save_path)
+    providers = seg.providers
     with seg:
         items = expand_inputs(input_)
         start = time.perf_counter()
@@ -153,7 +154,8 @@ def predict_cmd(
         elapsed = time.perf_counter() - start
     click.echo(
         f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name} on {device} -> {out_dir}"
+        f"including reading and saving) with {seg.meta.model_name} on {device} "
+        f"({', '.join(providers)}) -> {out_dir}"
     )
 
 

@@ -104,10 +104,31 @@ def overlay(
     return cast("npt.NDArray[np.uint8]", cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0))
 
 
+def _array_json(arr: npt.NDArray[Any]) -> str:
+    """Nested JSON lists for ``arr``, one innermost row per line (orjson when installed: ~10x faster)."""
+    if arr.ndim <= 1:
+        return json.dumps(arr.tolist(), separators=(",", ":"))
+    try:
+        import orjson
+
+        def dump(row: npt.NDArray[Any]) -> str:
+            return orjson.dumps(np.ascontiguousarray(row), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+    except ImportError:
+
+        def dump(row: npt.NDArray[Any]) -> str:
+            return json.dumps(row.tolist(), separators=(",", ":"))
+
+    if arr.ndim == 2:
+        return "[" + ",\n".join(dump(row) for row in arr) + "]"
+    return "[" + ",".join(_array_json(sub) for sub in arr) + "]"
+
+
 def _write_bytes_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
@@ -188,10 +209,8 @@ class SegResult(Mapping[str, Any]):
                 frame[key] = f"@@{key}@@"
         text = json.dumps(frame, indent=indent, ensure_ascii=ensure_ascii)
         for key, arr in arrays.items():
-            if arr is None:
-                continue
-            compact = json.dumps(arr.tolist(), separators=(",", ":"))
-            text = text.replace(f'"@@{key}@@"', compact.replace("],[", "],\n[") if arr.ndim > 1 else compact)
+            if arr is not None:
+                text = text.replace(f'"@@{key}@@"', _array_json(arr))
         return text
 
     def print(self, format_json: bool = True, indent: int = 4, ensure_ascii: bool = False) -> None:
