@@ -29,7 +29,7 @@ def _to_pir(req: dict[str, Any]) -> None:
     params = Path(req["params_file"])
     with paddle.pir_utils.OldIrGuard():
         program, _, _ = paddle.static.load_inference_model(
-            str(model.parent / model.stem),
+            str(model.parent),
             exe,
             model_filename=model.name,
             params_filename=params.name,

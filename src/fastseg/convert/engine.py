@@ -21,7 +21,7 @@ from fastseg.errors import ConversionError, MissingDependencyError
 
 WORKER = Path(__file__).with_name("_worker.py")
 INSTALL_HINT = 'pip install "fastseg-ort[convert]"'
-_STDERR_TAIL_LINES = 15
+_STDERR_TAIL_LINES = 6
 
 
 def require_convert_deps() -> None:
