@@ -168,6 +168,7 @@ def test_fallback_warns(device: str, available: list[str], expected: list[str], 
         {"graph_optimization": "max"},
         {"cudnn_conv_algo_search": "FAST"},
         {"io_binding": "zero-copy"},
+        {"ort_log_level": 5},
     ],
 )
 def test_runtime_options_validated(bad: dict[str, object]) -> None:
@@ -186,6 +187,7 @@ def test_session_options_defaults_and_overrides(tmp_path: Path) -> None:
     so = session_options(RuntimeOptions())
     assert so.intra_op_num_threads == physical_cores()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.log_severity_level == 3
     so = session_options(
         RuntimeOptions(intra_op_threads=1, inter_op_threads=2, graph_optimization="basic", enable_profiling=True)
     )

@@ -113,6 +113,8 @@ class RuntimeOptions:
         optimized_model_path: write the optimised graph here (reuse it to skip optimisation).
         enable_profiling: write an ONNX Runtime JSON profile (path logged on close).
         io_binding: "plain" (session.run), "iobinding", or "auto" (the measured choice per device).
+        ort_log_level: ONNX Runtime's own log severity (0 verbose .. 4 fatal); 3 = errors only,
+            which hides graph-cleanup warnings such as unused initializers in converted models.
     """
 
     intra_op_threads: int | None = None
@@ -125,6 +127,7 @@ class RuntimeOptions:
     optimized_model_path: Path | None = None
     enable_profiling: bool = False
     io_binding: RunMode = "auto"
+    ort_log_level: int = 3
 
     def __post_init__(self) -> None:
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
@@ -139,6 +142,8 @@ class RuntimeOptions:
             raise DeviceError(
                 f"cudnn_conv_algo_search {self.cudnn_conv_algo_search!r} is not one of EXHAUSTIVE, HEURISTIC, DEFAULT."
             )
+        if not 0 <= self.ort_log_level <= 4:
+            raise DeviceError(f"ort_log_level must be 0 (verbose) .. 4 (fatal), got {self.ort_log_level}.")
         if self.io_binding not in ("auto", "iobinding", "plain"):
             raise DeviceError(f"io_binding {self.io_binding!r} is not one of 'auto', 'iobinding', 'plain'.")
 
@@ -379,6 +384,7 @@ def session_options(options: RuntimeOptions) -> Any:
         Path(options.optimized_model_path).parent.mkdir(parents=True, exist_ok=True)
         so.optimized_model_filepath = str(options.optimized_model_path)
     so.enable_profiling = options.enable_profiling
+    so.log_severity_level = options.ort_log_level
     return so
 
 
