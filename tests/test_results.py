@@ -84,6 +84,7 @@ def test_reads_like_a_paddlex_dict(labels: np.ndarray) -> None:
     assert res["pred"] is res.pred and res["pred"].shape == (1, 6, 9) and res["pred"].dtype == np.int32
     assert res.labels_hw.shape == (6, 9)
     assert "score" not in res and len(res) == 4
+    assert res == res and res != _result(labels) and len({res, res}) == 1  # identity, no array comparison
     with pytest.raises(KeyError):
         res["score"]
     scored = SegResult(input_path=None, input_img=None, pred=res.pred, score=np.ones((1, 6, 9), np.float32))

@@ -229,6 +229,11 @@ def test_wrong_model_dirs(tmp_path: Path) -> None:
         Segmenter(tmp_path / "missing")
 
 
+def test_onnx_file_path_means_its_directory(model_dir: Path) -> None:
+    with Segmenter(model_dir / "model.onnx", options=OPTS) as s:
+        assert s.model_dir == model_dir
+
+
 def test_zoo_name_uses_converted_dir(model_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(model_dir, converted_model_dir("PP-LiteSeg-T", tmp_path))
     with Segmenter("PP-LiteSeg-T", home=tmp_path, options=OPTS) as s:

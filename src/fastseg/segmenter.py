@@ -170,6 +170,8 @@ def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
     text = str(model)
     path = Path(text).expanduser()
     looks_like_path = isinstance(model, Path) or "/" in text or "\\" in text or text.startswith(".")
+    if path.is_file() and path.suffix == ".onnx":  # model.onnx given: use its directory
+        path = path.parent
     if path.exists() or looks_like_path:
         read_meta(path)  # validates; says "convert it first" for Paddle model dirs
         return path
