@@ -19,6 +19,7 @@ from fastseg.runtime import (
     TRT_EP,
     DeviceSpec,
     RuntimeOptions,
+    choose_run_mode,
     create_session,
     parse_device,
     physical_cores,
@@ -285,3 +286,21 @@ def test_corrupt_onnx_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ModelDirError, match="cannot load"):
         create_session(bad)
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "in_use", "expected"),
+    [
+        ("auto", "cpu", [CPU_EP], "plain"),
+        ("auto", "gpu:0", [CUDA_EP, CPU_EP], "iobinding"),
+        ("auto", "trt:0", [TRT_EP, CUDA_EP, CPU_EP], "iobinding"),
+        ("auto", "npu:0", [CANN_EP, CPU_EP], "iobinding"),
+        ("auto", "gpu:0", [CPU_EP], "plain"),  # fell back to the CPU
+        ("auto", "openvino", [OPENVINO_EP, CPU_EP], "plain"),
+        ("iobinding", "cpu", [CPU_EP], "iobinding"),
+        ("plain", "gpu:0", [CUDA_EP, CPU_EP], "plain"),
+    ],
+)
+def test_choose_run_mode(mode: str, device: str, in_use: list[str], expected: str) -> None:
+    opts = RuntimeOptions(io_binding=mode)  # type: ignore[arg-type]
+    assert choose_run_mode(opts, parse_device(device), in_use) == expected

@@ -367,6 +367,17 @@ class Session:
         self.close()
 
 
+def choose_run_mode(
+    options: RuntimeOptions, device_spec: DeviceSpec, providers_in_use: Sequence[str]
+) -> Literal["iobinding", "plain"]:
+    """The run loop for a session: the explicit choice, or for "auto" the measured one (IO
+    binding on an accelerator that actually runs the graph, plain ``session.run`` on CPU)."""
+    if options.io_binding != "auto":
+        return options.io_binding
+    on_accelerator = device_spec.kind in _AUTO_IOBINDING and providers_in_use[:1] != [CPU_EP]
+    return "iobinding" if on_accelerator else "plain"
+
+
 def session_options(options: RuntimeOptions) -> Any:
     """Build ``onnxruntime.SessionOptions`` from ``options``."""
     import onnxruntime as ort
@@ -435,11 +446,7 @@ def create_session(
     log.info("Session for %s on %s uses providers %s", model_path.name, spec, in_use)
     inputs = tuple(TensorInfo(i.name, tuple(i.shape), i.type) for i in sess.get_inputs())
     outputs = tuple(TensorInfo(o.name, tuple(o.shape), o.type) for o in sess.get_outputs())
-    mode: Literal["iobinding", "plain"]
-    if options.io_binding == "auto":
-        mode = "iobinding" if spec.kind in _AUTO_IOBINDING and in_use[0] != CPU_EP else "plain"
-    else:
-        mode = options.io_binding
+    mode = choose_run_mode(options, spec, in_use)
     runner = Runner(sess, inputs[0].name, outputs[0].name, mode=mode)
     return Session(
         model_path=model_path,
