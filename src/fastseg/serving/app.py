@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
 from fastseg.results import colorize
-from fastseg.serving.batcher import Batcher, TargetSize
+from fastseg.serving.batcher import Batcher, TargetSize, Ticket
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.inputs import ImageDecoder
 
@@ -263,7 +263,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         LOG.error("unhandled error: %r", exc)
         return error_response(500, "Internal server error")
 
-    async def handle(request: Request, log_id: str, started: float) -> Response:
+    async def handle(request: Request, log_id: str, started: float, ticket: Ticket) -> Response:
         req = _parse_request(await request.body())
         t0 = time.perf_counter()
         if req.labelMapFormat == "png" and not config.allow_compact_format:
@@ -276,7 +276,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {config.max_pixels}.")
         image = await run_in_threadpool(decoder.decode, req.image)
         t1 = time.perf_counter()
-        done = await batcher.submit(image, target)
+        done = await batcher.submit(ticket, image, target)
         t2 = time.perf_counter()
         visualize = config.visualize if req.visualize is None else req.visualize
         content = await run_in_threadpool(
@@ -284,10 +284,15 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             label_format=req.labelMapFormat,
         )
         t3 = time.perf_counter()
-        timing = (
-            f"read;dur={(t0 - started) * 1000:.2f}, decode;dur={(t1 - t0) * 1000:.2f}, queue;dur={max((t2 - t1) * 1000 - done.infer_ms, 0):.2f}, "
-            f"infer;dur={done.infer_ms:.2f};desc=\"batch of {done.batch_size}\", encode;dur={(t3 - t2) * 1000:.2f}, "
-            f"total;dur={(t3 - started) * 1000:.2f}"
+        timing = ", ".join(
+            [
+                f"read;dur={(t0 - started) * 1000:.2f}",
+                f"decode;dur={(t1 - t0) * 1000:.2f}",
+                f"queue;dur={max((t2 - t1) * 1000 - done.infer_ms, 0.0):.2f}",
+                f'infer;dur={done.infer_ms:.2f};desc="batch of {done.batch_size}"',
+                f"encode;dur={(t3 - t2) * 1000:.2f}",
+                f"total;dur={(t3 - started) * 1000:.2f}",
+            ]
         )
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
@@ -317,7 +322,8 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
         log_id = new_log_id()
-        if not batcher.try_admit():
+        ticket = batcher.try_admit()
+        if ticket is None:
             return error_response(
                 503,
                 f"server is at capacity ({config.queue_size} requests in flight); retry after "
@@ -325,7 +331,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
                 retry_after=config.retry_after_s,
             )
         try:
-            return await asyncio.wait_for(handle(request, log_id, started), config.request_timeout_s)
+            return await asyncio.wait_for(handle(request, log_id, started, ticket), config.request_timeout_s)
         except TimeoutError:
             return error_response(
                 503,
@@ -341,12 +347,12 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             LOG.exception("inference request %s failed", log_id)
             return error_response(500, "Internal server error")
         finally:
-            batcher.release()
+            batcher.release(ticket)
 
     @app.get("/health", operation_id="checkHealth", response_model=NoResultResponse)
     async def health() -> Response:
-        return Response(orjson.dumps({"logId": new_log_id(), "errorCode": 0, "errorMsg": "Healthy"}),
-                        media_type="application/json")
+        body = orjson.dumps({"logId": new_log_id(), "errorCode": 0, "errorMsg": "Healthy"})
+        return Response(body, media_type="application/json")
 
     @app.get("/info", operation_id="modelInfo")
     async def info() -> dict[str, Any]:

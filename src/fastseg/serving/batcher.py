@@ -40,6 +40,13 @@ class Inference:
 
 
 @dataclass
+class Ticket:
+    """One admitted request's place in the system (from ``Batcher.try_admit``)."""
+
+    submitted: bool = False
+
+
+@dataclass
 class _Job:
     image: npt.NDArray[np.uint8]
     target_size: TargetSize
@@ -74,7 +81,7 @@ class Batcher:
         self._capacity = capacity
         self._workers = workers
         self._admitted = 0
-        self._running = 0  # images inside predict calls right now
+        self._upcoming = 0  # admitted, not yet submitted: still reading/decoding, may join a batch
         self._queue: asyncio.Queue[_Job] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -113,22 +120,28 @@ class Batcher:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def try_admit(self) -> bool:
-        """Reserve a place for one request; False when ``capacity`` requests are in the system."""
+    def try_admit(self) -> Ticket | None:
+        """Reserve a place for one request; None when ``capacity`` requests are in the system."""
         if self._admitted >= self._capacity:
-            return False
+            return None
         self._admitted += 1
-        return True
+        self._upcoming += 1
+        return Ticket()
 
-    def release(self) -> None:
-        """Give back the place reserved by ``try_admit`` (call exactly once per admitted request)."""
+    def release(self, ticket: Ticket) -> None:
+        """Give back the place reserved by ``try_admit`` (call exactly once per ticket)."""
         self._admitted -= 1
+        if not ticket.submitted:
+            self._upcoming -= 1
 
-    async def submit(self, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
+    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
         """Queue one image and wait for its label map. Cancelling the wait drops the job."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called (is the app's lifespan running?)")
         future: asyncio.Future[Inference] = asyncio.get_running_loop().create_future()
+        if not ticket.submitted:
+            ticket.submitted = True
+            self._upcoming -= 1
         self._queue.put_nowait(_Job(image, target_size, future))
         return await future
 
@@ -140,9 +153,10 @@ class Batcher:
             if not queue.empty():
                 batch.append(queue.get_nowait())
                 continue
-            # Wait only for requests that exist: admitted ones still decoding. With none, no
-            # image can join this batch soon, so a lone request is not delayed by max_wait_ms.
-            if self._admitted - self._running <= len(batch):
+            # Wait only for requests that can still join: admitted ones not yet submitted (reading
+            # or decoding). Requests already past inference never will, and with none upcoming
+            # a lone request is not delayed by max_wait_ms.
+            if self._upcoming == 0:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -162,7 +176,6 @@ class Batcher:
                 if not job.future.done():  # timed out or cancelled while queued
                     groups.setdefault(job.target_size, []).append(job)
             for jobs in groups.values():
-                self._running += len(jobs)
                 started = time.perf_counter()
                 try:
                     outputs = await loop.run_in_executor(
@@ -182,8 +195,6 @@ class Batcher:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
-                finally:
-                    self._running -= len(jobs)
                 self.stats.batches += 1
                 self.stats.images += len(jobs)
                 self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
