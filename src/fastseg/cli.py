@@ -5,6 +5,7 @@ environment variables (through ``zoo.cache_home``)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -80,6 +81,256 @@ def models_cmd(fmt: str) -> None:
         "GPU: " + zoo.published_conditions.get("gpu_ms", "") + "; CPU: " + zoo.published_conditions.get("cpu_ms", "")
     )
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
+
+# ---------------------------------------------------------------- predict / get-config (runtime)
+def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)") from None
+    if len(nums) == 1:
+        return nums[0]
+    if len(nums) == 2:
+        return (nums[0], nums[1])
+    raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)")
+
+
+@main.command("predict")
+@click.option("--input", "input_", required=True, help="Image file, directory (recursive) or http(s) URL.")
+@click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
+@click.option("--pipeline", default=None, help="PaddleX pipeline YAML (its model/batch_size/target_size).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+@click.option("--save_path", "--save-path", "save_path", default="./output", show_default=True,
+              help="Directory for <stem>_res.png and <stem>_res.json.")
+@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
+              help="Images per network call [default: 1, or the pipeline's].")
+@click.option("--target_size", "--target-size", "target_size", default=None, help="N or W,H; overrides the model's Resize.")
+@click.option("--overlay", is_flag=True, help="Save the colour map blended over the input instead of the map alone.")
+@click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
+              help="Run on the CPU (with a warning) when the requested accelerator is missing.")
+@click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
+def predict_cmd(
+    input_: str,
+    model: str | None,
+    pipeline: str | None,
+    device: str,
+    save_path: str,
+    batch_size: int | None,
+    target_size: str | None,
+    overlay: bool,
+    allow_fallback: bool,
+    no_json: bool,
+) -> None:
+    """Segment images and save PaddleX-style pseudo-colour maps and JSON."""
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
+
+    ts = _parse_target_size_opt(target_size)
+    if pipeline is not None:
+        if model is not None:
+            raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
+        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback)
+    else:
+        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
+    out_dir = Path(save_path)
+    providers = seg.providers
+    with seg:
+        items = expand_inputs(input_)
+        start = time.perf_counter()
+        count = 0
+        with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
+            for res in seg.predict(items, batch_size=batch_size, target_size=ts):
+                res.save_to_img(out_dir, overlay=overlay)
+                if not no_json:
+                    res.save_to_json(out_dir)
+                count += 1
+                bar.update(1)
+        elapsed = time.perf_counter() - start
+    click.echo(
+        f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
+        f"including reading and saving) with {seg.meta.model_name} on {device} "
+        f"({', '.join(providers)}) -> {out_dir}"
+    )
+
+
+@main.command("get-config")
+@click.argument("pipeline", default="semantic_segmentation")
+@click.option("--save_path", "--save-path", "save_path", default="./", show_default=True,
+              help="Directory (gets <pipeline>.yaml) or a .yaml file path.")
+def get_config_cmd(pipeline: str, save_path: str) -> None:
+    """Write the default PaddleX-style pipeline YAML (edit it, then predict --pipeline it)."""
+    from pathlib import Path
+
+    from fastseg.segmenter import write_pipeline_config
+
+    target = write_pipeline_config(Path(save_path), pipeline=pipeline)
+    click.echo(f"Wrote {target}")
+
+
+# ---------------------------------------------------------------- serve (HTTP)
+@main.command("serve")
+@click.option("--model", required=True, help="Zoo model name (e.g. PP-LiteSeg-T) or a converted model directory.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, ...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep loopback unless behind a proxy).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="Serving YAML (visualize, limits, batching, api_key, url_inputs); see docs.",
+)
+@click.option(
+    "--api-key", envvar="FASTSEG_API_KEY", default=None, show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on inference (overrides the config's api_key).",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime intra-op threads (default: physical cores).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(
+    model: str,
+    device: str,
+    host: str,
+    port: int,
+    config_path: str | None,
+    api_key: str | None,
+    threads: int | None,
+    log_level: str,
+) -> None:
+    """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
+    try:
+        import uvicorn
+
+        from fastseg.serving import ServingConfig, create_app, load_serving_config
+    except ImportError as exc:
+        from fastseg.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"'fastseg serve' needs the [serve] extra ({exc.name} is missing): pip install 'fastseg-ort[serve]'"
+        ) from exc
+    from pathlib import Path
+
+    from fastseg.runtime import RuntimeOptions
+    from fastseg.segmenter import Segmenter
+
+    config = load_serving_config(config_path) if config_path else ServingConfig()
+    if api_key:
+        config = config.replace(api_key=api_key)
+    model_arg: str | Path = Path(model) if Path(model).is_dir() else model
+    segmenter = Segmenter(
+        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads)
+    )
+    try:
+        app = create_app(segmenter, config)
+        click.echo(
+            f"fastseg serve: {segmenter.meta.model_name} on http://{host}:{port}/ "
+            f"(POST /semantic-segmentation, docs at /docs; max_batch={config.max_batch}, "
+            f"queue_size={config.queue_size}, auth={'on' if config.api_key else 'off'})",
+            err=True,
+        )
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        segmenter.close()
+
+
+# ---------------------------------------------------------------- convert (Paddle -> ONNX)
+def _parse_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW such as 512x1024, got {value!r}") from None
+    return h, w
+
+
+@main.command("convert")
+@click.argument("name", required=False)
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path), help="Official *_infer.tar or an extracted model directory (no download).")
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Any PaddleSeg/PaddleX inference directory (e.g. fine-tuned); name read from its inference.yml.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output model directory [default: <cache>/models/NAME].")
+@click.option("--head", type=click.Choice(["labels", "logits", "probs"]), default="labels", show_default=True, help="labels: int32 [N,H,W] (argmax in the graph); logits/probs: float32 [N,C,H,W].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: 17, see fastseg.convert.pipeline.choose_opset].")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Verify on these images (own sizes) instead of synthetic ones.")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison with Paddle Inference.")
+@click.option("--threshold", type=float, default=0.999, show_default=True, help="Minimum argmax agreement with Paddle Inference.")
+@click.option("--force", is_flag=True, help="Convert again even if the output is up to date.")
+@click.option("--fixed-shape", "fixed_hw", callback=_parse_hw, help="Freeze the input to HxW (default: dynamic H and W).")
+def convert_cmd(
+    name: str | None,
+    from_path: Path | None,
+    model_dir: Path | None,
+    output: Path | None,
+    head: str,
+    opset: int | None,
+    images_dir: Path | None,
+    no_verify: bool,
+    threshold: float,
+    force: bool,
+    fixed_hw: tuple[int, int] | None,
+) -> None:
+    """Convert a PaddleX/PaddleSeg model to a verified ONNX model directory.
+
+    \b
+    fastseg convert PP-LiteSeg-T                 download the official tarball, convert
+    fastseg convert PP-LiteSeg-T --from X.tar    convert a tarball/directory you have
+    fastseg convert --model-dir ./my_finetuned   any Paddle segmentation inference model
+    """
+    from fastseg.convert import convert_model
+    from fastseg.errors import ConversionError
+    from fastseg.zoo import load_zoo
+
+    if model_dir is not None and (from_path is not None):
+        raise ConversionError("Use either --model-dir DIR or NAME --from PATH, not both.")
+    source = model_dir or from_path
+    if source is None:
+        if name is None:
+            raise ConversionError("Give a zoo model NAME (see 'fastseg models') or --model-dir DIR.")
+        spec = load_zoo().get(name)  # UnknownModelError with the nearest names
+        from fastseg.download import fetch_model_tarball
+
+        source = fetch_model_tarball(spec, progress=True)
+    elif name is not None and model_dir is None:
+        load_zoo().get(name)  # NAME --from PATH: NAME must be a zoo model
+    report = convert_model(
+        source,
+        output,
+        model_name=name,
+        head=head,
+        opset=opset,
+        verify=not no_verify,
+        images_dir=images_dir,
+        threshold=threshold,
+        force=force,
+        fixed_hw=fixed_hw,
+    )
+    ver = report.verification
+    if report.cache_hit:
+        click.echo(f"Up to date (same source sha256): {report.output_dir}  (use --force to convert again)")
+    click.echo(
+        f"{report.model_name}: {report.paddle_format} -> ONNX opset {report.opset}, "
+        f"{report.onnx_bytes / 1e6:.1f} MB, head={report.meta.output_kind}, "
+        f"{'H,W dynamic' if report.meta.dynamic_hw else f'fixed {report.meta.fixed_hw}'}, "
+        f"{report.seconds:.1f} s"
+    )
+    if ver.get("inputs"):
+        for key, fig in ver["inputs"].items():
+            click.echo(
+                f"  {key:32s} {'x'.join(str(d) for d in fig['shape'])}: argmax agreement "
+                f"{fig['argmax_agreement']:.4%}, max |logit diff| {fig['max_abs_logit_diff']:.2e}"
+            )
+        click.echo(
+            f"Verified against {ver['reference']}: min agreement {ver['min_argmax_agreement']:.4%} "
+            f"(threshold {ver['threshold']:.2%})"
+        )
+    else:
+        click.echo("Verification skipped (--no-verify).")
+    click.echo(f"Model directory: {report.output_dir}")
 
 
 def run() -> None:

@@ -1,0 +1,19 @@
+"""HTTP serving (the ``[serve]`` extra): ``create_app(segmenter, config)`` and its config."""
+
+from fastseg.serving.app import INFER_ENDPOINT, InferRequest, InferResponse, SegmenterLike, create_app
+from fastseg.serving.config import ServingConfig, ServingConfigError, UrlInputConfig, load_serving_config
+from fastseg.serving.inputs import ImageDecoder, decode_image_bytes
+
+__all__ = [
+    "INFER_ENDPOINT",
+    "ImageDecoder",
+    "InferRequest",
+    "InferResponse",
+    "SegmenterLike",
+    "ServingConfig",
+    "ServingConfigError",
+    "UrlInputConfig",
+    "create_app",
+    "decode_image_bytes",
+    "load_serving_config",
+]

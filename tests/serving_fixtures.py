@@ -1,0 +1,119 @@
+"""Helpers for the serving tests: a tiny converted model dir, test images, a live uvicorn server."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import uvicorn
+from fastapi import FastAPI
+
+from fastseg.model_dir import ONNX_FILE, ModelMeta, PreprocessSpec, write_meta
+
+TINY_CLASSES = ("red", "green", "blue", "dark")
+TINY_PALETTE = ((220, 20, 60), (0, 160, 0), (30, 60, 230), (40, 40, 40))
+
+
+def build_tiny_model_dir(target: Path) -> Path:
+    """A converted model: 1x1 Conv (logit c = channel c of the normalised RGB input, class 3 a
+    constant 0.3) + ArgMax over classes, dynamic N/H/W. Red pixels -> 0, green -> 1, blue -> 2,
+    black -> 3, so expected label maps are known exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((4, 3, 1, 1), dtype=np.float32)
+    for c in range(3):
+        weight[c, c, 0, 0] = 1.0
+    bias = np.array([0.0, 0.0, 0.0, 0.3], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0),
+        ],
+        "tiny_seg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    target.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target / ONNX_FILE))
+    write_meta(
+        target,
+        ModelMeta(
+            model_name="TinySeg",
+            input_name="x",
+            output_kind="labels",
+            num_classes=4,
+            class_names=TINY_CLASSES,
+            palette=TINY_PALETTE,
+            preprocess=PreprocessSpec(),
+            opset=13,
+        ),
+    )
+    return target
+
+
+def quadrant_image(height: int = 48, width: int = 64) -> npt.NDArray[np.uint8]:
+    """BGR image: top-left red, top-right green, bottom-left blue, bottom-right black."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    h2, w2 = height // 2, width // 2
+    image[:h2, :w2] = (0, 0, 255)
+    image[:h2, w2:] = (0, 255, 0)
+    image[h2:, :w2] = (255, 0, 0)
+    return image
+
+
+def quadrant_labels(height: int = 48, width: int = 64) -> npt.NDArray[np.int64]:
+    labels = np.full((height, width), 3, dtype=np.int64)
+    h2, w2 = height // 2, width // 2
+    labels[:h2, :w2] = 0
+    labels[:h2, w2:] = 1
+    labels[h2:, :w2] = 2
+    return labels
+
+
+def png_bytes(image: npt.NDArray[np.uint8]) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` on a real uvicorn server on a free 127.0.0.1 port; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

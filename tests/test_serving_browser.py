@@ -1,0 +1,85 @@
+"""The demo page, end to end in headless Debian Chromium driven by Selenium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+
+from fastseg.serving import ServingConfig, create_app
+from tests.serving_fixtures import TINY_PALETTE, build_tiny_model_dir, live_server, quadrant_image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip("needs Debian chromium + chromium-driver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="fastseg-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_page_uploads_image_and_renders_result(driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
+    seg = Segmenter(build_tiny_model_dir(tmp_path / "TinySeg"), device="cpu")
+    image_path = tmp_path / "quadrants.png"
+    cv2.imwrite(str(image_path), quadrant_image(120, 160))
+    try:
+        with live_server(create_app(seg, ServingConfig())) as url:
+            driver.get(url + "/")
+            WebDriverWait(driver, 20).until(ec.text_to_be_present_in_element((By.ID, "model-name"), "TinySeg"))
+            driver.find_element(By.ID, "file-input").send_keys(str(image_path))
+            WebDriverWait(driver, 30).until(ec.visibility_of_element_located((By.ID, "result")))
+
+            assert driver.find_element(By.ID, "size").text == "160×120"
+            assert float(driver.find_element(By.ID, "latency").text) > 0
+            legend = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#legend li")]
+            assert sorted(t.split()[0] for t in legend) == ["blue", "dark", "green", "red"]
+            assert all(t.endswith("25.0%") for t in legend)
+            pixel = driver.execute_script(
+                "return Array.from(document.getElementById('colour-canvas').getContext('2d')"
+                ".getImageData(10, 10, 1, 1).data);"
+            )
+            assert pixel[:3] == list(TINY_PALETTE[0])  # top-left quadrant is class 0 ("red")
+            overlay = driver.execute_script(
+                "const c = document.getElementById('overlay-canvas');"
+                "return [c.width, c.height, Array.from(c.getContext('2d').getImageData(150, 110, 1, 1).data)];"
+            )
+            assert overlay[:2] == [160, 120] and overlay[2][3] == 255
+            assert not driver.find_element(By.ID, "key-row").is_displayed()  # auth is off
+            assert "error" not in driver.find_element(By.ID, "status").get_attribute("class")
+            shot = os.environ.get("FASTSEG_SCREENSHOT")
+            if shot:
+                driver.save_screenshot(shot)
+    finally:
+        seg.close()
