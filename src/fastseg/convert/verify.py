@@ -85,17 +85,21 @@ def _labels_of(output: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
 def compare(
     *,
     inputs: dict[str, npt.NDArray[np.float32]],
-    logits_model: onnx.ModelProto,
     final_model: onnx.ModelProto,
+    logits_name: str,
     paddle_logits: dict[str, npt.NDArray[Any]],
 ) -> dict[str, Any]:
-    """Run both ONNX graphs on ``inputs`` and compare with the Paddle outputs (same keys)."""
-    s_logits, s_final = _session(logits_model), _session(final_model)
-    name = s_final.get_inputs()[0].name
+    """Run ``final_model`` (its head output plus ``logits_name`` exposed, one session) on
+    ``inputs`` and compare with Paddle's logits (same keys)."""
+    both = onnx.ModelProto()
+    both.CopyFrom(final_model)
+    if logits_name not in {o.name for o in both.graph.output}:
+        both.graph.output.append(onnx.ValueInfoProto(name=logits_name))
+    sess = _session(both)
+    name = sess.get_inputs()[0].name
     per_input: dict[str, dict[str, Any]] = {}
     for key, x in inputs.items():
-        onnx_logits = s_logits.run(None, {name: x})[0]
-        onnx_final = s_final.run(None, {name: x})[0]
+        onnx_final, onnx_logits = sess.run([both.graph.output[0].name, logits_name], {name: x})
         ref_logits = paddle_logits[key]
         if onnx_logits.shape != ref_logits.shape:
             raise ConversionError(
