@@ -34,7 +34,7 @@ def _to_pir(req: dict[str, Any]) -> None:
             model_filename=model.name,
             params_filename=params.name,
         )
-    pir_program = paddle.pir.translate_to_pir(program.desc)
+    pir_program = paddle.pir.translate_to_pir(program.desc)  # type: ignore[attr-defined]
     load_parameter(pir_program)
     save_program(pir_program, str(Path(req["out_prefix"])))
 

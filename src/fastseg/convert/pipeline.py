@@ -381,7 +381,7 @@ def _verify(
     from fastseg.convert.verify import compare, verification_inputs
 
     inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess)
-    np.savez(work / "inputs.npz", **inputs)
+    np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     engine.run_worker(
         "predict",

@@ -38,7 +38,8 @@ def synthetic_image(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]
     coarse = rng.uniform(0, 255, size=(max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
     smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
-    return np.clip(smooth + noise, 0, 255).astype(np.uint8)
+    image: npt.NDArray[np.uint8] = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+    return image
 
 
 def verification_inputs(
@@ -56,7 +57,8 @@ def verification_inputs(
             bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise InputError(f"Cannot read image {f}; remove it from {images_dir} or fix it.")
-            inputs[f.name] = _normalise(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), preprocess)
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+            inputs[f.name] = _normalise(rgb, preprocess)
         if not inputs:
             raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}.")
         return inputs
