@@ -23,11 +23,15 @@ MIN_AGREEMENT = 0.9999
 
 @pytest.mark.parametrize("name", load_zoo().names())
 def test_zoo_model_converts_with_dynamic_shapes(
-    name: str, reference_tarball: Callable[..., Path], tmp_path: Path
+    name: str, reference_tarball: Callable[..., Path], tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     report = convert_model(
         reference_tarball(name), tmp_path / name, verify_sizes=PARITY_SIZES, threshold=MIN_AGREEMENT
     )
+    record_property("convert_seconds", round(report.seconds, 1))
+    record_property("onnx_mb", round(report.onnx_bytes / 1e6, 1))
+    record_property("timings_s", report.meta.provenance["timings_s"])
+    record_property("figures", report.verification["inputs"])
     spec = load_zoo().get(name)
     meta = report.meta
     assert report.model_name == name and report.paddle_format == "pir" and report.opset == 17

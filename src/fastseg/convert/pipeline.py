@@ -106,14 +106,15 @@ def _labels_spec(model_name: str, num_classes: int) -> tuple[tuple[str, ...], tu
     return tuple(f"class_{i}" for i in range(num_classes)), palette(num_classes)
 
 
-def _num_classes(logits_model: Any, input_name: str) -> int:
+def _num_classes(logits_model: Any, input_name: str, probe_hw: tuple[int, int]) -> int:
+    """Classes from the logits output's static channel dim, else from one probe run."""
     dims = logits_model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
         return int(dims[1].dim_value)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(logits_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {input_name: np.zeros((1, 3, 64, 64), np.float32)})[0]
+    out = sess.run(None, {input_name: np.zeros((1, 3, *probe_hw), np.float32)})[0]
     return int(out.shape[1])
 
 
@@ -293,7 +294,7 @@ def _convert(
         dims[2].dim_value = fixed_hw[0]
         dims[3].Clear()
         dims[3].dim_value = fixed_hw[1]
-    num_classes = _num_classes(logits_model, input_name)
+    num_classes = _num_classes(logits_model, input_name, fixed_hw or (64, 64))
     # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
     final_model = _finish_onnx(attach_head(logits_model, head, opset=chosen_opset))
 
