@@ -91,7 +91,7 @@ def replace_adaptive_pools(model: onnx.ModelProto, pools: Sequence[AdaptivePool]
             found = "nothing" if idx is None else graph.node[idx].op_type
             raise ConversionError(
                 f"Adaptive pool {pool.onnx_output} came out of paddle2onnx as {found}, not AveragePool; "
-                "this paddle2onnx version is not supported for dynamic shapes (try --fixed-shape HxW)."
+                "this paddle2onnx version is not supported (fastseg is tested with paddle2onnx 2.1.0)."
             )
         old = graph.node[idx]
         if pool.output_hw == (1, 1) and old.op_type == "GlobalAveragePool":
