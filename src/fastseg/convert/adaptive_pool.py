@@ -14,6 +14,7 @@ every input size. k is small in practice (1, 2, 3, 4, 6), so this is 2k Slice/Re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ from fastseg.errors import ConversionError
 
 
 def _opset(model: onnx.ModelProto) -> int:
-    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return int(max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
 
 
 class _Builder:
@@ -46,7 +47,7 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), out))
         return out
 
-    def node(self, op: str, inputs: Sequence[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
         out = self.name(op.lower())
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
@@ -90,7 +91,7 @@ def replace_adaptive_pools(model: onnx.ModelProto, pools: Sequence[AdaptivePool]
             found = "nothing" if idx is None else graph.node[idx].op_type
             raise ConversionError(
                 f"Adaptive pool {pool.onnx_output} came out of paddle2onnx as {found}, not AveragePool; "
-                "this paddle2onnx version is not supported for dynamic shapes (try --fixed-shape HxW)."
+                "this paddle2onnx version is not supported (fastseg is tested with paddle2onnx 2.1.0)."
             )
         old = graph.node[idx]
         if pool.output_hw == (1, 1) and old.op_type == "GlobalAveragePool":

@@ -112,8 +112,8 @@ def adaptive_pools(program: Program) -> list[AdaptivePool]:
             pools.append(AdaptivePool(ordinal=ordinal, output_hw=(int(dims[2]), int(dims[3]))))
         elif a.get("adaptive"):
             raise ConversionError(
-                f"Adaptive {a.get('pooling_type')} pooling (pool2d #{ordinal}) is not supported with dynamic "
-                "shapes; convert with a fixed shape (--fixed-shape HxW)."
+                f"Adaptive {a.get('pooling_type')} pooling (pool2d #{ordinal}) is not supported by fastseg "
+                "convert (only adaptive average pooling is rewritten); please report the model."
             )
         ordinal += 1
     return pools
