@@ -82,7 +82,9 @@ def _resolve_output(output: Path | None, model_name: str) -> Path:
     return cache_home() / "models" / model_name
 
 
-def _cached(target: Path, sha: str, options: dict[str, Any]) -> ModelMeta | None:
+def _cached(target: Path, sha: str, options: dict[str, Any], *, verify: bool, threshold: float) -> ModelMeta | None:
+    """The existing output's meta when it came from the same source with the same options
+    (and, when verifying, passed ``threshold``); else None."""
     if not is_model_dir(target):
         return None
     try:
@@ -90,9 +92,11 @@ def _cached(target: Path, sha: str, options: dict[str, Any]) -> ModelMeta | None
     except ModelDirError:
         return None
     prov = meta.provenance
-    if prov.get("source_sha256") == sha and prov.get("options") == options:
-        return meta
-    return None
+    if prov.get("source_sha256") != sha or prov.get("options") != options:
+        return None
+    if verify and float(meta.verification.get("min_argmax_agreement", -1.0)) < threshold:
+        return None
+    return meta
 
 
 def _labels_spec(model_name: str, num_classes: int) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
@@ -102,14 +106,15 @@ def _labels_spec(model_name: str, num_classes: int) -> tuple[tuple[str, ...], tu
     return tuple(f"class_{i}" for i in range(num_classes)), palette(num_classes)
 
 
-def _num_classes(logits_model: Any, input_name: str) -> int:
+def _num_classes(logits_model: Any, input_name: str, probe_hw: tuple[int, int]) -> int:
+    """Classes from the logits output's static channel dim, else from one probe run."""
     dims = logits_model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
         return int(dims[1].dim_value)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(logits_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {input_name: np.zeros((1, 3, 64, 64), np.float32)})[0]
+    out = sess.run(None, {input_name: np.zeros((1, 3, *probe_hw), np.float32)})[0]
     return int(out.shape[1])
 
 
@@ -170,7 +175,7 @@ def convert_model(
         target = _resolve_output(output, name)
         options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None}
         if not force:
-            meta = _cached(target, src.sha256, options)
+            meta = _cached(target, src.sha256, options, verify=verify, threshold=threshold)
             if meta is not None:
                 return ConvertReport(
                     output_dir=target,
@@ -229,6 +234,15 @@ def _convert(
 
     work = scratch / "work"
     work.mkdir()
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def _lap(phase: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[phase] = round(now - lap, 2)
+        lap = now
+
     # 1. a PIR program (legacy ProgramDesc translated in the child)
     if src.paddle_format == "legacy":
         engine.run_worker(
@@ -242,6 +256,7 @@ def _convert(
         pir_json, params = work / "pir" / "inference.json", work / "pir" / "inference.pdiparams"
     else:
         pir_json, params = src.model_file, src.params_file
+    _lap("to_pir")
     try:
         program = json.loads(pir_json.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -270,7 +285,8 @@ def _convert(
         save_file=str(raw_onnx),
         opset=chosen_opset,
     )
-    logits_model = _finish_onnx(replace_adaptive_pools(onnx.load(str(raw_onnx)), pools))
+    _lap("paddle2onnx")
+    logits_model = replace_adaptive_pools(onnx.load(str(raw_onnx)), pools)
     input_name = logits_model.graph.input[0].name
     if fixed_hw is not None:
         dims = logits_model.graph.input[0].type.tensor_type.shape.dim
@@ -278,9 +294,11 @@ def _convert(
         dims[2].dim_value = fixed_hw[0]
         dims[3].Clear()
         dims[3].dim_value = fixed_hw[1]
-    num_classes = _num_classes(logits_model, input_name)
+    num_classes = _num_classes(logits_model, input_name, fixed_hw or (64, 64))
+    # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
     final_model = _finish_onnx(attach_head(logits_model, head, opset=chosen_opset))
 
+    _lap("onnx_rewrite_check")
     # 4. verification against Paddle Inference
     verification: dict[str, Any] = {"skipped": True}
     if verify:
@@ -296,6 +314,7 @@ def _convert(
             verify_sizes=verify_sizes,
         )
         verification["threshold"] = threshold
+        _lap("verify")
         if verification["min_argmax_agreement"] < threshold:
             worst = min(verification["inputs"].items(), key=lambda kv: kv[1]["argmax_agreement"])
             raise ConversionError(
@@ -327,6 +346,7 @@ def _convert(
             "removed_head_ops": list(head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
             "opset_reason": opset_reason,
+            "timings_s": timings,
             "options": options,
             "versions": engine.tool_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -362,28 +382,29 @@ def _verify(
     from fastseg.convert.verify import compare, verification_inputs
 
     inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess)
-    np.savez(work / "inputs.npz", **inputs)
+    np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
     engine.run_worker(
         "predict",
         work,
         what="Paddle Inference (verification)",
         inputs_npz=str(work / "inputs.npz"),
         outputs_npz=str(work / "outputs.npz"),
-        programs=[
-            {"model_file": str(src.model_file), "params_file": str(src.params_file)},
-            {"model_file": str(logits_json), "params_file": str(params)},
-        ],
+        # the source program minus its argmax/softmax head (labels = argmax of these logits;
+        # running the untouched program too doubled the verification time for the same labels)
+        programs=[{"model_file": str(logits_json), "params_file": str(params)}],
     )
     with np.load(work / "outputs.npz") as out:
-        original = {k: out[f"0:{k}"] for k in inputs}
-        logits = {k: out[f"1:{k}"] for k in inputs}
-    return compare(
+        logits = {k: out[f"0:{k}"] for k in inputs}
+    t1 = time.perf_counter()
+    figures = compare(
         inputs=inputs,
-        logits_model=logits_model,
         final_model=final_model,
-        paddle_original=original,
+        logits_name=logits_model.graph.output[0].name,
         paddle_logits=logits,
     )
+    figures["seconds"] = {"paddle": round(t1 - t0, 2), "onnxruntime": round(time.perf_counter() - t1, 2)}
+    return figures
 
 
 def _write_atomically(target: Path, model: Any, meta: ModelMeta) -> int:
