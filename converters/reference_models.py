@@ -54,10 +54,11 @@ CALIBRATION_BATCH = 2
 CALIBRATION_PASSES = 3
 # BN running variances are raised to at least this fraction of their layer's mean variance.
 VARIANCE_FLOOR = 0.2
-# max |logit| on the calibration images after scale_classifier: a trained model's order.
-LOGIT_TARGET = 30.0
+# median over images of the 99th percentile of |logit| after scale_classifier: a trained
+# model's order.
+LOGIT_TARGET = 15.0
 # Bump when a build changes its weights or export: ensure_reference caches per version.
-REFERENCE_VERSION = 3
+REFERENCE_VERSION = 4
 LEGACY_ENV = "FLAGS_enable_pir_api"
 # paddlepaddle 3.2.2's legacy (non-PIR) dy2static calls PIR-only _C_ops for some Python
 # constructs and functions: PP-LiteSeg's UAFM fails on ``and`` (logical_and) and F.sigmoid with
@@ -310,11 +311,14 @@ def build_model(name: str, *, seed: int = 0) -> "paddle.nn.Layer":
 
 
 def scale_classifier(model: "paddle.nn.Layer", num_classes: int, *, seed: int) -> None:
-    """Scale the class-logit convolutions so the calibration images' max |logit| is ~LOGIT_TARGET.
+    """Scale the class-logit convolutions so a typical image's logits peak near LOGIT_TARGET.
 
     Deep residual stacks grow activations with depth (ResNet-101 logits reach ~1e3 otherwise);
     logits of a trained model's order keep float32 parity figures comparable across models.
-    Only convolutions with ``num_classes`` outputs are scaled (for OCRNet that includes the
+    "Typical" is the median over images of the 99th percentile of |logit|: the magnitude of
+    a random network's logits varies several-fold between images (global-pooling branches
+    add a per-image offset), so one image's maximum would be a poor yardstick. Only
+    convolutions with ``num_classes`` outputs are scaled (for OCRNet that includes the
     auxiliary soft-region head, which merely sharpens or flattens its random attention).
     """
     import paddle
@@ -325,13 +329,14 @@ def scale_classifier(model: "paddle.nn.Layer", num_classes: int, *, seed: int) -
         if isinstance(layer, nn.Conv2D) and layer.weight.shape[0] == num_classes
     ]
     images = paddle.to_tensor(
-        natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + CALIBRATION_PASSES + 1)
+        natural_images(2 * CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + CALIBRATION_PASSES + 1)
     )
     model.eval()
     for _ in range(3):  # OCRNet's logits are not linear in its auxiliary head: iterate
         with paddle.no_grad():
-            peak = float(paddle.abs(model(images)[0]).max())
-        factor = LOGIT_TARGET / max(peak, 1e-12)
+            logits = paddle.abs(model(images)[0]).numpy()
+        typical = float(np.median(np.percentile(logits.reshape(len(logits), -1), 99, axis=1)))
+        factor = LOGIT_TARGET / max(typical, 1e-12)
         if abs(factor - 1.0) < 0.1:
             break
         for layer in heads:
