@@ -60,6 +60,7 @@ LOGIT_TARGET = 15.0
 # Bump when a build changes its weights or export: ensure_reference caches per version.
 REFERENCE_VERSION = 4
 LEGACY_ENV = "FLAGS_enable_pir_api"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # paddlepaddle 3.2.2's legacy (non-PIR) dy2static calls PIR-only _C_ops for some Python
 # constructs and functions ("must be Value, but got Variable"): PP-LiteSeg's UAFM fails on
 # ``and`` (logical_and) and F.sigmoid, SeaFormer's attention on paddle.matmul. The PIR export
@@ -461,15 +462,10 @@ def build_reference(name: str, out_dir: Path, *, legacy: bool = False, seed: int
             f"{name} cannot be exported in the legacy format: {LEGACY_UNSUPPORTED[name]}; "
             "build it without legacy=True"
         )
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env[LEGACY_ENV] = "0" if legacy else "1"
-    env.setdefault("GLOG_minloglevel", "2")
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (repo_root, env.get("PYTHONPATH", "")) if p
-    )
+    env = _child_env(legacy=legacy)
+    repo_root = str(REPO_ROOT)
     command = [
         sys.executable, "-m", "converters.reference_models", "--models", name,
         "--out", str(out_dir), "--seed", str(seed), "--in-process",
@@ -481,6 +477,17 @@ def build_reference(name: str, out_dir: Path, *, legacy: bool = False, seed: int
             f"{result.stderr[-4000:]}"
         )
     return out_dir / tarball_name(name)
+
+
+def _child_env(*, legacy: bool) -> dict[str, str]:
+    """The environment for a build process: Paddle's program mode and this repo importable."""
+    env = dict(os.environ)
+    env[LEGACY_ENV] = "0" if legacy else "1"
+    env.setdefault("GLOG_minloglevel", "2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
 
 
 def ensure_reference(name: str, cache_dir: Path, *, legacy: bool = False) -> Path:
@@ -515,11 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc.args[0]))
     if not args.in_process and os.environ.get(LEGACY_ENV) != ("0" if args.legacy else "1"):
         # Re-run with the Paddle program mode fixed before paddle is imported.
-        env = dict(os.environ)
-        env[LEGACY_ENV] = "0" if args.legacy else "1"
-        env.setdefault("GLOG_minloglevel", "2")
         return subprocess.call([sys.executable, "-m", "converters.reference_models",
-                                *(argv if argv is not None else sys.argv[1:])], env=env)
+                                *(argv if argv is not None else sys.argv[1:])],
+                               env=_child_env(legacy=args.legacy))
     for name in names:
         report = build_in_process(name, args.out, legacy=args.legacy, seed=args.seed)
         size_mb = report.tarball.stat().st_size / 1e6
