@@ -51,14 +51,29 @@ NORMALIZE_MEAN = (0.5, 0.5, 0.5)
 NORMALIZE_STD = (0.5, 0.5, 0.5)
 CALIBRATION_SIZE = (128, 256)
 CALIBRATION_BATCH = 2
-CALIBRATION_PASSES = 2
+CALIBRATION_PASSES = 3
+# BN running variances are raised to at least this fraction of their layer's mean variance.
+VARIANCE_FLOOR = 0.2
+# median over images of the 99th percentile of |logit| after scale_classifier: a trained
+# model's order.
+LOGIT_TARGET = 15.0
+# Bump when a build changes its weights or export: ensure_reference caches per version.
+REFERENCE_VERSION = 4
 LEGACY_ENV = "FLAGS_enable_pir_api"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # paddlepaddle 3.2.2's legacy (non-PIR) dy2static calls PIR-only _C_ops for some Python
-# constructs and functions: PP-LiteSeg's UAFM fails on ``and`` (logical_and) and F.sigmoid with
-# "must be Value, but got Variable". The PIR export of these models works.
+# constructs and functions ("must be Value, but got Variable"): PP-LiteSeg's UAFM fails on
+# ``and`` (logical_and) and F.sigmoid, SeaFormer's attention on paddle.matmul. The PIR export
+# of these models works. Measured legacy exports that work: SegFormer-B0, Deeplabv3-R50.
 LEGACY_UNSUPPORTED = {
-    "PP-LiteSeg-T": "UAFM's shape check and sigmoid need PIR-only ops when traced",
-    "PP-LiteSeg-B": "UAFM's shape check and sigmoid need PIR-only ops when traced",
+    **dict.fromkeys(
+        ("PP-LiteSeg-T", "PP-LiteSeg-B"),
+        "UAFM's shape check and sigmoid need PIR-only ops when traced",
+    ),
+    **dict.fromkeys(
+        ("SeaFormer_tiny", "SeaFormer_small", "SeaFormer_base", "SeaFormer_large"),
+        "SeaAttention's paddle.matmul needs a PIR-only op when traced",
+    ),
 }
 
 
@@ -192,25 +207,31 @@ class BuildReport:
 def natural_images(
     count: int, height: int, width: int, *, seed: int
 ) -> npt.NDArray[np.float32]:
-    """Smoothed-noise RGB images, NCHW float32 already normalised like PaddleSeg's Normalize.
+    """Photo-like RGB images, NCHW float32 already normalised like PaddleSeg's Normalize.
 
-    Blobs at several scales give the spatial structure of a photograph, so different regions
-    of the label map go to different classes.
+    Each image mixes blobs at several scales (the regions of a photograph, so different areas
+    of the label map go to different classes) with per-pixel noise (texture and sensor noise),
+    stretched per channel to the full [0, 255] range, as real images are.
     """
     import cv2
 
     rng = np.random.default_rng(seed)
     images = np.zeros((count, height, width, 3), np.float32)
-    for scale in (4, 16, 64):
-        coarse = rng.random((count, max(2, height // scale), max(2, width // scale), 3))
-        for i in range(count):
-            images[i] += cv2.resize(
-                coarse[i].astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    for i in range(count):
+        for scale, weight in ((4, 0.5), (16, 1.0), (64, 1.0)):
+            coarse = rng.random((max(2, height // scale), max(2, width // scale), 3))
+            images[i] += weight * cv2.resize(
+                coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
             )
-    images = (images - images.min()) / (images.max() - images.min() + 1e-6)
+        images[i] += rng.normal(0.0, 0.1, (height, width, 3)).astype(np.float32)
+        # per-channel percentile stretch: the contrast of a photograph (pixel std ~0.25)
+        low = np.percentile(images[i], 3, axis=(0, 1))
+        high = np.percentile(images[i], 97, axis=(0, 1))
+        images[i] = np.clip((images[i] - low) / (high - low + 1e-6), 0.0, 1.0)
+    pixels = np.round(images * 255.0) / 255.0  # what decoding a uint8 image gives
     mean = np.asarray(NORMALIZE_MEAN, np.float32)
     std = np.asarray(NORMALIZE_STD, np.float32)
-    normalised = (images - mean) / std
+    normalised = (pixels.astype(np.float32) - mean) / std
     return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
 
 
@@ -250,11 +271,13 @@ def randomise_weights(model: "paddle.nn.Layer", *, seed: int) -> None:
 
 
 def recalibrate_batchnorm(model: "paddle.nn.Layer", *, seed: int) -> None:
-    """Set every BatchNorm's running mean/var to the batch statistics on natural-ish images.
+    """Set every BatchNorm's running mean/var to statistics measured on photo-like images.
 
-    With momentum 0 a train-mode pass stores exactly the batch statistics, so each BN
-    normalises its input to unit scale in eval mode; passes are repeated because in eval mode
-    the upstream layers change once their own statistics are final.
+    Train-mode passes over different images with momentum k/(k+1) at pass k make the running
+    statistics the average of the per-batch statistics. A variance floor (a fraction of the
+    layer's mean variance) guards channels that barely vary on the calibration images, e.g.
+    BNs after a global pooling that see one value per image: their tiny variance would
+    otherwise blow up the activations of any other image by orders of magnitude.
     """
     import paddle
     from paddle import nn
@@ -266,15 +289,18 @@ def recalibrate_batchnorm(model: "paddle.nn.Layer", *, seed: int) -> None:
     ]
     if not norms:
         return
-    for norm in norms:
-        norm._momentum = 0.0
-    images = natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + 1)
     model.train()
     with paddle.no_grad():
-        for _ in range(CALIBRATION_PASSES):
+        for k in range(CALIBRATION_PASSES):
+            for norm in norms:
+                norm._momentum = k / (k + 1)
+            images = natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + 1 + k)
             model(paddle.to_tensor(images))
-    for norm in norms:
-        norm._momentum = 0.9
+        for norm in norms:
+            norm._momentum = 0.9
+            var = norm._variance
+            floor = VARIANCE_FLOOR * float(var.mean()) + 1e-5
+            var.set_value(paddle.clip(var, min=floor))
     model.eval()
 
 
@@ -287,8 +313,44 @@ def build_model(name: str, *, seed: int = 0) -> "paddle.nn.Layer":
     model = arch.build(arch.num_classes)
     randomise_weights(model, seed=seed)
     recalibrate_batchnorm(model, seed=seed)
+    scale_classifier(model, arch.num_classes, seed=seed)
     model.eval()
     return model
+
+
+def scale_classifier(model: "paddle.nn.Layer", num_classes: int, *, seed: int) -> None:
+    """Scale the class-logit convolutions so a typical image's logits peak near LOGIT_TARGET.
+
+    Deep residual stacks grow activations with depth (ResNet-101 logits reach ~1e3 otherwise);
+    logits of a trained model's order keep float32 parity figures comparable across models.
+    "Typical" is the median over images of the 99th percentile of |logit|: the magnitude of
+    a random network's logits varies several-fold between images (global-pooling branches
+    add a per-image offset), so one image's maximum would be a poor yardstick. Only
+    convolutions with ``num_classes`` outputs are scaled (for OCRNet that includes the
+    auxiliary soft-region head, which merely sharpens or flattens its random attention).
+    """
+    import paddle
+    from paddle import nn
+
+    heads = [
+        layer for layer in model.sublayers()
+        if isinstance(layer, nn.Conv2D) and layer.weight.shape[0] == num_classes
+    ]
+    images = paddle.to_tensor(
+        natural_images(2 * CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + CALIBRATION_PASSES + 1)
+    )
+    model.eval()
+    for _ in range(3):  # OCRNet's logits are not linear in its auxiliary head: iterate
+        with paddle.no_grad():
+            logits = paddle.abs(model(images)[0]).numpy()
+        typical = float(np.median(np.percentile(logits.reshape(len(logits), -1), 99, axis=1)))
+        factor = LOGIT_TARGET / max(typical, 1e-12)
+        if abs(factor - 1.0) < 0.1:
+            break
+        for layer in heads:
+            layer.weight.set_value(layer.weight * factor)
+            if layer.bias is not None:
+                layer.bias.set_value(layer.bias * factor)
 
 
 def logits_summary(
@@ -400,15 +462,10 @@ def build_reference(name: str, out_dir: Path, *, legacy: bool = False, seed: int
             f"{name} cannot be exported in the legacy format: {LEGACY_UNSUPPORTED[name]}; "
             "build it without legacy=True"
         )
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env[LEGACY_ENV] = "0" if legacy else "1"
-    env.setdefault("GLOG_minloglevel", "2")
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (repo_root, env.get("PYTHONPATH", "")) if p
-    )
+    env = _child_env(legacy=legacy)
+    repo_root = str(REPO_ROOT)
     command = [
         sys.executable, "-m", "converters.reference_models", "--models", name,
         "--out", str(out_dir), "--seed", str(seed), "--in-process",
@@ -422,9 +479,20 @@ def build_reference(name: str, out_dir: Path, *, legacy: bool = False, seed: int
     return out_dir / tarball_name(name)
 
 
+def _child_env(*, legacy: bool) -> dict[str, str]:
+    """The environment for a build process: Paddle's program mode and this repo importable."""
+    env = dict(os.environ)
+    env[LEGACY_ENV] = "0" if legacy else "1"
+    env.setdefault("GLOG_minloglevel", "2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
 def ensure_reference(name: str, cache_dir: Path, *, legacy: bool = False) -> Path:
     """The cached tarball for ``name`` (PIR or legacy), building it on a cache miss."""
-    sub = Path(cache_dir) / ("legacy" if legacy else "pir")
+    sub = Path(cache_dir) / f"v{REFERENCE_VERSION}" / ("legacy" if legacy else "pir")
     target = sub / tarball_name(name)
     if target.is_file():
         return target
@@ -454,11 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc.args[0]))
     if not args.in_process and os.environ.get(LEGACY_ENV) != ("0" if args.legacy else "1"):
         # Re-run with the Paddle program mode fixed before paddle is imported.
-        env = dict(os.environ)
-        env[LEGACY_ENV] = "0" if args.legacy else "1"
-        env.setdefault("GLOG_minloglevel", "2")
         return subprocess.call([sys.executable, "-m", "converters.reference_models",
-                                *(argv if argv is not None else sys.argv[1:])], env=env)
+                                *(argv if argv is not None else sys.argv[1:])],
+                               env=_child_env(legacy=args.legacy))
     for name in names:
         report = build_in_process(name, args.out, legacy=args.legacy, seed=args.seed)
         size_mb = report.tarball.stat().st_size / 1e6
