@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fastseg.errors import DownloadError
+from fastseg.files import write_text_atomic
 from fastseg.zoo import ModelSpec, downloads_dir
 
 __all__ = [
@@ -202,9 +203,7 @@ def _write_state(dest: Path, url: str, headers: Message) -> None:
     for key in ("ETag", "Last-Modified"):
         if headers.get(key):
             state[key] = headers[key]
-    tmp = _state_path(dest).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(tmp, _state_path(dest))
+    write_text_atomic(_state_path(dest), json.dumps(state))
 
 
 def _open(url: str, *, offset: int, validator: str | None, timeout: float) -> HTTPResponse:
@@ -366,10 +365,7 @@ def recorded_sha256(tarball: Path) -> str | None:
 
 def _record_sha256(tarball: Path, digest: str) -> None:
     """Write ``<file>.sha256`` in ``sha256sum`` format (temp file then rename)."""
-    sidecar = _sha256_sidecar(tarball)
-    tmp = sidecar.with_suffix(".sha256.tmp")
-    tmp.write_text(f"{digest}  {tarball.name}\n", encoding="utf-8")
-    os.replace(tmp, sidecar)
+    write_text_atomic(_sha256_sidecar(tarball), f"{digest}  {tarball.name}\n")
 
 
 def fetch_model_tarball(

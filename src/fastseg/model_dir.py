@@ -16,13 +16,12 @@ resized (``Resize``), then ``(pixel * scale - mean) / std`` per channel (``Norma
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fastseg.errors import ModelDirError
+from fastseg.files import write_text_atomic
 
 FORMAT_VERSION = 1
 META_FILE = "fastseg.json"
@@ -170,16 +169,3 @@ def write_meta(model_dir: Path, meta: ModelMeta) -> Path:
     target = Path(model_dir) / META_FILE
     write_text_atomic(target, json.dumps(meta.to_json(), indent=2, ensure_ascii=False) + "\n")
     return target
-
-
-def write_text_atomic(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` so readers see the old file or the new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

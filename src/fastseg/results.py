@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import InputError
+from fastseg.files import write_bytes_atomic
 
 _KEYS = ("input_path", "page_index", "input_img", "pred")
 DEFAULT_OVERLAY_ALPHA = 0.4  # PaddleSeg's visualize(): 0.6 image + 0.4 colour
@@ -122,19 +121,6 @@ def _array_json(arr: npt.NDArray[Any]) -> str:
     if arr.ndim == 2:
         return "[" + ",\n".join(dump(row) for row in arr) + "]"
     return "[" + ",".join(_array_json(sub) for sub in arr) + "]"
-
-
-def _write_bytes_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_type(path: Path, prefix: str) -> bool:
@@ -236,7 +222,7 @@ class SegResult(Mapping[str, Any]):
         Written atomically; returns the file written.
         """
         target = self._target(save_path, ".json", "application/json")
-        _write_bytes_atomic(target, self.to_json_text(indent=indent, ensure_ascii=ensure_ascii).encode("utf-8"))
+        write_bytes_atomic(target, self.to_json_text(indent=indent, ensure_ascii=ensure_ascii).encode("utf-8"))
         return target
 
     @property
@@ -265,7 +251,7 @@ class SegResult(Mapping[str, Any]):
         ok, buf = cv2.imencode(target.suffix or ".png", picture)
         if not ok:
             raise InputError(f"Cannot encode an image as {target.suffix!r}; use .png.")
-        _write_bytes_atomic(target, buf.tobytes())
+        write_bytes_atomic(target, buf.tobytes())
         return target
 
 

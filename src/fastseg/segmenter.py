@@ -30,7 +30,8 @@ from fastseg.errors import (
     ModelDirError,
     UnknownModelError,
 )
-from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, is_model_dir, read_meta, write_text_atomic
+from fastseg.files import write_text_atomic
+from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, is_model_dir, read_meta
 from fastseg.processing import (
     IMAGE_SUFFIXES,
     TargetSize,
