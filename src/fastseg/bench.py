@@ -209,12 +209,18 @@ class MacCount:
         return 2.0 * self.macs / 1e9
 
 
-def count_macs(model: Any, *, input_shape: Sequence[int]) -> MacCount:
+def count_macs(model: Any, *, input_shape: Sequence[int], measure_unresolved: bool = True) -> MacCount:
     """Count Conv/ConvTranspose/MatMul/Gemm MACs of an ONNX model at a fixed input shape.
+
+    Shapes come from ONNX shape inference (with data propagation). paddle2onnx graphs compute
+    many Reshape targets from ``Shape`` ops that inference cannot follow; with
+    ``measure_unresolved`` the remaining nodes' shapes are read from one un-optimised ONNX
+    Runtime run with its profiler on (every node event records its input/output shapes).
 
     Args:
         model: an ``onnx.ModelProto`` or a path to a .onnx file.
         input_shape: the first graph input's shape, e.g. (1, 3, 1024, 2048).
+        measure_unresolved: run the model once to resolve what inference could not.
 
     Raises:
         MissingDependencyError: the ``onnx`` package is not installed.
@@ -224,8 +230,11 @@ def count_macs(model: Any, *, input_shape: Sequence[int]) -> MacCount:
         from onnx import shape_inference
     except ImportError as exc:  # pragma: no cover - onnx is in the convert extra
         raise MissingDependencyError("Counting GFLOPs needs onnx: pip install 'fastseg-ort[convert]'.") from exc
-    proto = onnx.load(str(model), load_external_data=False) if isinstance(model, (str, Path)) else model
+    proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
     proto = _copy_model(proto)
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"fastseg_node_{i}"
     init_names = {i.name for i in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in init_names]
     dims = graph_inputs[0].type.tensor_type.shape.dim
@@ -247,19 +256,51 @@ def count_macs(model: Any, *, input_shape: Sequence[int]) -> MacCount:
     for init in inferred.graph.initializer:
         shapes[init.name] = list(init.dims)
 
+    counted = [n for n in inferred.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
+    pending = [n for n in counted if _node_macs(n, [shapes.get(i) for i in n.input], shapes.get(n.output[0])) is None]
+    measured: dict[str, tuple[list[list[int] | None], list[int] | None]] = {}
+    if pending and measure_unresolved:
+        measured = _profiled_shapes(proto, graph_inputs[0].name, input_shape)
     by_op: dict[str, int] = {}
     unresolved: list[str] = []
-    for node in inferred.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
-            continue
+    for node in counted:
         ins = [shapes.get(n) for n in node.input]
         out = shapes.get(node.output[0])
         macs = _node_macs(node, ins, out)
+        if macs is None and node.name in measured:
+            m_ins, m_out = measured[node.name]
+            macs = _node_macs(node, [a if a is not None else b for a, b in zip(ins, m_ins + [None] * len(ins))], out or m_out)
         if macs is None:
-            unresolved.append(node.name or node.output[0])
+            unresolved.append(node.name)
             continue
         by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
     return MacCount(macs=sum(by_op.values()), by_op=by_op, unresolved=tuple(unresolved))
+
+
+def _profiled_shapes(
+    proto: Any, input_name: str, input_shape: Sequence[int]
+) -> dict[str, tuple[list[list[int] | None], list[int] | None]]:
+    """Node name -> (input shapes, first output shape) from one profiled, un-optimised ORT run."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="fastseg-flops-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "shapes")
+        session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        session.run(None, {input_name: np.zeros(tuple(int(v) for v in input_shape), np.float32)})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    out: dict[str, tuple[list[list[int] | None], list[int] | None]] = {}
+    for ev in events:
+        args = ev.get("args", {})
+        if ev.get("cat") != "Node" or "input_type_shape" not in args:
+            continue
+        name = str(ev.get("name", "")).removesuffix("_kernel_time")
+        ins = [next(iter(d.values())) if d else None for d in args["input_type_shape"]]
+        outs = [next(iter(d.values())) if d else None for d in args.get("output_type_shape", [])]
+        out[name] = (ins, outs[0] if outs else None)
+    return out
 
 
 def _copy_model(proto: Any) -> Any:
