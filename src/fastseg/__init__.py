@@ -11,6 +11,7 @@ Public API (everything else is internal)::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from fastseg.errors import (
     ConversionError,
@@ -22,6 +23,28 @@ from fastseg.errors import (
     ModelDirError,
     UnknownModelError,
 )
+
+if TYPE_CHECKING:
+    from fastseg.results import SegResult
+    from fastseg.runtime import RuntimeOptions
+    from fastseg.segmenter import Segmenter, create_pipeline
+
+# Imported on first use so `fastseg --help` does not load onnxruntime/OpenCV.
+_LAZY = {
+    "RuntimeOptions": "fastseg.runtime",
+    "SegResult": "fastseg.results",
+    "Segmenter": "fastseg.segmenter",
+    "create_pipeline": "fastseg.segmenter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fastseg' has no attribute {name!r}")
+
 
 try:
     __version__ = version("fastseg-ort")
@@ -36,6 +59,10 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "ModelDirError",
+    "RuntimeOptions",
+    "SegResult",
+    "Segmenter",
     "UnknownModelError",
     "__version__",
+    "create_pipeline",
 ]

@@ -81,6 +81,95 @@ def models_cmd(fmt: str) -> None:
     )
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
 
+# ---------------------------------------------------------------- predict / get-config (runtime)
+def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)") from None
+    if len(nums) == 1:
+        return nums[0]
+    if len(nums) == 2:
+        return (nums[0], nums[1])
+    raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)")
+
+
+@main.command("predict")
+@click.option("--input", "input_", required=True, help="Image file, directory (recursive) or http(s) URL.")
+@click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
+@click.option("--pipeline", default=None, help="PaddleX pipeline YAML (its model/batch_size/target_size).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+@click.option("--save_path", "--save-path", "save_path", default="./output", show_default=True,
+              help="Directory for <stem>_res.png and <stem>_res.json.")
+@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
+              help="Images per network call [default: 1, or the pipeline's].")
+@click.option("--target_size", "--target-size", "target_size", default=None, help="N or W,H; overrides the model's Resize.")
+@click.option("--overlay", is_flag=True, help="Save the colour map blended over the input instead of the map alone.")
+@click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
+              help="Run on the CPU (with a warning) when the requested accelerator is missing.")
+@click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
+def predict_cmd(
+    input_: str,
+    model: str | None,
+    pipeline: str | None,
+    device: str,
+    save_path: str,
+    batch_size: int | None,
+    target_size: str | None,
+    overlay: bool,
+    allow_fallback: bool,
+    no_json: bool,
+) -> None:
+    """Segment images and save PaddleX-style pseudo-colour maps and JSON."""
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
+
+    ts = _parse_target_size_opt(target_size)
+    if pipeline is not None:
+        if model is not None:
+            raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
+        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback)
+    else:
+        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
+    out_dir = Path(save_path)
+    with seg:
+        items = expand_inputs(input_)
+        start = time.perf_counter()
+        count = 0
+        with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
+            for res in seg.predict(items, batch_size=batch_size, target_size=ts):
+                res.save_to_img(out_dir, overlay=overlay)
+                if not no_json:
+                    res.save_to_json(out_dir)
+                count += 1
+                bar.update(1)
+        elapsed = time.perf_counter() - start
+    click.echo(
+        f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
+        f"including reading and saving) with {seg.meta.model_name} on {device} -> {out_dir}"
+    )
+
+
+@main.command("get-config")
+@click.argument("pipeline", default="semantic_segmentation")
+@click.option("--save_path", "--save-path", "save_path", default="./", show_default=True,
+              help="Directory (gets <pipeline>.yaml) or a .yaml file path.")
+def get_config_cmd(pipeline: str, save_path: str) -> None:
+    """Write the default PaddleX-style pipeline YAML (edit it, then predict --pipeline it)."""
+    from pathlib import Path
+
+    from fastseg.segmenter import write_pipeline_config
+
+    target = write_pipeline_config(Path(save_path), pipeline=pipeline)
+    click.echo(f"Wrote {target}")
+
 
 # ---------------------------------------------------------------- bench
 def _parse_size(value: str) -> tuple[int, int]:

@@ -1,0 +1,248 @@
+"""Segmentation results that read like PaddleX's ``SegResult``, plus colour rendering.
+
+A result is a read-only mapping with PaddleX's keys: ``input_path``, ``page_index``,
+``input_img`` (BGR source image) and ``pred`` (int32 [1,H,W] label map at the source size),
+plus ``score`` when asked for. ``print``/``json``/``save_to_json`` leave out ``input_img``;
+``save_to_img`` writes PaddleX's pseudo-colour map (its ``get_color_map_list`` palette, the
+same pixels as PaddleX's PIL 'P' image converted to RGB), optionally over the input image.
+
+Never imports runtime (STYLE.md layout).
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from fastseg.errors import InputError
+
+_KEYS = ("input_path", "page_index", "input_img", "pred")
+DEFAULT_OVERLAY_ALPHA = 0.4  # PaddleSeg's visualize(): 0.6 image + 0.4 colour
+
+
+@cache
+def paddlex_palette(num_colors: int = 256) -> npt.NDArray[np.uint8]:
+    """PaddleX/PaddleSeg ``get_color_map_list``: RGB uint8 [num_colors, 3].
+
+    Label k gets the bit-interleaved colour of k + 1 (PaddleX builds num_colors + 1 entries
+    and drops the first), so label 0 is (128, 0, 0). The result is read-only.
+    """
+    idx = np.arange(1, num_colors + 1, dtype=np.int64)
+    pal = np.zeros((num_colors, 3), dtype=np.int64)
+    bits = int(idx.max()).bit_length()
+    for j in range((bits + 2) // 3):
+        for ch in range(3):
+            pal[:, ch] |= ((idx >> (3 * j + ch)) & 1) << (7 - j)
+    out = pal.astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def _palette_array(palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None) -> npt.NDArray[np.uint8]:
+    if palette is None:
+        return paddlex_palette()
+    pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if len(pal) < 256:  # unknown labels keep PaddleX's colours
+        pal = np.concatenate([pal, paddlex_palette()[len(pal) :]])
+    return pal[:256]
+
+
+def colorize(
+    labels_hw: npt.NDArray[Any],
+    palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None = None,
+    *,
+    bgr: bool = False,
+) -> npt.NDArray[np.uint8]:
+    """Colour a label map through a 256-entry palette look-up table.
+
+    Args:
+        labels_hw: integer labels [H,W] in 0..255.
+        palette: RGB rows per class; None = PaddleX's pseudo-colour palette. Labels beyond a
+            short palette use PaddleX's colours.
+        bgr: return BGR (for OpenCV) instead of RGB.
+
+    Returns:
+        uint8 [H,W,3].
+
+    Raises:
+        InputError: labels outside 0..255 (PaddleX cannot render those either).
+    """
+    if labels_hw.ndim != 2:
+        raise InputError(f"colorize expects a [H,W] label map, got shape {labels_hw.shape}.")
+    if labels_hw.size and (labels_hw.min() < 0 or labels_hw.max() > 255):
+        raise InputError("Labels outside 0..255 cannot be rendered with a 256-colour palette.")
+    lut = _palette_array(palette)
+    if bgr:
+        lut = lut[:, ::-1]
+    lab8 = labels_hw.astype(np.uint8, copy=False)
+    return cv2.LUT(cv2.merge([lab8, lab8, lab8]), np.ascontiguousarray(lut).reshape(256, 1, 3))  # type: ignore[no-any-return]
+
+
+def overlay(
+    image_bgr: npt.NDArray[np.uint8],
+    labels_hw: npt.NDArray[Any],
+    palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None = None,
+    alpha: float = DEFAULT_OVERLAY_ALPHA,
+) -> npt.NDArray[np.uint8]:
+    """Blend the colour map over the image: ``(1 - alpha) * image + alpha * colour`` (BGR uint8)."""
+    if image_bgr.shape[:2] != labels_hw.shape[:2]:
+        raise InputError(f"overlay: image {image_bgr.shape[:2]} and labels {labels_hw.shape[:2]} differ in size.")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"overlay alpha must be within [0, 1], got {alpha}.")
+    colour = colorize(labels_hw, palette, bgr=True)
+    return cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)  # type: ignore[no-any-return]
+
+
+def _write_bytes_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_type(path: Path, prefix: str) -> bool:
+    mime, _ = mimetypes.guess_type(path.name)
+    return mime is not None and mime.startswith(prefix)
+
+
+@dataclass(frozen=True, eq=False)
+class SegResult(Mapping[str, Any]):
+    """One image's segmentation, readable as PaddleX's result (``res["pred"]``) or ``res.pred``.
+
+    Attributes:
+        input_path: the source path or URL, None for in-memory arrays.
+        input_img: the source image, BGR uint8 [H,W,3] (None if not kept).
+        pred: int32 [1,H,W] label map at the source size (PaddleX's layout).
+        score: float32 [1,H,W] probability of the winning class, when asked for; else None.
+        class_names: the model's class names (index = label).
+        palette: RGB colour per class for rendering; None = PaddleX's pseudo-colour palette.
+        page_index: always None (PaddleX uses it for PDF pages).
+    """
+
+    input_path: str | None
+    input_img: npt.NDArray[np.uint8] | None
+    pred: npt.NDArray[np.int32]
+    score: npt.NDArray[np.float32] | None = None
+    class_names: tuple[str, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] | None = field(default=None, repr=False)
+    page_index: int | None = None
+
+    # -- mapping protocol (PaddleX results are dicts)
+    def _keys(self) -> tuple[str, ...]:
+        return _KEYS + (("score",) if self.score is not None else ())
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __repr__(self) -> str:
+        return f"SegResult(input_path={self.input_path!r}, pred={self.pred.dtype}{list(self.pred.shape)})"
+
+    @property
+    def labels_hw(self) -> npt.NDArray[np.int32]:
+        """The label map as [H,W] (a view of ``pred``)."""
+        return self.pred[0]
+
+    # -- serialisation
+    def _data(self, *, with_pred: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {"input_path": self.input_path, "page_index": self.page_index}
+        data["pred"] = self.pred.tolist() if with_pred else "..."
+        if self.score is not None:
+            data["score"] = self.score.tolist() if with_pred else "..."
+        return data
+
+    @property
+    def json(self) -> dict[str, Any]:
+        """``{"res": {"input_path", "page_index", "pred"}}`` as PaddleX (pred as nested lists)."""
+        return {"res": self._data(with_pred=True)}
+
+    def to_json_text(self, *, indent: int = 4, ensure_ascii: bool = False) -> str:
+        """JSON of ``json["res"]``; each row of ``pred`` (and ``score``) on one line, not one number per line."""
+        frame = self._data(with_pred=False)
+        arrays = {"pred": self.pred, "score": self.score}
+        for key in ("pred", "score"):
+            if key in frame:
+                frame[key] = f"@@{key}@@"
+        text = json.dumps(frame, indent=indent, ensure_ascii=ensure_ascii)
+        for key, arr in arrays.items():
+            if arr is None:
+                continue
+            compact = json.dumps(arr.tolist(), separators=(",", ":"))
+            text = text.replace(f'"@@{key}@@"', compact.replace("],[", "],\n[") if arr.ndim > 1 else compact)
+        return text
+
+    def print(self, format_json: bool = True, indent: int = 4, ensure_ascii: bool = False) -> None:
+        """Print the result without the image and with ``pred`` elided, like PaddleX's ``print``."""
+        shown = {"res": self._data(with_pred=False)}
+        print(json.dumps(shown, indent=indent, ensure_ascii=ensure_ascii) if format_json else shown)
+
+    def _target(self, save_path: str | Path, suffix: str, kind: str) -> Path:
+        path = Path(save_path)
+        if _is_type(path, kind):
+            return path
+        stem = Path(self.input_path).stem if self.input_path else "result"
+        return path / f"{stem}_res{suffix}"
+
+    def save_to_json(self, save_path: str | Path, *, indent: int = 4, ensure_ascii: bool = False) -> Path:
+        """Write ``json["res"]`` to ``save_path`` (a .json file, or a directory: ``<stem>_res.json``).
+
+        Written atomically; returns the file written.
+        """
+        target = self._target(save_path, ".json", "application/json")
+        _write_bytes_atomic(target, self.to_json_text(indent=indent, ensure_ascii=ensure_ascii).encode("utf-8"))
+        return target
+
+    @property
+    def img(self) -> dict[str, npt.NDArray[np.uint8]]:
+        """``{"res": RGB uint8 [H,W,3]}``: PaddleX's pseudo-colour image (numpy, not PIL)."""
+        return {"res": colorize(self.labels_hw, self.palette)}
+
+    def save_to_img(
+        self, save_path: str | Path, *, overlay: bool = False, alpha: float = DEFAULT_OVERLAY_ALPHA
+    ) -> Path:
+        """Write the pseudo-colour map (or, with ``overlay``, the map blended over the input image).
+
+        ``save_path`` is an image file or a directory (then ``<input stem>_res.png``, as PaddleX
+        names it; always PNG so labels are not blurred by JPEG). Written atomically.
+
+        Raises:
+            InputError: ``overlay`` without the input image.
+        """
+        target = self._target(save_path, ".png", "image/")
+        if overlay:
+            if self.input_img is None:
+                raise InputError("save_to_img(overlay=True) needs the input image; this result has none.")
+            picture = _overlay(self.input_img, self.labels_hw, self.palette, alpha)
+        else:
+            picture = colorize(self.labels_hw, self.palette, bgr=True)
+        ok, buf = cv2.imencode(target.suffix or ".png", picture)
+        if not ok:
+            raise InputError(f"Cannot encode an image as {target.suffix!r}; use .png.")
+        _write_bytes_atomic(target, buf.tobytes())
+        return target
+
+
+_overlay = overlay

@@ -1,0 +1,446 @@
+"""ONNX Runtime sessions: device string -> execution providers, session creation, run loop.
+
+Device strings are the ones PaddleX users type (``cpu``, ``gpu``, ``gpu:1``, ``npu:0``) plus
+explicit ``openvino[:CPU|GPU|NPU]`` and ``trt[:N]``/``tensorrt[:N]``. ``parse_device`` and
+``resolve_providers`` are pure functions so every form is tested against a given list of
+available providers; ``create_session`` is the only place that touches onnxruntime's
+global provider list.
+
+Never imports cv2, zoo or processing (see STYLE.md's layout).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fastseg.errors import DeviceError, ModelDirError
+
+log = logging.getLogger(__name__)
+
+DeviceKind = Literal["cpu", "gpu", "npu", "openvino", "tensorrt"]
+RunMode = Literal["auto", "iobinding", "plain"]
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+ConvAlgoSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+TRT_EP = "TensorrtExecutionProvider"
+CANN_EP = "CANNExecutionProvider"
+OPENVINO_EP = "OpenVINOExecutionProvider"
+
+ACCEPTED_FORMS = (
+    "'cpu', 'gpu', 'gpu:N', 'npu', 'npu:N', 'trt', 'trt:N' (= 'tensorrt:N'), "
+    "'openvino', 'openvino:CPU', 'openvino:GPU', 'openvino:NPU' (N = device index >= 0)"
+)
+_DEVICE_RE = re.compile(r"^(?P<kind>[a-z]+)(?::(?P<arg>[^:]+))?$")
+_OPENVINO_TARGETS = ("CPU", "GPU", "NPU")
+# Measured on CPU (docs/README-rt.md, "IO binding"): plain session.run is as fast or faster,
+# so "auto" binds only on accelerators, where it saves a host<->device copy per output.
+_AUTO_IOBINDING = frozenset({"gpu", "tensorrt", "npu"})
+_MAX_CACHED_SHAPES = 8
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device string: what kind of accelerator, which index, which OpenVINO target."""
+
+    kind: DeviceKind
+    index: int = 0
+    openvino_target: str = "CPU"
+
+    def __str__(self) -> str:
+        if self.kind == "cpu":
+            return "cpu"
+        if self.kind == "openvino":
+            return f"openvino:{self.openvino_target}"
+        return f"{self.kind}:{self.index}"
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads counted once), at least 1.
+
+    Uses psutil when installed, else the Linux CPU topology of the affinity set, else
+    ``os.cpu_count()``.
+    """
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        allowed = list(range(os.cpu_count() or 1))
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+        if physical:
+            return max(1, min(int(physical), len(allowed)))
+    except ImportError:
+        pass
+    cores: set[tuple[str, str]] = set()
+    for cpu in allowed:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                ((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip())
+            )
+        except OSError:
+            return max(1, len(allowed))
+    return max(1, len(cores))
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Session and provider options.
+
+    Attributes:
+        intra_op_threads: threads inside one operator; None = physical cores available.
+        inter_op_threads: threads across independent operators; 0 = ONNX Runtime's default.
+        graph_optimization: ONNX Runtime graph optimisation level.
+        enable_tensorrt: put TensorRT before CUDA for ``gpu:N`` (``trt:N`` implies it).
+        trt_fp16: let TensorRT build FP16 engines.
+        trt_engine_cache_dir: where TensorRT keeps built engines (None = no cache).
+        cudnn_conv_algo_search: CUDA EP convolution algorithm search.
+        optimized_model_path: write the optimised graph here (reuse it to skip optimisation).
+        enable_profiling: write an ONNX Runtime JSON profile (path logged on close).
+        io_binding: "plain" (session.run), "iobinding", or "auto" (the measured choice per device).
+    """
+
+    intra_op_threads: int | None = None
+    inter_op_threads: int = 0
+    graph_optimization: GraphOptimization = "all"
+    enable_tensorrt: bool = False
+    trt_fp16: bool = False
+    trt_engine_cache_dir: Path | None = None
+    cudnn_conv_algo_search: ConvAlgoSearch = "EXHAUSTIVE"
+    optimized_model_path: Path | None = None
+    enable_profiling: bool = False
+    io_binding: RunMode = "auto"
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise DeviceError(f"intra_op_threads must be >= 1 or None (auto), got {self.intra_op_threads}.")
+        if self.inter_op_threads < 0:
+            raise DeviceError(f"inter_op_threads must be >= 0, got {self.inter_op_threads}.")
+        if self.graph_optimization not in ("disable", "basic", "extended", "all"):
+            raise DeviceError(
+                f"graph_optimization {self.graph_optimization!r} is not one of 'disable', 'basic', 'extended', 'all'."
+            )
+        if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
+            raise DeviceError(
+                f"cudnn_conv_algo_search {self.cudnn_conv_algo_search!r} is not one of EXHAUSTIVE, HEURISTIC, DEFAULT."
+            )
+        if self.io_binding not in ("auto", "iobinding", "plain"):
+            raise DeviceError(f"io_binding {self.io_binding!r} is not one of 'auto', 'iobinding', 'plain'.")
+
+
+def parse_device(device: str) -> DeviceSpec:
+    """Parse a PaddleX-style device string.
+
+    Raises:
+        DeviceError: the string is not one of the accepted forms (listed in the message).
+    """
+    if not isinstance(device, str):
+        raise DeviceError(f"Device must be a string, got {type(device).__name__}. Accepted: {ACCEPTED_FORMS}.")
+    text = device.strip()
+    m = _DEVICE_RE.match(text.lower())
+    if not m:
+        raise DeviceError(f"Cannot parse device {device!r}. Accepted: {ACCEPTED_FORMS}.")
+    kind, arg = m.group("kind"), m.group("arg")
+    if kind == "cuda":
+        kind = "gpu"
+    if kind == "trt":
+        kind = "tensorrt"
+    if kind == "cpu":
+        if arg not in (None, "0"):
+            raise DeviceError(f"Cannot parse device {device!r}: 'cpu' takes no index. Accepted: {ACCEPTED_FORMS}.")
+        return DeviceSpec("cpu")
+    if kind == "openvino":
+        target = (arg or "CPU").upper()
+        if target not in _OPENVINO_TARGETS:
+            raise DeviceError(
+                f"Unknown OpenVINO target in {device!r}; use one of {', '.join(_OPENVINO_TARGETS)}. "
+                f"Accepted: {ACCEPTED_FORMS}."
+            )
+        return DeviceSpec("openvino", openvino_target=target)
+    if kind in ("gpu", "npu", "tensorrt"):
+        if arg is None:
+            return DeviceSpec(kind)  # type: ignore[arg-type]
+        if not arg.isdigit():
+            raise DeviceError(
+                f"Cannot parse device {device!r}: the index must be an integer >= 0. Accepted: {ACCEPTED_FORMS}."
+            )
+        return DeviceSpec(kind, index=int(arg))  # type: ignore[arg-type]
+    raise DeviceError(f"Unknown device kind {kind!r} in {device!r}. Accepted: {ACCEPTED_FORMS}.")
+
+
+def _unavailable(spec: DeviceSpec, wanted: str, available: Sequence[str], allow_fallback: bool) -> None:
+    msg = (
+        f"Device {str(spec)!r} needs {wanted}, which this onnxruntime does not offer; "
+        f"available providers: {list(available)}."
+    )
+    if not allow_fallback:
+        hint = {
+            CUDA_EP: " Install the GPU build: pip uninstall onnxruntime && pip install 'fastseg-ort[gpu]'.",
+            TRT_EP: " Install onnxruntime-gpu with TensorRT libraries, or use device 'gpu:N' without TensorRT.",
+            CANN_EP: " Install onnxruntime-cann for Ascend NPUs.",
+            OPENVINO_EP: " Install onnxruntime-openvino.",
+        }.get(wanted, "")
+        raise DeviceError(msg + hint + " Or pass allow_fallback=True to run on the CPU instead.")
+    log.warning("%s Falling back (allow_fallback=True).", msg)
+
+
+def resolve_providers(
+    device_spec: DeviceSpec,
+    available: Sequence[str],
+    *,
+    options: RuntimeOptions,
+    allow_fallback: bool,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Map a device to the ordered (provider, provider_options) list for ``InferenceSession``.
+
+    ``gpu:N`` -> [TensorRT (when asked), CUDA(device_id=N), CPU]; ``npu:N`` -> [CANN, CPU];
+    ``openvino:T`` -> [OpenVINO(device_type=T), CPU]. CPU always comes last so operators an
+    accelerator lacks still run.
+
+    Raises:
+        DeviceError: the accelerator is not in ``available`` and ``allow_fallback`` is False.
+    """
+    cpu: tuple[str, dict[str, Any]] = (CPU_EP, {})
+    spec = device_spec
+    if spec.kind == "cpu":
+        return [cpu]
+    if spec.kind == "openvino":
+        if OPENVINO_EP not in available:
+            _unavailable(spec, OPENVINO_EP, available, allow_fallback)
+            return [cpu]
+        return [(OPENVINO_EP, {"device_type": spec.openvino_target}), cpu]
+    if spec.kind == "npu":
+        if CANN_EP not in available:
+            _unavailable(spec, CANN_EP, available, allow_fallback)
+            return [cpu]
+        return [(CANN_EP, {"device_id": spec.index}), cpu]
+    # gpu / tensorrt
+    providers: list[tuple[str, dict[str, Any]]] = []
+    if spec.kind == "tensorrt" or options.enable_tensorrt:
+        if TRT_EP in available:
+            trt: dict[str, Any] = {"device_id": spec.index, "trt_fp16_enable": options.trt_fp16}
+            if options.trt_engine_cache_dir is not None:
+                trt["trt_engine_cache_enable"] = True
+                trt["trt_engine_cache_path"] = str(options.trt_engine_cache_dir)
+            providers.append((TRT_EP, trt))
+        else:
+            _unavailable(spec, TRT_EP, available, allow_fallback)
+    if CUDA_EP in available:
+        providers.append(
+            (CUDA_EP, {"device_id": spec.index, "cudnn_conv_algo_search": options.cudnn_conv_algo_search})
+        )
+    elif not providers:
+        _unavailable(spec, CUDA_EP, available, allow_fallback)
+    providers.append(cpu)
+    return providers
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (ints, or None/str for dynamic dims) and ORT type string of a model input/output."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    type: str
+
+
+class Runner:
+    """Runs one float32 NCHW batch through a session, plain or with IO binding.
+
+    IO binding: the input is bound from the caller's C-contiguous float32 array without a copy
+    (``bind_cpu_input``); the output is bound to a numpy buffer kept per input shape and reused
+    on every later run of that shape (the first run of a new shape is a plain run whose result
+    becomes the buffer, so dynamic output shapes need no guessing). Up to 8 shapes are kept.
+
+    With IO binding the returned array is that reused buffer: it is overwritten by the next run
+    of the same shape, so copy it if you keep it. The lock makes concurrent ``run`` calls safe
+    but not the buffer's reuse; callers that share a Runner across threads hold ``lock`` until
+    they are done with the result (``Segmenter`` does).
+    """
+
+    def __init__(self, session: Any, input_name: str, output_name: str, *, mode: Literal["iobinding", "plain"]) -> None:
+        self._session = session
+        self._input = input_name
+        self._output = output_name
+        self.mode = mode
+        self.lock = threading.RLock()
+        self._binding: Any = session.io_binding() if mode == "iobinding" else None
+        self._buffers: OrderedDict[tuple[int, ...], npt.NDArray[Any]] = OrderedDict()
+        self._bound_shape: tuple[int, ...] | None = None
+
+    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output."""
+        if batch_nchw.dtype != np.float32 or not batch_nchw.flags.c_contiguous:
+            batch_nchw = np.ascontiguousarray(batch_nchw, dtype=np.float32)
+        if self._binding is None:
+            return self._session.run([self._output], {self._input: batch_nchw})[0]  # type: ignore[no-any-return]
+        with self.lock:
+            return self._run_bound(batch_nchw)
+
+    def _run_bound(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        import onnxruntime as ort
+
+        shape = tuple(batch.shape)
+        out = self._buffers.get(shape)
+        if out is None:  # new shape: one plain run tells the output shape; its result becomes the buffer
+            out = np.ascontiguousarray(self._session.run([self._output], {self._input: batch})[0])
+            self._buffers[shape] = out
+            if len(self._buffers) > _MAX_CACHED_SHAPES:
+                self._buffers.popitem(last=False)
+            self._bound_shape = None
+            return out
+        self._buffers.move_to_end(shape)
+        io = self._binding
+        io.bind_cpu_input(self._input, batch)
+        if self._bound_shape != shape:  # fast path: the same shape as last time keeps its output binding
+            io.bind_ortvalue_output(self._output, ort.OrtValue.ortvalue_from_numpy(out))
+            self._bound_shape = shape
+        self._session.run_with_iobinding(io)
+        return out
+
+    def cached_output(self, shape: tuple[int, ...]) -> npt.NDArray[Any] | None:
+        """The reused output buffer for input ``shape`` (None before its first run); for tests."""
+        return self._buffers.get(tuple(shape))
+
+
+@dataclass
+class Session:
+    """An ONNX Runtime session with its IO description and run loop; close it or use ``with``."""
+
+    model_path: Path
+    device: DeviceSpec
+    providers: list[str]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    runner: Runner
+    _ort: Any = field(repr=False)
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def output_name(self) -> str:
+        return self.outputs[0].name
+
+    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """Run one batch (see ``Runner.run``)."""
+        if self._ort is None:
+            raise DeviceError(f"Session for {self.model_path} is closed; create a new one.")
+        return self.runner.run(batch_nchw)
+
+    def close(self) -> None:
+        """Release the session (ends profiling, frees device memory)."""
+        if self._ort is not None:
+            if self._ort.get_session_options().enable_profiling:
+                log.info("ONNX Runtime profile written to %s", self._ort.end_profiling())
+            self._ort = None
+            self.runner._session = None
+            self.runner._binding = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def session_options(options: RuntimeOptions) -> Any:
+    """Build ``onnxruntime.SessionOptions`` from ``options``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads or physical_cores()
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.graph_optimization]
+    if options.optimized_model_path is not None:
+        Path(options.optimized_model_path).parent.mkdir(parents=True, exist_ok=True)
+        so.optimized_model_filepath = str(options.optimized_model_path)
+    so.enable_profiling = options.enable_profiling
+    return so
+
+
+def create_session(
+    model_path: Path | str,
+    device: str | DeviceSpec = "cpu",
+    options: RuntimeOptions | None = None,
+    *,
+    allow_fallback: bool = False,
+) -> Session:
+    """Create an ONNX Runtime session for ``model_path`` on ``device``.
+
+    Logs the providers actually in use. ``options.io_binding="auto"`` picks IO binding on
+    accelerators and plain ``session.run`` on CPU (measured; see docs/README-rt.md).
+
+    Raises:
+        DeviceError: bad device string, or the accelerator is missing and fallback is off.
+        ModelDirError: the ONNX file is missing or ONNX Runtime cannot load it.
+    """
+    import onnxruntime as ort
+
+    options = options or RuntimeOptions()
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelDirError(f"ONNX model {str(model_path)!r} does not exist; convert the model first.")
+    providers = resolve_providers(
+        spec, ort.get_available_providers(), options=options, allow_fallback=allow_fallback
+    )
+    try:
+        sess = ort.InferenceSession(
+            str(model_path),
+            sess_options=session_options(options),
+            providers=[p for p, _ in providers],
+            provider_options=[o for _, o in providers],
+        )
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
+        if "ExecutionProvider" in str(exc) and not allow_fallback:
+            raise DeviceError(f"Could not start {[p for p, _ in providers]} for {str(spec)!r}: {exc}") from exc
+        raise ModelDirError(f"ONNX Runtime cannot load {str(model_path)!r}: {exc}. Re-convert the model.") from exc
+    in_use = list(sess.get_providers())
+    wanted = providers[0][0]
+    if wanted not in in_use:
+        msg = f"Asked for {wanted} on {str(spec)!r} but ONNX Runtime runs {in_use}."
+        if not allow_fallback:
+            raise DeviceError(msg + " Pass allow_fallback=True to accept that.")
+        log.warning(msg)
+    log.info("Session for %s on %s uses providers %s", model_path.name, spec, in_use)
+    inputs = tuple(TensorInfo(i.name, tuple(i.shape), i.type) for i in sess.get_inputs())
+    outputs = tuple(TensorInfo(o.name, tuple(o.shape), o.type) for o in sess.get_outputs())
+    mode: Literal["iobinding", "plain"]
+    if options.io_binding == "auto":
+        mode = "iobinding" if spec.kind in _AUTO_IOBINDING and in_use[0] != CPU_EP else "plain"
+    else:
+        mode = options.io_binding
+    runner = Runner(sess, inputs[0].name, outputs[0].name, mode=mode)
+    return Session(
+        model_path=model_path,
+        device=spec,
+        providers=in_use,
+        inputs=inputs,
+        outputs=outputs,
+        runner=runner,
+        _ort=sess,
+    )

@@ -1,0 +1,464 @@
+"""``Segmenter``: the one place the pipeline is wired (model dir -> preprocess -> run -> postprocess
+-> ``SegResult``), and ``create_pipeline`` for PaddleX pipeline YAMLs.
+
+Inputs follow PaddleX's predict(): BGR uint8 arrays, paths, http(s) URLs, directories
+(recursive, image suffixes, sorted), ``{"img": ...}`` dicts, and lists of these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from fastseg.errors import (
+    DownloadError,
+    FastSegError,
+    InputError,
+    MissingDependencyError,
+    ModelDirError,
+    UnknownModelError,
+)
+from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, is_model_dir, read_meta, write_text_atomic
+from fastseg.processing import (
+    IMAGE_SUFFIXES,
+    TargetSize,
+    as_bgr,
+    decode_image,
+    group_by_shape,
+    labels_from_output,
+    preprocess_into,
+    resize_spec_for,
+    resized_hw,
+    restore_size,
+)
+from fastseg.results import SegResult
+from fastseg.runtime import RuntimeOptions, Session, create_session
+from fastseg.zoo import ModelSpec, converted_model_dir, load_zoo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "PP-LiteSeg-T"
+URL_TIMEOUT_S = 30.0
+PIPELINE_NAME = "semantic_segmentation"
+DEFAULT_PIPELINE_YAML = f"""\
+pipeline_name: {PIPELINE_NAME}
+
+SubModules:
+  SemanticSegmentation:
+    module_name: semantic_segmentation
+    model_name: {DEFAULT_MODEL}
+    model_dir: null      # a converted fastseg model directory; null = the zoo model above
+    batch_size: 1
+    target_size: null    # int or [width, height]; null = the model's own Resize
+"""
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class InputItem:
+    """One image to segment: in memory (``image``), a file (``path``) or a URL (``url``)."""
+
+    source: str | None
+    image: npt.NDArray[np.uint8] | None = None
+    path: Path | None = None
+    url: str | None = None
+
+    def load(self) -> npt.NDArray[np.uint8]:
+        """Read/decode the image as BGR uint8 HxWx3.
+
+        Raises:
+            InputError: unreadable/corrupt file, unreachable URL, wrong array.
+        """
+        if self.image is not None:
+            return as_bgr(self.image)
+        if self.path is not None:
+            try:
+                data = self.path.read_bytes()
+            except OSError as exc:
+                raise InputError(f"Cannot read image {str(self.path)!r}: {exc.strerror or exc}.") from exc
+            return decode_image(data, source=repr(str(self.path)))
+        if self.url is not None:
+            return decode_image(fetch_url(self.url), source=self.url)
+        raise InputError("Empty input item.")
+
+
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S) -> bytes:
+    """GET ``url`` (http/https) with a timeout.
+
+    Raises:
+        InputError: network error, HTTP error or timeout (the message names the URL).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked by caller)
+            return resp.read()  # type: ignore[no-any-return]
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise InputError(f"Cannot download image {url}: {exc}. Check the URL or download it and pass the file.") from exc
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: Any) -> list[InputItem]:
+    """Flatten what ``predict`` accepts into ``InputItem``s (files are checked, not read).
+
+    Raises:
+        InputError: missing path, empty directory, unsupported type.
+    """
+    items: list[InputItem] = []
+    _expand(inputs, items)
+    return items
+
+
+def _expand(x: Any, items: list[InputItem]) -> None:
+    if isinstance(x, InputItem):  # already expanded (the CLI counts items first)
+        items.append(x)
+    elif isinstance(x, np.ndarray):
+        items.append(InputItem(source=None, image=x))
+    elif isinstance(x, dict):
+        if "img" not in x:
+            raise InputError(f"A dict input needs an 'img' key (PaddleX style), got keys {sorted(x)}.")
+        _expand(x["img"], items)
+    elif isinstance(x, (list, tuple)):
+        for sub in x:
+            _expand(sub, items)
+    elif isinstance(x, (str, Path)):
+        text = str(x)
+        if isinstance(x, str) and text.lower().startswith(("http://", "https://")):
+            items.append(InputItem(source=text, url=text))
+            return
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = _image_files(path)
+            if not files:
+                raise InputError(
+                    f"Directory {text!r} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)."
+                )
+            items.extend(InputItem(source=str(f), path=f) for f in files)
+        elif path.is_file():
+            items.append(InputItem(source=str(path), path=path))
+        else:
+            raise InputError(f"Input {text!r} does not exist (not a file, directory or http(s) URL).")
+    else:
+        raise InputError(
+            f"Unsupported input type {type(x).__name__}: pass a BGR uint8 numpy array, a path, a directory, "
+            "an http(s) URL, a {'img': ...} dict, or a list of these."
+        )
+
+
+# ----------------------------------------------------------------------------- model dirs
+def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
+    """A converted model directory for ``model`` (a zoo name or a directory), converting on demand.
+
+    Raises:
+        UnknownModelError: not a directory and not a zoo name (nearest names suggested).
+        ModelDirError: a directory that is not a converted model (e.g. a Paddle model).
+        MissingDependencyError: a zoo model not converted yet and the converter is not installed.
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    looks_like_path = isinstance(model, Path) or "/" in text or "\\" in text or text.startswith(".")
+    if path.exists() or looks_like_path:
+        read_meta(path)  # validates; says "convert it first" for Paddle model dirs
+        return path
+    spec = load_zoo().get(text)
+    target = converted_model_dir(spec.name, home)
+    if is_model_dir(target):
+        return target
+    return _convert_zoo_model(spec, target)
+
+
+def _convert_zoo_model(spec: ModelSpec, target: Path) -> Path:
+    how = (
+        f"Download {spec.inference_urls[0]} and run: fastseg convert {spec.name} --from {spec.name}_infer.tar "
+        "(or pass a converted model directory)."
+    )
+    try:
+        from fastseg.convert import convert_model
+        from fastseg.download import fetch_model_tarball
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"Model {spec.name!r} is not converted yet ({target} does not exist) and the converter is not "
+            f"available ({exc}). Install it with pip install 'fastseg-ort[convert]'. {how}"
+        ) from exc
+    log.info("Model %s is not converted yet: downloading and converting into %s", spec.name, target)
+    try:
+        tarball = fetch_model_tarball(spec)
+    except FastSegError as exc:
+        raise DownloadError(f"Could not fetch {spec.name!r} ({exc}). Offline? {how}") from exc
+    convert_model(tarball, target, model_name=spec.name)
+    return target
+
+
+# ----------------------------------------------------------------------------- Segmenter
+class Segmenter:
+    """Semantic segmentation with a converted PaddleX model on ONNX Runtime.
+
+    Args:
+        model: a zoo name (``fastseg models``) or a converted model directory.
+        device: ``cpu``, ``gpu``, ``gpu:N``, ``npu:N``, ``trt:N``, ``openvino[:CPU|GPU]``.
+        batch_size: images per network call in ``predict``.
+        target_size: int or (width, height) replacing the model's Resize, as PaddleX's
+            ``target_size`` (keep_ratio, size_divisor 32); -1 = no resize.
+        options: ONNX Runtime options (threads, TensorRT, IO binding, ...).
+        allow_fallback: run on the CPU (with a warning) when the accelerator is missing.
+        home: fastseg's cache directory (default ``$FASTSEG_HOME`` or ``~/.cache/fastseg``).
+        return_score: also return each pixel's winning-class probability (logit/prob models).
+
+    Raises:
+        UnknownModelError, ModelDirError, MissingDependencyError, DeviceError, InputError.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        device: str = "cpu",
+        batch_size: int = 1,
+        target_size: TargetSize | None = None,
+        options: RuntimeOptions | None = None,
+        allow_fallback: bool = False,
+        home: Path | None = None,
+        return_score: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model_dir = resolve_model_dir(model, home=home)
+        self._meta = read_meta(self.model_dir)
+        self.batch_size = batch_size
+        self.return_score = return_score
+        self._resize = self._base_resize(target_size)
+        self._session: Session | None = create_session(
+            self.model_dir / ONNX_FILE, device, options, allow_fallback=allow_fallback
+        )
+        self._buffers = threading.local()
+
+    # -- properties
+    @property
+    def meta(self) -> ModelMeta:
+        """The model's ``fastseg.json`` (preprocessing, classes, provenance)."""
+        return self._meta
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise InputError("This Segmenter is closed; create a new one.")
+        return self._session
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers ONNX Runtime actually uses."""
+        return self.session.providers
+
+    # -- resize policy
+    def _base_resize(self, target_size: TargetSize | None) -> ResizeSpec | None:
+        meta = self._meta
+        if meta.fixed_hw is not None and not meta.dynamic_hw:
+            if target_size is not None:
+                raise InputError(
+                    f"Model {meta.model_name!r} has a fixed input size {meta.fixed_hw} (HxW); target_size cannot be set."
+                )
+            h, w = meta.fixed_hw
+            interp = meta.preprocess.resize.interp if meta.preprocess.resize else "LINEAR"
+            return ResizeSpec(target_size=(w, h), keep_ratio=False, interp=interp)
+        if target_size is None:
+            return meta.preprocess.resize
+        # PaddleX: a predictor-level target_size builds a fresh Resize with its defaults.
+        return resize_spec_for(None, target_size)
+
+    def _resize_for(self, target_size: TargetSize | None) -> ResizeSpec | None:
+        if target_size is None:
+            return self._resize
+        if self._meta.fixed_hw is not None and not self._meta.dynamic_hw:
+            raise InputError(f"Model {self._meta.model_name!r} has a fixed input size; target_size cannot be set.")
+        return resize_spec_for(self._resize, target_size)
+
+    # -- running
+    def _buffer(self, n: int, h: int, w: int) -> npt.NDArray[np.float32]:
+        """A float32 [n,3,h,w] batch buffer reused per thread for repeated shapes."""
+        cache: dict[tuple[int, int, int], npt.NDArray[np.float32]] | None = getattr(self._buffers, "cache", None)
+        if cache is None:
+            cache = self._buffers.cache = {}
+        key = (n, h, w)
+        buf = cache.get(key)
+        if buf is None:
+            if len(cache) >= 4:
+                cache.clear()
+            buf = cache[key] = np.empty((n, 3, h, w), dtype=np.float32)
+        return buf
+
+    def _run(
+        self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None
+    ) -> list[SegResult]:
+        session = self.session
+        meta = self._meta
+        src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        net_hw = [resized_hw(hw, resize) for hw in src_hw]
+        results: list[SegResult | None] = [None] * len(images)
+        for idx in group_by_shape(net_hw):
+            h, w = net_hw[idx[0]]
+            batch = preprocess_into([images[i] for i in idx], self._buffer(len(idx), h, w), meta.preprocess, resize=resize)
+            guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
+            with guard:  # the IO-binding output buffer is reused: consume it before releasing
+                labels, scores = labels_from_output(session.run(batch), meta.output_kind, with_score=self.return_score)
+            for k, i in enumerate(idx):
+                pred = restore_size(labels[k], src_hw[i])
+                score = None if scores is None else restore_size(scores[k], src_hw[i])
+                results[i] = SegResult(
+                    input_path=sources[i],
+                    input_img=images[i],
+                    pred=np.ascontiguousarray(pred[None]),
+                    score=None if score is None else score[None],
+                    class_names=meta.class_names,
+                )
+        return [r for r in results if r is not None]
+
+    def predict(
+        self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None
+    ) -> Iterator[SegResult]:
+        """Segment images lazily, one result per image, in input order.
+
+        Args:
+            input: a BGR uint8 HxWx3 (or HxW gray) array, a path, a directory (recursive), an
+                http(s) URL, a ``{"img": ...}`` dict, or a list of these.
+            batch_size: images per network call (default: the constructor's).
+            target_size: overrides the Resize size for this call (int or (width, height)).
+
+        Yields:
+            ``SegResult`` with ``pred`` int32 [1,H,W] at the source image size.
+
+        Raises:
+            InputError: missing file, unreadable image, empty directory, unsupported type.
+        """
+        bs = batch_size or self.batch_size
+        if bs < 1:
+            raise InputError(f"batch_size must be >= 1, got {bs}.")
+        resize = self._resize_for(target_size)
+        items = expand_inputs(input)
+        for start in range(0, len(items), bs):
+            chunk = items[start : start + bs]
+            images = [item.load() for item in chunk]
+            yield from self._run(images, [item.source for item in chunk], resize)
+
+    def predict_images(
+        self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: TargetSize | None = None
+    ) -> list[SegResult]:
+        """Segment in-memory BGR images in one synchronous call (grouped by size); for servers."""
+        images = [as_bgr(im, source=f"image {i}") for i, im in enumerate(images_bgr)]
+        if not images:
+            return []
+        return self._run(images, [None] * len(images), self._resize_for(target_size))
+
+    def __call__(self, input: Any, **kwargs: Any) -> Iterator[SegResult]:
+        return self.predict(input, **kwargs)
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Release the ONNX Runtime session."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self._session.device if self._session else "closed"
+        return f"Segmenter(model={self._meta.model_name!r}, device={str(where)!r}, dir={str(self.model_dir)!r})"
+
+
+# ----------------------------------------------------------------------------- pipelines
+def _parse_target_size(value: Any) -> TargetSize | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise InputError(f"Pipeline target_size must be null, an int or [width, height], got {value!r}.")
+
+
+def load_pipeline_config(pipeline: str | Path) -> dict[str, Any]:
+    """PaddleX's ``SubModules.SemanticSegmentation`` settings for a pipeline name or YAML path.
+
+    Raises:
+        UnknownModelError: an unknown pipeline name; ModelDirError: an unreadable/invalid YAML.
+    """
+    text = str(pipeline)
+    if text == PIPELINE_NAME:
+        raw = yaml.safe_load(DEFAULT_PIPELINE_YAML)
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UnknownModelError(
+                f"Unknown pipeline {text!r}: use {PIPELINE_NAME!r} or a pipeline YAML path "
+                f"(write the default with: fastseg get-config {PIPELINE_NAME} --save_path ./)."
+            )
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ModelDirError(f"Cannot read pipeline YAML {text!r}: {exc}") from exc
+    try:
+        name = raw.get("pipeline_name")
+        if name != PIPELINE_NAME:
+            raise ModelDirError(f"Pipeline {text!r} is {name!r}; fastseg runs only {PIPELINE_NAME!r}.")
+        return dict(raw["SubModules"]["SemanticSegmentation"])
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ModelDirError(
+            f"Pipeline YAML {text!r} lacks SubModules.SemanticSegmentation ({exc!r}); "
+            f"compare with: fastseg get-config {PIPELINE_NAME}"
+        ) from exc
+
+
+def create_pipeline(
+    pipeline: str | Path = PIPELINE_NAME,
+    *,
+    device: str = "cpu",
+    options: RuntimeOptions | None = None,
+    allow_fallback: bool = False,
+    home: Path | None = None,
+) -> Segmenter:
+    """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
+
+    Reads ``SubModules.SemanticSegmentation``: ``model_dir`` (wins when set) or ``model_name``,
+    ``batch_size``, ``target_size``. Use ``predict(input=...)`` on the result, as in PaddleX.
+    """
+    sub = load_pipeline_config(pipeline)
+    model = sub.get("model_dir") or sub.get("model_name") or DEFAULT_MODEL
+    return Segmenter(
+        model,
+        device=device,
+        batch_size=int(sub.get("batch_size") or 1),
+        target_size=_parse_target_size(sub.get("target_size")),
+        options=options,
+        allow_fallback=allow_fallback,
+        home=home,
+    )
+
+
+def write_pipeline_config(save_path: Path, *, pipeline: str = PIPELINE_NAME) -> Path:
+    """Write the default pipeline YAML (PaddleX's ``get-config``); a directory gets ``<pipeline>.yaml``."""
+    if pipeline != PIPELINE_NAME:
+        raise UnknownModelError(f"Unknown pipeline {pipeline!r}; fastseg provides {PIPELINE_NAME!r}.")
+    save_path = Path(save_path)
+    target = save_path if save_path.suffix in (".yaml", ".yml") else save_path / f"{pipeline}.yaml"
+    write_text_atomic(target, DEFAULT_PIPELINE_YAML)
+    return target
+

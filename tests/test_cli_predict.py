@@ -1,0 +1,105 @@
+"""`fastseg predict` and `fastseg get-config` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tiny_models import colour_model_dir
+
+from fastseg.cli import main
+from fastseg.segmenter import load_pipeline_config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return colour_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    red = np.zeros((10, 14, 3), np.uint8)
+    red[..., 2] = 255
+    cv2.imwrite(str(root / "red.png"), red)
+    cv2.imwrite(str(root / "sub" / "blue.png"), np.full((8, 6, 3), (255, 0, 0), np.uint8))
+    return root
+
+
+def test_predict_directory(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["predict", "--input", str(image_dir), "--model", str(model_dir), "--device", "cpu",
+         "--save_path", str(out), "--batch_size", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 image(s)" in result.stdout and "ms/image" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["blue_res.json", "blue_res.png", "red_res.json", "red_res.png"]
+    red = json.loads((out / "red_res.json").read_text())
+    assert red["input_path"] == str(image_dir / "red.png")
+    assert np.all(np.array(red["pred"]) == 0) and np.array(red["pred"]).shape == (1, 10, 14)
+    assert cv2.imread(str(out / "blue_res.png")).shape == (8, 6, 3)
+
+
+def test_predict_overlay_target_size_and_no_json(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ov"
+    result = CliRunner().invoke(
+        main,
+        ["predict", "--input", str(image_dir / "red.png"), "--model", str(model_dir), "--save_path", str(out),
+         "--overlay", "--target_size", "8,4", "--no-json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == ["red_res.png"]
+    ov = cv2.imread(str(out / "red_res.png"))
+    red_bgr = np.array([0, 0, 255], np.float64)
+    colour_bgr = np.array([0, 0, 128], np.float64)  # PaddleX palette for label 0, as BGR
+    np.testing.assert_allclose(ov[0, 0], 0.6 * red_bgr + 0.4 * colour_bgr, atol=1)
+
+
+def test_predict_with_pipeline(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipe.yaml"
+    cfg.write_text(
+        f"pipeline_name: semantic_segmentation\nSubModules:\n  SemanticSegmentation:\n"
+        f"    model_name: PP-LiteSeg-T\n    model_dir: {model_dir}\n    batch_size: 2\n    target_size: null\n"
+    )
+    out = tmp_path / "p"
+    result = CliRunner().invoke(main, ["predict", "--input", str(image_dir), "--pipeline", str(cfg), "--save_path", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "red_res.png").is_file()
+    both = CliRunner().invoke(
+        main, ["predict", "--input", str(image_dir), "--pipeline", str(cfg), "--model", str(model_dir)]
+    )
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "/no/such.png"], "does not exist"),
+        (["--input", ".", "--model", "PP-LiteSeg-X"], "Did you mean 'PP-LiteSeg-T'"),
+        (["--input", ".", "--device", "tpu"], "Accepted"),
+        (["--input", ".", "--target_size", "a,b"], "W,H"),
+    ],
+)
+def test_predict_errors_are_one_line(model_dir: Path, args: list[str], message: str) -> None:
+    full = ["predict", *args] if "--model" in args else ["predict", "--model", str(model_dir), *args]
+    result = CliRunner().invoke(main, full)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_get_config(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["get-config", "semantic_segmentation", "--save_path", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "semantic_segmentation.yaml"
+    assert str(written) in result.stdout
+    assert load_pipeline_config(written)["model_name"] == "PP-LiteSeg-T"
+    bad = CliRunner().invoke(main, ["get-config", "OCR", "--save_path", str(tmp_path)])
+    assert bad.exit_code == 2 and "Unknown pipeline" in bad.output

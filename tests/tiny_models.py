@@ -1,0 +1,97 @@
+"""Tiny ONNX segmentation models built with onnx.helper, plus their converted-model dirs.
+
+``colour_model``: a 1x1 Conv with identity weights, so class c is the strongest of the
+(R, G, B) input channels: pure red -> 0, green -> 1, blue -> 2. Output kinds:
+``labels`` (ArgMax inside the graph, int64 [N,H,W]), ``logits`` ([N,3,H,W]) and ``probs``
+(Softmax). H and W are dynamic. ``conv_stack_model`` is a mid-size float network used to
+measure the run loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fastseg.model_dir import ModelMeta, PreprocessSpec, ResizeSpec, write_meta
+
+CLASS_NAMES = ("red", "green", "blue")
+PALETTE = ((128, 0, 0), (0, 128, 0), (0, 0, 128))
+
+
+def _save(graph: onnx.GraphProto, path: Path, opset: int = 13) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def colour_model(path: Path, kind: str = "labels") -> Path:
+    """Write the identity-conv colour classifier with output ``kind`` to ``path``."""
+    w = numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["logits"])]
+    out_name = "logits"
+    if kind == "labels":
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0))
+        out = helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])
+        out_name = "labels"
+    elif kind == "probs":
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+        out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3, "H", "W"])
+        out_name = "probs"
+    else:
+        out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    del out_name
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    return _save(helper.make_graph(nodes, "colour", [x], [out], initializer=[w]), path)
+
+
+def conv_stack_model(path: Path, *, width: int = 32, depth: int = 4, classes: int = 19, argmax: bool = True) -> Path:
+    """A mid-size fully convolutional net (3x3 convs + ReLU, then 1x1 to ``classes``)."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev, cin = [], [], "x", 3
+    for i in range(depth):
+        w = rng.standard_normal((width, cin, 3, 3)).astype(np.float32) * 0.1
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        prev, cin = f"r{i}", width
+    inits.append(numpy_helper.from_array(rng.standard_normal((classes, cin, 1, 1)).astype(np.float32), "head"))
+    nodes.append(helper.make_node("Conv", [prev, "head"], ["logits"]))
+    if argmax:
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0))
+        out = helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])
+    else:
+        out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    return _save(helper.make_graph(nodes, "convstack", [x], [out], initializer=inits), path)
+
+
+def colour_model_dir(
+    root: Path,
+    *,
+    kind: str = "labels",
+    resize: ResizeSpec | None = None,
+    to_rgb: bool = True,
+    name: str = "tiny-colour",
+) -> Path:
+    """A converted-model directory (model.onnx + fastseg.json) around ``colour_model``."""
+    root.mkdir(parents=True, exist_ok=True)
+    colour_model(root / "model.onnx", kind)
+    meta = ModelMeta(
+        model_name=name,
+        input_name="x",
+        output_kind=kind,  # type: ignore[arg-type]
+        num_classes=3,
+        class_names=CLASS_NAMES,
+        palette=PALETTE,
+        preprocess=PreprocessSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=resize, to_rgb=to_rgb),
+        opset=13,
+        provenance={"source": "tests/tiny_models.py"},
+    )
+    write_meta(root, meta)
+    return root
