@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test material absent: {SHARED_DATA} (see README, 'Real test material')")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reference_cache(request: pytest.FixtureRequest) -> Path:
+    """Folder caching reference tarballs across test runs (pytest's cache dir)."""
+    return Path(request.config.cache.mkdir("reference-models"))
+
+
+@pytest.fixture(scope="session")
+def reference_tarball(reference_cache: Path) -> Callable[..., Path]:
+    """Factory: ``reference_tarball(name, legacy=False)`` -> a cached ``<name>_infer.tar``.
+
+    Built once by converters/reference_models.py (random weights, PaddleX-identical export)
+    and reused by every test and later runs; needs paddlepaddle + paddleseg, else skips.
+    """
+    pytest.importorskip("paddle", reason="reference models need paddlepaddle (the [convert] extra)")
+    pytest.importorskip("paddleseg", reason="reference models need paddleseg (pip install --no-deps)")
+    from converters.reference_models import ensure_reference
+
+    def get(name: str, *, legacy: bool = False) -> Path:
+        return ensure_reference(name, reference_cache, legacy=legacy)
+
+    return get

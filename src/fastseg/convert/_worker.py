@@ -1,0 +1,88 @@
+"""Subprocess entry point for everything that imports paddle / paddle2onnx.
+
+paddle2onnx aborts the whole process (SIGABRT) when it cannot convert, and Paddle prints
+megabytes of logs; running it here, in a child process started by ``engine.py``, turns a
+crash into a ``ConversionError`` with the stderr tail and keeps the parent clean.
+
+Usage: ``python -m fastseg.convert._worker REQUEST.json`` where the request is one of
+``{"cmd": "to_pir", ...}``, ``{"cmd": "export", ...}``, ``{"cmd": "predict", ...}``.
+Not a public interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _to_pir(req: dict[str, Any]) -> None:
+    """Translate a legacy ProgramDesc (``.pdmodel``) to a PIR ``inference.json`` + params."""
+    import paddle
+    from paddle2onnx.convert import load_parameter, save_program
+
+    paddle.enable_static()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    model = Path(req["model_file"])
+    params = Path(req["params_file"])
+    with paddle.pir_utils.OldIrGuard():
+        program, _, _ = paddle.static.load_inference_model(
+            str(model.parent),
+            exe,
+            model_filename=model.name,
+            params_filename=params.name,
+        )
+    pir_program = paddle.pir.translate_to_pir(program.desc)
+    load_parameter(pir_program)
+    save_program(pir_program, str(Path(req["out_prefix"])))
+
+
+def _export(req: dict[str, Any]) -> None:
+    """paddle2onnx without its optimiser (polygraphy pip-installs at run time and leaks files)."""
+    import paddle2onnx
+
+    paddle2onnx.export(
+        req["model_file"],
+        req["params_file"],
+        req["save_file"],
+        opset_version=int(req["opset"]),
+        auto_upgrade_opset=False,
+        enable_onnx_checker=True,
+        optimize_tool="None",
+        verbose=False,
+    )
+
+
+def _predict(req: dict[str, Any]) -> None:
+    """Paddle Inference (CPU) on every input of ``inputs_npz``, for each program given."""
+    import numpy as np
+    import paddle.inference as pi
+
+    inputs = np.load(req["inputs_npz"])
+    results: dict[str, Any] = {}
+    for p_idx, prog in enumerate(req["programs"]):
+        config = pi.Config(prog["model_file"], prog["params_file"])
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(int(req.get("threads", 2)))
+        config.disable_glog_info()
+        predictor = pi.create_predictor(config)
+        in_handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        out_handle = predictor.get_output_handle(predictor.get_output_names()[0])
+        for key in sorted(inputs.files):
+            in_handle.copy_from_cpu(np.ascontiguousarray(inputs[key]))
+            predictor.run()
+            results[f"{p_idx}:{key}"] = out_handle.copy_to_cpu()
+    np.savez(req["outputs_npz"], **results)
+
+
+def main(argv: list[str]) -> int:
+    req = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    os.chdir(req["workdir"])  # paddle2onnx and Paddle drop temp files in the cwd
+    {"to_pir": _to_pir, "export": _export, "predict": _predict}[req["cmd"]](req)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

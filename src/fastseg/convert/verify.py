@@ -1,0 +1,117 @@
+"""Parity of the ONNX model with Paddle Inference on the same inputs.
+
+Inputs are the user's images (each at its own size) or deterministic synthetic images at the
+requested sizes plus one batch of 2. Figures per input: argmax agreement between the final
+ONNX model and the *original* Paddle program, and max |logit diff| between the ONNX logits
+graph and the Paddle program with its head stripped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+
+from fastseg.errors import ConversionError, InputError
+from fastseg.model_dir import PreprocessSpec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MAX_IMAGES = 16
+
+
+def _normalise(rgb_hwc: npt.NDArray[np.uint8], pre: PreprocessSpec) -> npt.NDArray[np.float32]:
+    mean = np.asarray(pre.mean, np.float32)
+    std = np.asarray(pre.std, np.float32)
+    x = (rgb_hwc.astype(np.float32) * np.float32(pre.scale) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def synthetic_image(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]:
+    """A deterministic image with smooth structure and edges (RGB uint8 HWC), not white noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
+    return np.clip(smooth + noise, 0, 255).astype(np.uint8)
+
+
+def verification_inputs(
+    *, images_dir: Path | None, sizes: Sequence[tuple[int, int]], preprocess: PreprocessSpec
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Named NCHW float32 inputs: user images at their own size, else synthetic ones.
+
+    Raises:
+        InputError: ``images_dir`` has no readable images.
+    """
+    inputs: dict[str, npt.NDArray[np.float32]] = {}
+    if images_dir is not None:
+        files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_IMAGES]
+        for f in files:
+            bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise InputError(f"Cannot read image {f}; remove it from {images_dir} or fix it.")
+            inputs[f.name] = _normalise(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), preprocess)
+        if not inputs:
+            raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}.")
+        return inputs
+    for i, (h, w) in enumerate(sizes):
+        inputs[f"synthetic_{h}x{w}"] = _normalise(synthetic_image(h, w, seed=i), preprocess)
+    if sizes:
+        h, w = sizes[0]
+        pair = [_normalise(synthetic_image(h, w, seed=100 + j), preprocess) for j in range(2)]
+        inputs[f"synthetic_batch2_{h}x{w}"] = np.concatenate(pair, axis=0)
+    return inputs
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _labels_of(output: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """A label map [N, H, W] from labels ([N,H,W] or [N,1,H,W]) or scores ([N,C,H,W])."""
+    if output.dtype.kind in "iu":
+        return (output[:, 0] if output.ndim == 4 else output).astype(np.int64)
+    return np.asarray(output.argmax(axis=1), dtype=np.int64)
+
+
+def compare(
+    *,
+    inputs: dict[str, npt.NDArray[np.float32]],
+    logits_model: onnx.ModelProto,
+    final_model: onnx.ModelProto,
+    paddle_original: dict[str, npt.NDArray[Any]],
+    paddle_logits: dict[str, npt.NDArray[Any]],
+) -> dict[str, Any]:
+    """Run both ONNX graphs on ``inputs`` and compare with the Paddle outputs (same keys)."""
+    s_logits, s_final = _session(logits_model), _session(final_model)
+    name = s_final.get_inputs()[0].name
+    per_input: dict[str, dict[str, Any]] = {}
+    for key, x in inputs.items():
+        onnx_logits = s_logits.run(None, {name: x})[0]
+        onnx_final = s_final.run(None, {name: x})[0]
+        ref_logits = paddle_logits[key]
+        if onnx_logits.shape != ref_logits.shape:
+            raise ConversionError(
+                f"ONNX logits shape {onnx_logits.shape} differs from Paddle's {ref_logits.shape} on {key}."
+            )
+        agree = float((_labels_of(onnx_final) == _labels_of(paddle_original[key])).mean())
+        per_input[key] = {
+            "shape": list(x.shape),
+            "argmax_agreement": agree,
+            "max_abs_logit_diff": float(np.abs(onnx_logits.astype(np.float64) - ref_logits).max()),
+            "max_abs_logit": float(np.abs(ref_logits).max()),
+        }
+    return {
+        "reference": "Paddle Inference (CPU)",
+        "inputs": per_input,
+        "min_argmax_agreement": min(v["argmax_agreement"] for v in per_input.values()),
+        "max_abs_logit_diff": max(v["max_abs_logit_diff"] for v in per_input.values()),
+    }
