@@ -98,6 +98,7 @@ class ModelSource:
     onnx_dir: Path
     paddle_dir: Path | None
     weights: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class BackendResult:
     samples_ms: Mapping[str, list[float]] = field(default_factory=dict)
     images_per_s: float | None = None
     peak_rss_mb: float | None = None
+    load_ms: float | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
 
@@ -141,6 +143,7 @@ class ModelResult:
     gflops: float | None
     backends: Mapping[str, BackendResult]
     published: Mapping[str, Any]
+    note: str = ""
 
     def stage(self, backend: str, stage: str) -> Stats | None:
         res = self.backends.get(backend)
@@ -287,6 +290,7 @@ def _profiled_shapes(
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_profiling = True
+        so.log_severity_level = 3  # no "Removing initializer" chatter from an un-optimised load
         so.profile_file_prefix = str(Path(tmp) / "shapes")
         session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
         session.run(None, {input_name: np.zeros(tuple(int(v) for v in input_shape), np.float32)})
@@ -449,14 +453,15 @@ def resolve_model(
     home: Path,
     official_tar: Path | None = None,
     build_reference: Callable[[str, Path], Path] | None = None,
-    convert: Callable[[Path, Path, str], None] | None = None,
+    convert: Callable[[Path, Path, str], str | None] | None = None,
 ) -> ModelSource:
     """Find or build the files to benchmark ``name`` on, converting once and caching.
 
     Official weights when ``official_tar`` (a cached ``<NAME>_infer.tar``) is given, else a
     reference build (``build_reference(name, cache_dir) -> tar``: converters/reference_models'
     ``ensure_reference``). The ONNX is converted with ``convert(paddle_dir, onnx_dir, name)`` into
-    ``<home>/bench/<weights>/<name>/onnx`` and reused on the next run.
+    ``<home>/bench/<weights>/<name>/onnx`` and reused on the next run. A note ``convert``
+    returns (e.g. "unverified: ...") is kept beside it and shown in the row.
 
     Raises:
         MissingDependencyError: no official tarball and no reference builder, or no converter.
@@ -482,8 +487,12 @@ def resolve_model(
             raise MissingDependencyError(
                 f"{name} is not converted yet and fastseg.convert is unavailable: pip install 'fastseg-ort[convert]'."
             )
-        convert(paddle_dir, onnx_dir, name)
-    return ModelSource(name=name, onnx_dir=onnx_dir, paddle_dir=paddle_dir, weights=weights)
+        from fastseg.model_dir import write_text_atomic
+
+        write_text_atomic(root / "note.txt", convert(paddle_dir, onnx_dir, name) or "")
+    note_file = root / "note.txt"
+    note = note_file.read_text().strip() if note_file.is_file() else ""
+    return ModelSource(name=name, onnx_dir=onnx_dir, paddle_dir=paddle_dir, weights=weights, note=note)
 
 
 # ------------------------------------------------------------------ running
@@ -556,6 +565,7 @@ def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> Bac
         samples_ms=samples,
         images_per_s=None if e2e is None else batch * 1000.0 / e2e.median,
         peak_rss_mb=raw.get("peak_rss_mb"),
+        load_ms=raw.get("load_ms"),
         versions=raw.get("versions", {}),
         detail=str(raw.get("detail", "")),
     )
@@ -612,7 +622,9 @@ def run_bench(
         except Exception as exc:  # noqa: BLE001 - a count failure must not lose the timings
             g = None
             pub["gflops_error"] = repr(exc)
-        results.append(ModelResult(name=src.name, weights=src.weights, gflops=g, backends=backends, published=pub))
+        results.append(
+            ModelResult(name=src.name, weights=src.weights, gflops=g, backends=backends, published=pub, note=src.note)
+        )
     cfg = asdict(config)
     cfg["ort_options"] = dict(config.ort_options)
     return BenchReport(
@@ -668,7 +680,7 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
         rows.append(
             {
                 "Model": m.name,
-                "Weights": m.weights,
+                "Weights": m.weights + (" (unverified)" if m.note.startswith("unverified") else ""),
                 "GFLOPs": "-" if m.gflops is None else (f"{m.gflops:.1f}" if m.gflops >= 1 else f"{m.gflops:.4f}"),
                 "pre ms": _fmt_ms(m.stage("fastseg", "pre")),
                 "infer ms": _fmt_ms(m.stage("fastseg", "infer")),
@@ -715,16 +727,28 @@ def published_text(report: BenchReport) -> str:
     )
 
 
-def render_table(report: BenchReport, *, title: str = "fastseg bench") -> Any:
+# Short terminal headers for table_rows' keys (the Markdown keeps the long ones).
+_SHORT = {
+    "Weights": "weights", "GFLOPs": "GFLOPs", "pre ms": "pre", "infer ms": "infer", "post ms": "post",
+    "e2e ms": "e2e", "e2e p90/min": "e2e p90/min", "img/s": "img/s", "GFLOP/s (% peak)": "GFLOP/s (%pk)",
+    "RSS MB": "RSS MB", "Paddle infer ms": "Paddle infer", "fastseg/Paddle": "/Paddle",
+    "PaddleX e2e ms": "PaddleX e2e", "fastseg/PaddleX": "/PaddleX", "published T4 ms": "pub. T4",
+    "published Xeon ms": "pub. Xeon", "published mIoU": "pub. mIoU",
+}
+
+
+def render_table(report: BenchReport, *, title: str = "fastseg bench (ms, medians)") -> Any:
     """A ``rich.table.Table`` of ``table_rows`` (rich is imported here, not at module import)."""
     from rich.table import Table
 
     rows = table_rows(report)
-    table = Table(title=title, caption=conditions_text(report))
+    table = Table(title=title, caption=conditions_text(report), caption_justify="left")
     for col in (rows[0] if rows else {"Model": ""}):
-        table.add_column(col, justify="left" if col in ("Model", "Weights") else "right", overflow="fold")
+        table.add_column(
+            _SHORT.get(col, col), justify="left" if col in ("Model", "Weights") else "right", no_wrap=col == "Model"
+        )
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*[v.replace("reference weights", "reference") for v in row.values()])
     return table
 
 
@@ -744,6 +768,9 @@ def render_markdown(report: BenchReport) -> str:
     )
     if worker_versions:
         lines.append("Workers: " + "; ".join(worker_versions))
+    notes = [f"- {m.name}: {m.note}" for m in report.models if m.note]
+    if notes:
+        lines += ["", "Notes:", *notes]
     failures = [f"{m.name}/{b.backend}: {b.status} ({b.detail})" for m in report.models for b in m.backends.values() if b.status not in ("ok",)]
     if failures:
         lines += ["", "Not measured:", *[f"- {f}" for f in failures]]
@@ -830,45 +857,6 @@ def _peak_rss_mb() -> float:
     return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20
 
 
-def _preprocess(
-    paths: Sequence[str], meta: Any
-) -> tuple[npt.NDArray[np.float32], list[tuple[int, int]]]:
-    """Decode + resize + normalise to NCHW float32 (the worker's stand-in until Segmenter is wired)."""
-    import cv2
-
-    pre = meta.preprocess
-    mean = np.asarray(pre.mean, np.float32)
-    std = np.asarray(pre.std, np.float32)
-    scale = (pre.scale / std).astype(np.float32)
-    offset = (-mean / std).astype(np.float32)
-    imgs, sizes = [], []
-    for p in paths:
-        img = cv2.imread(p, cv2.IMREAD_COLOR)
-        sizes.append((img.shape[0], img.shape[1]))
-        if pre.to_rgb:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if pre.resize is not None:
-            img = cv2.resize(img, tuple(pre.resize.target_size), interpolation=cv2.INTER_LINEAR)
-        imgs.append(img)
-    batch_nhwc = np.stack(imgs).astype(np.float32)
-    batch_nhwc *= scale
-    batch_nhwc += offset
-    return np.ascontiguousarray(batch_nhwc.transpose(0, 3, 1, 2)), sizes
-
-
-def _postprocess(out: npt.NDArray[Any], sizes: list[tuple[int, int]]) -> list[npt.NDArray[np.uint8]]:
-    import cv2
-
-    labels = out if out.ndim == 3 else (out[:, 0] if out.shape[1] == 1 else out.argmax(axis=1))
-    result = []
-    for lab, (h, w) in zip(labels, sizes):
-        lab = lab.astype(np.uint8, copy=False)
-        if lab.shape != (h, w):
-            lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
-        result.append(lab)
-    return result
-
-
 def _time_loop(
     spec: Mapping[str, Any],
     pre: Callable[[], Any] | None,
@@ -911,52 +899,74 @@ def _ort_session_options(ort: Any, threads: int, options: Mapping[str, Any]) -> 
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options["allow_spinning"] else "0")
     if options.get("affinity"):
         so.add_session_config_entry("session.intra_op_thread_affinities", str(options["affinity"]))
-    if options.get("optimized_model_path"):
-        so.optimized_model_filepath = str(options["optimized_model_path"])
-    if options.get("enable_profiling"):
-        so.enable_profiling = True
-        so.profile_file_prefix = str(options.get("profile_prefix", "ort_profile"))
     return so
 
 
-def _worker_fastseg(spec: Mapping[str, Any]) -> dict[str, Any]:
+# RuntimeOptions fields a spec may set; other keys (ORT experiments: spinning, affinity, parallel
+# execution, a pre-optimised model file) make the worker build the ORT session itself.
+_EXPERIMENT_KEYS = ("allow_spinning", "affinity", "execution_mode", "use_optimized_model", "graph_optimization_level",
+                    "intra_op_num_threads", "inter_op_num_threads", "optimized_model_path_raw")
+
+
+def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any, Any], Any], dict[str, str]]:
+    """pre/infer/post callables doing exactly what ``Segmenter._run`` does, timed apart.
+
+    pre: read the file + ``decode_image`` + ``preprocess_into`` (a reused buffer); infer:
+    ``Session.run`` (the runtime's Runner: plain or IO binding); post: ``labels_from_output``
+    + ``restore_size`` to the source size.
+    """
     import onnxruntime as ort
 
-    from fastseg.model_dir import ONNX_FILE, read_meta
+    from fastseg.model_dir import ONNX_FILE
+    from fastseg.processing import decode_image, labels_from_output, preprocess_into, resized_hw, restore_size
+    from fastseg.runtime import RuntimeOptions
+    from fastseg.segmenter import Segmenter
 
-    onnx_dir = Path(spec["onnx_dir"])
-    meta = read_meta(onnx_dir)
     options = dict(spec.get("ort_options") or {})
-    so = _ort_session_options(ort, int(spec["threads"]), options)
-    model_path = onnx_dir / ONNX_FILE
-    if options.get("use_optimized_model") and Path(options["use_optimized_model"]).is_file():
-        model_path = Path(options["use_optimized_model"])
-    session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
-    paths = [str(spec["image"])] * int(spec["batch"])
-    if options.get("io_binding"):
-        binding = session.io_binding()
-        binding.bind_output(output_name, "cpu")
+    threads = int(spec["threads"])
+    experiment = {k: options.pop(k) for k in list(options) if k in _EXPERIMENT_KEYS}
+    rt_options = RuntimeOptions(**{"intra_op_threads": threads, **options})
+    seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options)
+    meta = seg.meta
+    run: Callable[[Any], Any] = seg.session.run
+    if experiment:
+        so = _ort_session_options(ort, threads, {"graph_optimization_level": rt_options.graph_optimization, **experiment})
+        model_path = Path(experiment.get("use_optimized_model") or Path(spec["onnx_dir"]) / ONNX_FILE)
+        raw = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        in_name, out_name = raw.get_inputs()[0].name, raw.get_outputs()[0].name
+        seg.close()
 
-        def infer(x: Any) -> Any:
-            binding.bind_cpu_input(input_name, x[0])
-            session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-    else:
+        def run(x: Any) -> Any:
+            return raw.run([out_name], {in_name: x})[0]
 
-        def infer(x: Any) -> Any:
-            return session.run([output_name], {input_name: x[0]})[0]
+    path = Path(spec["image"])
+    batch = int(spec["batch"])
+    resize = meta.preprocess.resize
+    buffers: dict[tuple[int, int], Any] = {}
 
-    samples = _time_loop(
-        spec,
-        lambda: _preprocess(paths, meta),
-        infer,
-        lambda x, y: _postprocess(y, x[1]),
-    )
-    if options.get("enable_profiling"):
-        session.end_profiling()
-    return {"status": "ok", "samples_ms": samples, "versions": {"onnxruntime": ort.__version__}}
+    def pre() -> Any:
+        images = [decode_image(path.read_bytes(), source=str(path)) for _ in range(batch)]
+        src_hw = (int(images[0].shape[0]), int(images[0].shape[1]))
+        net_hw = resized_hw(src_hw, resize)
+        buf = buffers.get(net_hw)
+        if buf is None:
+            buf = buffers[net_hw] = np.empty((batch, 3, *net_hw), dtype=np.float32)
+        return preprocess_into(images, buf, meta.preprocess, resize=resize), src_hw
+
+    def post(x: Any, y: Any) -> Any:
+        labels, _ = labels_from_output(y, meta.output_kind)
+        return [restore_size(lab, x[1]) for lab in labels]
+
+    used = {"onnxruntime": ort.__version__, "mode": "raw ORT session (experiment)" if experiment else f"Segmenter, {seg.session.runner.mode}"}
+    return pre, (lambda x: run(x[0])), post, used
+
+
+def _worker_fastseg(spec: Mapping[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    pre, infer, post, used = _fastseg_stages(spec)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    samples = _time_loop(spec, pre, infer, post)
+    return {"status": "ok", "samples_ms": samples, "versions": used, "load_ms": load_ms}
 
 
 def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -982,8 +992,13 @@ def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     predictor = pi.create_predictor(config)
     in_handle = predictor.get_input_handle(predictor.get_input_names()[0])
     out_handle = predictor.get_output_handle(predictor.get_output_names()[0])
+    import cv2
+
+    from fastseg.processing import preprocess_batch
+
     meta = read_meta(Path(spec["onnx_dir"]))
-    x, _ = _preprocess([str(spec["image"])] * int(spec["batch"]), meta)
+    image = cv2.imread(str(spec["image"]), cv2.IMREAD_COLOR)
+    x = preprocess_batch([image] * int(spec["batch"]), meta.preprocess, resize=meta.preprocess.resize)
 
     def infer(_: Any) -> Any:
         in_handle.reshape(list(x.shape))
