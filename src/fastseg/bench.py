@@ -188,11 +188,27 @@ class BenchReport:
         out = asdict(self)
         for m, mres in zip(out["models"], self.models):
             m["achieved_gflops_per_s"] = mres.achieved_gflops()
-            m["peak_fraction"] = (
-                None if mres.achieved_gflops() is None else mres.achieved_gflops() / self.config["peak_gflops"]  # type: ignore[operator]
-            )
+            achieved = mres.achieved_gflops()
+            m["peak_fraction"] = None if achieved is None else achieved / float(self.config["peak_gflops"])
             m["ratios"] = {a: mres.ratio(a) for a in AGAINST}
         return out
+
+
+def report_from_json(raw: Mapping[str, Any]) -> BenchReport:
+    """Rebuild a ``BenchReport`` from ``bench.json`` (to re-render tables/charts without re-running)."""
+    models = []
+    for m in raw["models"]:
+        backends = {}
+        for name, b in m["backends"].items():
+            fields = {k: v for k, v in b.items() if k in BackendResult.__dataclass_fields__}
+            fields["stats"] = {k: Stats(**v) for k, v in b.get("stats", {}).items()}
+            backends[name] = BackendResult(**fields)
+        models.append(
+            ModelResult(name=m["name"], weights=m["weights"], gflops=m["gflops"], backends=backends,
+                        published=m["published"], note=m.get("note", ""))
+        )
+    return BenchReport(machine=raw["machine"], versions=raw["versions"], config=raw["config"], models=models,
+                       published_conditions=raw.get("published_conditions", {}))
 
 
 # ------------------------------------------------------------------ FLOPs
@@ -798,11 +814,19 @@ def write_chart(report: BenchReport, path: Path) -> Path:
             continue
         e2e = m.stage("fastseg", "e2e")
         e2e_ms = e2e.median if e2e is not None else 0.0
-        marker = "o" if m.weights == OFFICIAL_WEIGHTS else "s"
-        ax1.scatter(e2e_ms, float(miou), marker=marker)
+        ax1.scatter(e2e_ms, float(miou), marker="o", color="#dd8452", label="fastseg")
         ax1.annotate(m.name, (e2e_ms, float(miou)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        px = m.backends.get("paddlex")
+        px_e2e = px.stats.get("e2e") if px is not None and px.status == "ok" else None
+        if px_e2e is not None:
+            ax1.scatter(px_e2e.median, float(miou), marker="x", color="#4c72b0", label="PaddleX predictor")
+            ax1.plot([e2e_ms, px_e2e.median], [float(miou)] * 2, color="#999999", linewidth=0.6)
+    handles, labels = ax1.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax1.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
     ax1.set_xscale("log")
-    ax1.set_xlabel("fastseg end-to-end latency, ms (log; this machine)")
+    ax1.set_xlabel("end-to-end latency, ms (log scale; this machine, file in, label map out)")
     ax1.set_ylabel("published mIoU % (PaddleX)")
     ax1.set_title("Latency vs published accuracy")
     ax1.grid(True, which="both", alpha=0.3)
@@ -972,7 +996,6 @@ def _worker_fastseg(spec: Mapping[str, Any]) -> dict[str, Any]:
 def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     try:
         import paddle.inference as pi
-        import paddle
     except ImportError as exc:
         return {"status": NOT_INSTALLED, "detail": f"paddle: {exc}"}
     from fastseg.model_dir import read_meta
@@ -997,7 +1020,9 @@ def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     from fastseg.processing import preprocess_batch
 
     meta = read_meta(Path(spec["onnx_dir"]))
-    image = cv2.imread(str(spec["image"]), cv2.IMREAD_COLOR)
+    image: Any = cv2.imread(str(spec["image"]), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FastSegError(f"cannot read the benchmark image {spec['image']}")
     x = preprocess_batch([image] * int(spec["batch"]), meta.preprocess, resize=meta.preprocess.resize)
 
     def infer(_: Any) -> Any:
@@ -1010,19 +1035,17 @@ def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "status": "ok",
         "samples_ms": {"infer": samples["infer"]},
-        "versions": {"paddle": paddle.__version__},
+        "versions": {"paddle": _version("paddle")},
         "detail": "Paddle Inference, MKLDNN on; inference only",
     }
 
 
 def _worker_paddlex(spec: Mapping[str, Any]) -> dict[str, Any]:
     try:
-        import paddlex
         from paddlex import create_model
         from paddlex.inference import PaddlePredictorOption
     except ImportError as exc:
         return {"status": NOT_INSTALLED, "detail": f"paddlex: {exc}"}
-    import paddle
 
     threads = int(spec["threads"])
     option = PaddlePredictorOption(run_mode="mkldnn", device_type="cpu", cpu_threads=threads)
@@ -1042,7 +1065,7 @@ def _worker_paddlex(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "status": "ok",
         "samples_ms": {"e2e": samples["infer"]},
-        "versions": {"paddlex": paddlex.__version__, "paddle": paddle.__version__},
+        "versions": {"paddlex": _version("paddlex"), "paddle": _version("paddle")},
         "detail": "PaddleX create_model(...).predict(file), run_mode=mkldnn; end to end only",
     }
 
