@@ -153,7 +153,9 @@ def test_missing_paddle_and_paddlex_say_not_installed(
 
 
 def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None:
+    ballast = np.ones(400 * 2**20 // 8)  # the parent's peak RSS must not leak into the worker's (execve keeps ru_maxrss)
     report = _run_tiny(tiny_model_dir, tmp_path, None)
+    del ballast
     paths = bench.write_outputs(report, tmp_path / "out")
     raw = json.loads(paths["json"].read_text())
     assert {"machine", "versions", "config", "models", "published_conditions"} <= set(raw)
@@ -161,7 +163,7 @@ def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None
     model = raw["models"][0]
     assert model["name"] == "PP-LiteSeg-T" and model["weights"] == "reference weights"
     fs = model["backends"]["fastseg"]
-    assert fs["status"] == "ok" and fs["peak_rss_mb"] > 10
+    assert fs["status"] == "ok" and 10 < fs["peak_rss_mb"] < 350 and fs["load_ms"] > 0
     assert {k: len(v) for k, v in fs["samples_ms"].items()} == {s: 3 for s in bench.STAGES}
     assert fs["stats"]["e2e"]["median"] == pytest.approx(float(np.median(fs["samples_ms"]["e2e"])))
     assert model["gflops"] == pytest.approx(2 * (8 * 32 * 48 * 27 + 4 * 32 * 48 * 8) / 1e9)

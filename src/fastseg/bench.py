@@ -876,9 +876,19 @@ def write_outputs(report: BenchReport, out_dir: Path, *, chart: bool = True) -> 
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux (bytes on macOS).
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20
+    """This worker's resident-set high-water mark in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, because ``getrusage``'s ``ru_maxrss`` survives
+    ``execve`` and would report the parent's peak when that was higher. Elsewhere ru_maxrss.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
 
 
 def _time_loop(
