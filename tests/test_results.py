@@ -84,6 +84,7 @@ def test_reads_like_a_paddlex_dict(labels: np.ndarray) -> None:
     assert res["pred"] is res.pred and res["pred"].shape == (1, 6, 9) and res["pred"].dtype == np.int32
     assert res.labels_hw.shape == (6, 9)
     assert "score" not in res and len(res) == 4
+    assert res == res and res != _result(labels) and len({res, res}) == 1  # identity, no array comparison
     with pytest.raises(KeyError):
         res["score"]
     scored = SegResult(input_path=None, input_img=None, pred=res.pred, score=np.ones((1, 6, 9), np.float32))
@@ -130,3 +131,31 @@ def test_in_memory_result_names_and_overlay_needs_image(labels: np.ndarray, tmp_
     assert res.save_to_img(tmp_path).name == "result_res.png"
     with pytest.raises(InputError, match="input image"):
         res.save_to_img(tmp_path, overlay=True)
+
+
+@pytest.mark.parametrize("orjson_installed", [True, False])
+def test_json_with_score_same_with_or_without_orjson(
+    labels: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orjson_installed: bool
+) -> None:
+    import sys
+
+    if not orjson_installed:
+        monkeypatch.setitem(sys.modules, "orjson", None)
+    score = np.linspace(0.5, 1.0, labels.size, dtype=np.float32).reshape(1, *labels.shape)
+    res = SegResult(input_path="a/b/c.png", input_img=None, pred=labels[None], score=score)
+    data = json.loads(res.save_to_json(tmp_path).read_text())
+    assert list(data) == ["input_path", "page_index", "pred", "score"]
+    np.testing.assert_array_equal(np.array(data["pred"]), res.pred)
+    np.testing.assert_allclose(np.array(data["score"], dtype=np.float32), score)
+    assert (tmp_path / "c_res.json").stat().st_mode & 0o044 == 0o044, "readable by others, like a normal file"
+
+
+def test_package_exports() -> None:
+    import fastseg
+
+    assert fastseg.__all__ == sorted(fastseg.__all__)
+    for name in fastseg.__all__:
+        assert getattr(fastseg, name) is not None
+    assert fastseg.SegResult is SegResult
+    with pytest.raises(AttributeError):
+        fastseg.NoSuchThing  # noqa: B018

@@ -19,6 +19,7 @@ from fastseg.runtime import (
     TRT_EP,
     DeviceSpec,
     RuntimeOptions,
+    choose_run_mode,
     create_session,
     parse_device,
     physical_cores,
@@ -168,6 +169,7 @@ def test_fallback_warns(device: str, available: list[str], expected: list[str], 
         {"graph_optimization": "max"},
         {"cudnn_conv_algo_search": "FAST"},
         {"io_binding": "zero-copy"},
+        {"ort_log_level": 5},
     ],
 )
 def test_runtime_options_validated(bad: dict[str, object]) -> None:
@@ -186,6 +188,7 @@ def test_session_options_defaults_and_overrides(tmp_path: Path) -> None:
     so = session_options(RuntimeOptions())
     assert so.intra_op_num_threads == physical_cores()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.log_severity_level == 3
     so = session_options(
         RuntimeOptions(intra_op_threads=1, inter_op_threads=2, graph_optimization="basic", enable_profiling=True)
     )
@@ -283,3 +286,21 @@ def test_corrupt_onnx_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ModelDirError, match="cannot load"):
         create_session(bad)
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "in_use", "expected"),
+    [
+        ("auto", "cpu", [CPU_EP], "plain"),
+        ("auto", "gpu:0", [CUDA_EP, CPU_EP], "iobinding"),
+        ("auto", "trt:0", [TRT_EP, CUDA_EP, CPU_EP], "iobinding"),
+        ("auto", "npu:0", [CANN_EP, CPU_EP], "iobinding"),
+        ("auto", "gpu:0", [CPU_EP], "plain"),  # fell back to the CPU
+        ("auto", "openvino", [OPENVINO_EP, CPU_EP], "plain"),
+        ("iobinding", "cpu", [CPU_EP], "iobinding"),
+        ("plain", "gpu:0", [CUDA_EP, CPU_EP], "plain"),
+    ],
+)
+def test_choose_run_mode(mode: str, device: str, in_use: list[str], expected: str) -> None:
+    opts = RuntimeOptions(io_binding=mode)  # type: ignore[arg-type]
+    assert choose_run_mode(opts, parse_device(device), in_use) == expected

@@ -229,6 +229,11 @@ def test_wrong_model_dirs(tmp_path: Path) -> None:
         Segmenter(tmp_path / "missing")
 
 
+def test_onnx_file_path_means_its_directory(model_dir: Path) -> None:
+    with Segmenter(model_dir / "model.onnx", options=OPTS) as s:
+        assert s.model_dir == model_dir
+
+
 def test_zoo_name_uses_converted_dir(model_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(model_dir, converted_model_dir("PP-LiteSeg-T", tmp_path))
     with Segmenter("PP-LiteSeg-T", home=tmp_path, options=OPTS) as s:
@@ -282,3 +287,19 @@ def test_pipeline_configs(tmp_path: Path) -> None:
         load_pipeline_config(other)
     with pytest.raises(UnknownModelError, match="get-config"):
         load_pipeline_config("instance_segmentation")
+
+
+@pytest.mark.parametrize("mode", ["plain", "iobinding"])
+def test_predict_images_from_many_threads(model_dir: Path, mode: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    palettes = [(RED,), (GREEN,), (BLUE,), (RED, BLUE), (GREEN, RED), (BLUE, GREEN, RED)]
+    with Segmenter(model_dir, options=RuntimeOptions(intra_op_threads=1, io_binding=mode)) as s:  # type: ignore[arg-type]
+
+        def work(k: int) -> bool:
+            img = stripes(24, 36, palettes[k % len(palettes)])
+            (res,) = s.predict_images([img])
+            return bool(np.array_equal(res.pred[0], expected_labels(img)))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert all(pool.map(work, range(48)))

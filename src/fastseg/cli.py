@@ -5,6 +5,7 @@ environment variables (through ``zoo.cache_home``)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -139,6 +140,7 @@ def predict_cmd(
     else:
         seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
     out_dir = Path(save_path)
+    providers = seg.providers
     with seg:
         items = expand_inputs(input_)
         start = time.perf_counter()
@@ -153,7 +155,8 @@ def predict_cmd(
         elapsed = time.perf_counter() - start
     click.echo(
         f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name} on {device} -> {out_dir}"
+        f"including reading and saving) with {seg.meta.model_name} on {device} "
+        f"({', '.join(providers)}) -> {out_dir}"
     )
 
 
@@ -317,6 +320,99 @@ def bench_cmd(
     console.print(bench.published_text(report))
     paths = bench.write_outputs(report, out)
     console.print("Wrote " + ", ".join(str(p) for p in paths.values()))
+# ---------------------------------------------------------------- convert (Paddle -> ONNX)
+def _parse_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW such as 512x1024, got {value!r}") from None
+    return h, w
+
+
+@main.command("convert")
+@click.argument("name", required=False)
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path), help="Official *_infer.tar or an extracted model directory (no download).")
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Any PaddleSeg/PaddleX inference directory (e.g. fine-tuned); name read from its inference.yml.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output model directory [default: <cache>/models/NAME].")
+@click.option("--head", type=click.Choice(["labels", "logits", "probs"]), default="labels", show_default=True, help="labels: int32 [N,H,W] (argmax in the graph); logits/probs: float32 [N,C,H,W].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: 17, see fastseg.convert.pipeline.choose_opset].")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Verify on these images (own sizes) instead of synthetic ones.")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison with Paddle Inference.")
+@click.option("--threshold", type=float, default=0.999, show_default=True, help="Minimum argmax agreement with Paddle Inference.")
+@click.option("--force", is_flag=True, help="Convert again even if the output is up to date.")
+@click.option("--fixed-shape", "fixed_hw", callback=_parse_hw, help="Freeze the input to HxW (default: dynamic H and W).")
+def convert_cmd(
+    name: str | None,
+    from_path: Path | None,
+    model_dir: Path | None,
+    output: Path | None,
+    head: str,
+    opset: int | None,
+    images_dir: Path | None,
+    no_verify: bool,
+    threshold: float,
+    force: bool,
+    fixed_hw: tuple[int, int] | None,
+) -> None:
+    """Convert a PaddleX/PaddleSeg model to a verified ONNX model directory.
+
+    \b
+    fastseg convert PP-LiteSeg-T                 download the official tarball, convert
+    fastseg convert PP-LiteSeg-T --from X.tar    convert a tarball/directory you have
+    fastseg convert --model-dir ./my_finetuned   any Paddle segmentation inference model
+    """
+    from fastseg.convert import convert_model
+    from fastseg.errors import ConversionError
+    from fastseg.zoo import load_zoo
+
+    if model_dir is not None and (from_path is not None):
+        raise ConversionError("Use either --model-dir DIR or NAME --from PATH, not both.")
+    source = model_dir or from_path
+    if source is None:
+        if name is None:
+            raise ConversionError("Give a zoo model NAME (see 'fastseg models') or --model-dir DIR.")
+        spec = load_zoo().get(name)  # UnknownModelError with the nearest names
+        from fastseg.download import fetch_model_tarball
+
+        source = fetch_model_tarball(spec, progress=True)
+    elif name is not None and model_dir is None:
+        load_zoo().get(name)  # NAME --from PATH: NAME must be a zoo model
+    report = convert_model(
+        source,
+        output,
+        model_name=name,
+        head=head,
+        opset=opset,
+        verify=not no_verify,
+        images_dir=images_dir,
+        threshold=threshold,
+        force=force,
+        fixed_hw=fixed_hw,
+    )
+    ver = report.verification
+    if report.cache_hit:
+        click.echo(f"Up to date (same source sha256): {report.output_dir}  (use --force to convert again)")
+    click.echo(
+        f"{report.model_name}: {report.paddle_format} -> ONNX opset {report.opset}, "
+        f"{report.onnx_bytes / 1e6:.1f} MB, head={report.meta.output_kind}, "
+        f"{'H,W dynamic' if report.meta.dynamic_hw else f'fixed {report.meta.fixed_hw}'}, "
+        f"{report.seconds:.1f} s"
+    )
+    if ver.get("inputs"):
+        for key, fig in ver["inputs"].items():
+            click.echo(
+                f"  {key:32s} {'x'.join(str(d) for d in fig['shape'])}: argmax agreement "
+                f"{fig['argmax_agreement']:.4%}, max |logit diff| {fig['max_abs_logit_diff']:.2e}"
+            )
+        click.echo(
+            f"Verified against {ver['reference']}: min agreement {ver['min_argmax_agreement']:.4%} "
+            f"(threshold {ver['threshold']:.2%})"
+        )
+    else:
+        click.echo("Verification skipped (--no-verify).")
+    click.echo(f"Model directory: {report.output_dir}")
 
 
 def run() -> None:

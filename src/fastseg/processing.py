@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -48,7 +48,7 @@ def decode_image(data: bytes, *, source: str = "<bytes>") -> npt.NDArray[np.uint
         InputError: the bytes are not an image OpenCV can decode.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    img = cast("npt.NDArray[np.uint8] | None", cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None)
     if img is None:
         raise InputError(
             f"Cannot decode {source} as an image ({len(data)} bytes); "
@@ -71,9 +71,9 @@ def as_bgr(image: npt.NDArray[Any], *, source: str = "<array>") -> npt.NDArray[n
             "convert with np.clip(img, 0, 255).astype(np.uint8)."
         )
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return cast("npt.NDArray[np.uint8]", cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return cast("npt.NDArray[np.uint8]", cv2.cvtColor(image, cv2.COLOR_BGRA2BGR))
     if image.ndim == 3 and image.shape[2] == 3:
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"{source}: the image is empty (shape {image.shape}).")
@@ -176,7 +176,7 @@ def preprocess_into(
         raise InputError(f"Unknown Resize interp {resize.interp if resize else ''!r}; use one of {list(INTERPOLATIONS)}.")
     for i, img in enumerate(images_bgr):
         if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=interp)
+            img = cast("npt.NDArray[np.uint8]", cv2.resize(img, (w, h), interpolation=interp))
         for c in range(3):
             src_c = 2 - c if spec.to_rgb else c
             dst = out_nchw[i, c]

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -86,7 +86,7 @@ def colorize(
     if bgr:
         lut = lut[:, ::-1]
     lab8 = labels_hw.astype(np.uint8, copy=False)
-    return cv2.LUT(cv2.merge([lab8, lab8, lab8]), np.ascontiguousarray(lut).reshape(256, 1, 3))  # type: ignore[no-any-return]
+    return cast("npt.NDArray[np.uint8]", cv2.LUT(cv2.merge([lab8, lab8, lab8]), np.ascontiguousarray(lut).reshape(256, 1, 3)))
 
 
 def overlay(
@@ -101,13 +101,34 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"overlay alpha must be within [0, 1], got {alpha}.")
     colour = colorize(labels_hw, palette, bgr=True)
-    return cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)  # type: ignore[no-any-return]
+    return cast("npt.NDArray[np.uint8]", cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0))
+
+
+def _array_json(arr: npt.NDArray[Any]) -> str:
+    """Nested JSON lists for ``arr``, one innermost row per line (orjson when installed: ~10x faster)."""
+    if arr.ndim <= 1:
+        return json.dumps(arr.tolist(), separators=(",", ":"))
+    try:
+        import orjson
+
+        def dump(row: npt.NDArray[Any]) -> str:
+            return orjson.dumps(np.ascontiguousarray(row), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+    except ImportError:
+
+        def dump(row: npt.NDArray[Any]) -> str:
+            return json.dumps(row.tolist(), separators=(",", ":"))
+
+    if arr.ndim == 2:
+        return "[" + ",\n".join(dump(row) for row in arr) + "]"
+    return "[" + ",".join(_array_json(sub) for sub in arr) + "]"
 
 
 def _write_bytes_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
@@ -158,13 +179,18 @@ class SegResult(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._keys())
 
+    def __eq__(self, other: object) -> bool:  # arrays inside: identity, not Mapping's value comparison
+        return self is other
+
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return f"SegResult(input_path={self.input_path!r}, pred={self.pred.dtype}{list(self.pred.shape)})"
 
     @property
     def labels_hw(self) -> npt.NDArray[np.int32]:
         """The label map as [H,W] (a view of ``pred``)."""
-        return self.pred[0]
+        return cast("npt.NDArray[np.int32]", self.pred[0])
 
     # -- serialisation
     def _data(self, *, with_pred: bool) -> dict[str, Any]:
@@ -188,10 +214,8 @@ class SegResult(Mapping[str, Any]):
                 frame[key] = f"@@{key}@@"
         text = json.dumps(frame, indent=indent, ensure_ascii=ensure_ascii)
         for key, arr in arrays.items():
-            if arr is None:
-                continue
-            compact = json.dumps(arr.tolist(), separators=(",", ":"))
-            text = text.replace(f'"@@{key}@@"', compact.replace("],[", "],\n[") if arr.ndim > 1 else compact)
+            if arr is not None:
+                text = text.replace(f'"@@{key}@@"', _array_json(arr))
         return text
 
     def print(self, format_json: bool = True, indent: int = 4, ensure_ascii: bool = False) -> None:

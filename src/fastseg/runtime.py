@@ -113,6 +113,8 @@ class RuntimeOptions:
         optimized_model_path: write the optimised graph here (reuse it to skip optimisation).
         enable_profiling: write an ONNX Runtime JSON profile (path logged on close).
         io_binding: "plain" (session.run), "iobinding", or "auto" (the measured choice per device).
+        ort_log_level: ONNX Runtime's own log severity (0 verbose .. 4 fatal); 3 = errors only,
+            which hides graph-cleanup warnings such as unused initializers in converted models.
     """
 
     intra_op_threads: int | None = None
@@ -125,6 +127,7 @@ class RuntimeOptions:
     optimized_model_path: Path | None = None
     enable_profiling: bool = False
     io_binding: RunMode = "auto"
+    ort_log_level: int = 3
 
     def __post_init__(self) -> None:
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
@@ -139,6 +142,8 @@ class RuntimeOptions:
             raise DeviceError(
                 f"cudnn_conv_algo_search {self.cudnn_conv_algo_search!r} is not one of EXHAUSTIVE, HEURISTIC, DEFAULT."
             )
+        if not 0 <= self.ort_log_level <= 4:
+            raise DeviceError(f"ort_log_level must be 0 (verbose) .. 4 (fatal), got {self.ort_log_level}.")
         if self.io_binding not in ("auto", "iobinding", "plain"):
             raise DeviceError(f"io_binding {self.io_binding!r} is not one of 'auto', 'iobinding', 'plain'.")
 
@@ -362,6 +367,17 @@ class Session:
         self.close()
 
 
+def choose_run_mode(
+    options: RuntimeOptions, device_spec: DeviceSpec, providers_in_use: Sequence[str]
+) -> Literal["iobinding", "plain"]:
+    """The run loop for a session: the explicit choice, or for "auto" the measured one (IO
+    binding on an accelerator that actually runs the graph, plain ``session.run`` on CPU)."""
+    if options.io_binding != "auto":
+        return options.io_binding
+    on_accelerator = device_spec.kind in _AUTO_IOBINDING and providers_in_use[:1] != [CPU_EP]
+    return "iobinding" if on_accelerator else "plain"
+
+
 def session_options(options: RuntimeOptions) -> Any:
     """Build ``onnxruntime.SessionOptions`` from ``options``."""
     import onnxruntime as ort
@@ -379,6 +395,7 @@ def session_options(options: RuntimeOptions) -> Any:
         Path(options.optimized_model_path).parent.mkdir(parents=True, exist_ok=True)
         so.optimized_model_filepath = str(options.optimized_model_path)
     so.enable_profiling = options.enable_profiling
+    so.log_severity_level = options.ort_log_level
     return so
 
 
@@ -429,11 +446,7 @@ def create_session(
     log.info("Session for %s on %s uses providers %s", model_path.name, spec, in_use)
     inputs = tuple(TensorInfo(i.name, tuple(i.shape), i.type) for i in sess.get_inputs())
     outputs = tuple(TensorInfo(o.name, tuple(o.shape), o.type) for o in sess.get_outputs())
-    mode: Literal["iobinding", "plain"]
-    if options.io_binding == "auto":
-        mode = "iobinding" if spec.kind in _AUTO_IOBINDING and in_use[0] != CPU_EP else "plain"
-    else:
-        mode = options.io_binding
+    mode = choose_run_mode(options, spec, in_use)
     runner = Runner(sess, inputs[0].name, outputs[0].name, mode=mode)
     return Session(
         model_path=model_path,

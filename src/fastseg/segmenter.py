@@ -170,6 +170,8 @@ def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
     text = str(model)
     path = Path(text).expanduser()
     looks_like_path = isinstance(model, Path) or "/" in text or "\\" in text or text.startswith(".")
+    if path.is_file() and path.suffix == ".onnx":  # model.onnx given: use its directory
+        path = path.parent
     if path.exists() or looks_like_path:
         read_meta(path)  # validates; says "convert it first" for Paddle model dirs
         return path
@@ -177,10 +179,10 @@ def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
     target = converted_model_dir(spec.name, home)
     if is_model_dir(target):
         return target
-    return _convert_zoo_model(spec, target)
+    return _convert_zoo_model(spec, target, home=home)
 
 
-def _convert_zoo_model(spec: ModelSpec, target: Path) -> Path:
+def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> Path:
     how = (
         f"Download {spec.inference_urls[0]} and run: fastseg convert {spec.name} --from {spec.name}_infer.tar "
         "(or pass a converted model directory)."
@@ -195,7 +197,7 @@ def _convert_zoo_model(spec: ModelSpec, target: Path) -> Path:
         ) from exc
     log.info("Model %s is not converted yet: downloading and converting into %s", spec.name, target)
     try:
-        tarball = fetch_model_tarball(spec)
+        tarball = fetch_model_tarball(spec, home=home)
     except FastSegError as exc:
         raise DownloadError(f"Could not fetch {spec.name!r} ({exc}). Offline? {how}") from exc
     convert_model(tarball, target, model_name=spec.name)

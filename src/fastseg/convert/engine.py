@@ -51,6 +51,7 @@ def run_worker(cmd: str, workdir: Path, *, what: str, timeout_s: float = 1800.0,
     Raises:
         ConversionError: the child crashed or exited non-zero (message: ``what`` plus stderr tail).
     """
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     req_file = workdir / f"request_{cmd}.json"
     req_file.write_text(json.dumps({"cmd": cmd, "workdir": str(workdir), **request}), encoding="utf-8")
