@@ -51,7 +51,13 @@ NORMALIZE_MEAN = (0.5, 0.5, 0.5)
 NORMALIZE_STD = (0.5, 0.5, 0.5)
 CALIBRATION_SIZE = (128, 256)
 CALIBRATION_BATCH = 2
-CALIBRATION_PASSES = 2
+CALIBRATION_PASSES = 3
+# BN running variances are raised to at least this fraction of their layer's mean variance.
+VARIANCE_FLOOR = 0.05
+# max |logit| on the calibration images after scale_classifier: a trained model's order.
+LOGIT_TARGET = 30.0
+# Bump when a build changes its weights or export: ensure_reference caches per version.
+REFERENCE_VERSION = 2
 LEGACY_ENV = "FLAGS_enable_pir_api"
 # paddlepaddle 3.2.2's legacy (non-PIR) dy2static calls PIR-only _C_ops for some Python
 # constructs and functions: PP-LiteSeg's UAFM fails on ``and`` (logical_and) and F.sigmoid with
@@ -192,25 +198,30 @@ class BuildReport:
 def natural_images(
     count: int, height: int, width: int, *, seed: int
 ) -> npt.NDArray[np.float32]:
-    """Smoothed-noise RGB images, NCHW float32 already normalised like PaddleSeg's Normalize.
+    """Photo-like RGB images, NCHW float32 already normalised like PaddleSeg's Normalize.
 
-    Blobs at several scales give the spatial structure of a photograph, so different regions
-    of the label map go to different classes.
+    Each image mixes blobs at several scales (the regions of a photograph, so different areas
+    of the label map go to different classes) with per-pixel noise (texture and sensor noise),
+    stretched per channel to the full [0, 255] range, as real images are.
     """
     import cv2
 
     rng = np.random.default_rng(seed)
     images = np.zeros((count, height, width, 3), np.float32)
-    for scale in (4, 16, 64):
-        coarse = rng.random((count, max(2, height // scale), max(2, width // scale), 3))
-        for i in range(count):
-            images[i] += cv2.resize(
-                coarse[i].astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    for i in range(count):
+        for scale, weight in ((4, 0.5), (16, 1.0), (64, 1.0)):
+            coarse = rng.random((max(2, height // scale), max(2, width // scale), 3))
+            images[i] += weight * cv2.resize(
+                coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
             )
-    images = (images - images.min()) / (images.max() - images.min() + 1e-6)
+        images[i] += rng.normal(0.0, 0.1, (height, width, 3)).astype(np.float32)
+        low = images[i].min(axis=(0, 1))
+        high = images[i].max(axis=(0, 1))
+        images[i] = (images[i] - low) / (high - low + 1e-6)
+    pixels = np.round(images * 255.0) / 255.0  # what decoding a uint8 image gives
     mean = np.asarray(NORMALIZE_MEAN, np.float32)
     std = np.asarray(NORMALIZE_STD, np.float32)
-    normalised = (images - mean) / std
+    normalised = (pixels.astype(np.float32) - mean) / std
     return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
 
 
@@ -250,11 +261,13 @@ def randomise_weights(model: "paddle.nn.Layer", *, seed: int) -> None:
 
 
 def recalibrate_batchnorm(model: "paddle.nn.Layer", *, seed: int) -> None:
-    """Set every BatchNorm's running mean/var to the batch statistics on natural-ish images.
+    """Set every BatchNorm's running mean/var to statistics measured on photo-like images.
 
-    With momentum 0 a train-mode pass stores exactly the batch statistics, so each BN
-    normalises its input to unit scale in eval mode; passes are repeated because in eval mode
-    the upstream layers change once their own statistics are final.
+    Train-mode passes over different images with momentum k/(k+1) at pass k make the running
+    statistics the average of the per-batch statistics. A variance floor (a fraction of the
+    layer's mean variance) guards channels that barely vary on the calibration images, e.g.
+    BNs after a global pooling that see one value per image: their tiny variance would
+    otherwise blow up the activations of any other image by orders of magnitude.
     """
     import paddle
     from paddle import nn
@@ -266,15 +279,18 @@ def recalibrate_batchnorm(model: "paddle.nn.Layer", *, seed: int) -> None:
     ]
     if not norms:
         return
-    for norm in norms:
-        norm._momentum = 0.0
-    images = natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + 1)
     model.train()
     with paddle.no_grad():
-        for _ in range(CALIBRATION_PASSES):
+        for k in range(CALIBRATION_PASSES):
+            for norm in norms:
+                norm._momentum = k / (k + 1)
+            images = natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + 1 + k)
             model(paddle.to_tensor(images))
-    for norm in norms:
-        norm._momentum = 0.9
+        for norm in norms:
+            norm._momentum = 0.9
+            var = norm._variance
+            floor = VARIANCE_FLOOR * float(var.mean()) + 1e-5
+            var.set_value(paddle.clip(var, min=floor))
     model.eval()
 
 
@@ -287,8 +303,40 @@ def build_model(name: str, *, seed: int = 0) -> "paddle.nn.Layer":
     model = arch.build(arch.num_classes)
     randomise_weights(model, seed=seed)
     recalibrate_batchnorm(model, seed=seed)
+    scale_classifier(model, arch.num_classes, seed=seed)
     model.eval()
     return model
+
+
+def scale_classifier(model: "paddle.nn.Layer", num_classes: int, *, seed: int) -> None:
+    """Scale the class-logit convolutions so the calibration images' max |logit| is ~LOGIT_TARGET.
+
+    Deep residual stacks grow activations with depth (ResNet-101 logits reach ~1e3 otherwise);
+    logits of a trained model's order keep float32 parity figures comparable across models.
+    Only convolutions with ``num_classes`` outputs are scaled (for OCRNet that includes the
+    auxiliary soft-region head, which merely sharpens or flattens its random attention).
+    """
+    import paddle
+    from paddle import nn
+
+    heads = [
+        layer for layer in model.sublayers()
+        if isinstance(layer, nn.Conv2D) and layer.weight.shape[0] == num_classes
+    ]
+    images = paddle.to_tensor(
+        natural_images(CALIBRATION_BATCH, *CALIBRATION_SIZE, seed=seed + CALIBRATION_PASSES + 1)
+    )
+    model.eval()
+    for _ in range(3):  # OCRNet's logits are not linear in its auxiliary head: iterate
+        with paddle.no_grad():
+            peak = float(paddle.abs(model(images)[0]).max())
+        factor = LOGIT_TARGET / max(peak, 1e-12)
+        if abs(factor - 1.0) < 0.1:
+            break
+        for layer in heads:
+            layer.weight.set_value(layer.weight * factor)
+            if layer.bias is not None:
+                layer.bias.set_value(layer.bias * factor)
 
 
 def logits_summary(
@@ -424,7 +472,7 @@ def build_reference(name: str, out_dir: Path, *, legacy: bool = False, seed: int
 
 def ensure_reference(name: str, cache_dir: Path, *, legacy: bool = False) -> Path:
     """The cached tarball for ``name`` (PIR or legacy), building it on a cache miss."""
-    sub = Path(cache_dir) / ("legacy" if legacy else "pir")
+    sub = Path(cache_dir) / f"v{REFERENCE_VERSION}" / ("legacy" if legacy else "pir")
     target = sub / tarball_name(name)
     if target.is_file():
         return target

@@ -116,10 +116,12 @@ def test_pp_liteseg_logits_are_sane() -> None:
     from converters.reference_models import build_model, logits_summary
 
     model = build_model("PP-LiteSeg-T", seed=0)
-    low, high, classes = logits_summary(model, size=ODD_SIZE)
-    assert np.isfinite([low, high]).all()
-    assert 1.0 < max(abs(low), abs(high)) < 1e4
-    assert classes >= 3
+    # images the calibration never saw: one BN fed by a global pool used to give 1e3 here
+    for seed in (5, 6, 7):
+        low, high, classes = logits_summary(model, seed=seed, size=ODD_SIZE)
+        assert np.isfinite([low, high]).all()
+        assert 3.0 < max(abs(low), abs(high)) < 300.0
+        assert classes >= 3
 
 
 def test_builds_are_deterministic(reference_tarball: Callable[..., Path], tmp_path: Path) -> None:
