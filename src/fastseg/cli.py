@@ -320,6 +320,8 @@ def bench_cmd(
     console.print(bench.published_text(report))
     paths = bench.write_outputs(report, out)
     console.print("Wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 # ---------------------------------------------------------------- convert (Paddle -> ONNX)
 def _parse_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
     if value is None:
