@@ -175,6 +175,13 @@ def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None
     assert bench.render_markdown(bench.report_from_json(raw)) == md  # bench.json alone re-renders the report
 
 
+def test_batch_throughput_counts_images(tiny_model_dir: Path, tmp_path: Path) -> None:
+    report = _run_tiny(tiny_model_dir, tmp_path, None, batch=2)
+    fs = report.models[0].backends["fastseg"]
+    assert fs.status == "ok"
+    assert fs.images_per_s == pytest.approx(2 * 1000.0 / fs.stats["e2e"].median)
+
+
 def test_resolve_model_converts_once_and_caches(tmp_path: Path) -> None:
     import tarfile
 
