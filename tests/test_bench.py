@@ -175,6 +175,16 @@ def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None
     assert bench.render_markdown(bench.report_from_json(raw)) == md  # bench.json alone re-renders the report
 
 
+def test_a_model_that_could_not_be_prepared_is_a_failed_row(tmp_path: Path) -> None:
+    image = bench.make_image(tmp_path / "img.png", size=(32, 48))
+    broken = bench.ModelSource("OCRNet_HRNet-W18", Path(), None, "-", error="ConversionError: boom")
+    report = bench.run_bench([broken], image, bench.BenchConfig(size=(32, 48), runs=1, warmup=0, against=("paddle",)))
+    (model,) = report.models
+    assert {b.status for b in model.backends.values()} == {"failed"} and model.gflops is None
+    assert "preparing: ConversionError: boom" in bench.render_markdown(report)
+    assert bench.table_rows(report)[0]["e2e ms"] == "failed"
+
+
 def test_batch_throughput_counts_images(tiny_model_dir: Path, tmp_path: Path) -> None:
     report = _run_tiny(tiny_model_dir, tmp_path, None, batch=2)
     fs = report.models[0].backends["fastseg"]

@@ -92,6 +92,7 @@ class ModelSource:
     ``onnx_dir`` holds model.onnx + fastseg.json; ``paddle_dir`` the Paddle inference model it
     was converted from (inference.json/.pdiparams/.yml), or None when there is none.
     ``weights`` is ``"official weights"`` or ``"reference weights"`` (random, same cost).
+    ``error`` says why the files could not be prepared (the row then reads "failed").
     """
 
     name: str
@@ -99,6 +100,7 @@ class ModelSource:
     paddle_dir: Path | None
     weights: str
     note: str = ""
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -607,7 +609,9 @@ def run_bench(
     for src in sources:
         backends: dict[str, BackendResult] = {}
         for backend in ("fastseg", *config.against):
-            if backend != "fastseg" and src.paddle_dir is None:
+            if src.error:
+                backends[backend] = BackendResult(backend=backend, status="failed", detail=f"preparing: {src.error}")
+            elif backend != "fastseg" and src.paddle_dir is None:
                 backends[backend] = BackendResult(backend=backend, status="not applicable", detail="no Paddle model dir")
             else:
                 python = {
@@ -634,7 +638,7 @@ def run_bench(
         pub = dict(published(src.name)) if published is not None else {}
         pub["batch"] = config.batch
         try:
-            g = gflops(src)
+            g = None if src.error else gflops(src)
         except Exception as exc:  # noqa: BLE001 - a count failure must not lose the timings
             g = None
             pub["gflops_error"] = repr(exc)

@@ -252,6 +252,7 @@ def bench_cmd(
     from rich.progress import Progress
 
     from fastseg import bench
+    from fastseg.errors import MissingDependencyError
     from fastseg.zoo import cache_home, downloads_dir, load_zoo
 
     size = _parse_size(size_arg)
@@ -292,12 +293,18 @@ def bench_cmd(
     for n in names:
         tar = downloads_dir(home) / f"{n}_infer.tar"
         with console.status(f"Preparing {n} (reference builds and conversion run once, then are cached)"):
-            sources.append(
-                bench.resolve_model(
-                    n, home=home, official_tar=tar if tar.is_file() else None,
-                    build_reference=builder, convert=convert,  # type: ignore[arg-type]
+            try:
+                sources.append(
+                    bench.resolve_model(
+                        n, home=home, official_tar=tar if tar.is_file() else None,
+                        build_reference=builder, convert=convert,  # type: ignore[arg-type]
+                    )
                 )
-            )
+            except MissingDependencyError:
+                raise  # the same for every model: say it once
+            except Exception as exc:  # noqa: BLE001 - one model failing must not lose a long run
+                console.print(f"[yellow]Warning:[/] {n}: could not prepare ({type(exc).__name__}: {exc}); row marked failed.")
+                sources.append(bench.ModelSource(n, onnx_dir=Path(), paddle_dir=None, weights="-", error=f"{type(exc).__name__}: {exc}"))
     out = Path(out_dir)
     img = bench.make_image(out / f"bench_{size[1]}x{size[0]}.png", size=size, source=Path(image) if image else None)
     config = bench.BenchConfig(
