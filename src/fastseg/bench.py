@@ -17,8 +17,8 @@ FLOPs convention: 1 multiply-accumulate (MAC) = 2 FLOPs. Counted for Conv, ConvT
 MatMul and Gemm from the ONNX graph after shape inference at the benchmark size; other ops
 (elementwise, pooling, softmax, resize) are not counted, as in most papers' GFLOPs tables.
 
-This module returns data and reads no environment variables; ``fastseg bench`` (cli.py) renders
-it. Top-level imports are the standard library and numpy only, because the PaddleX worker runs
+This module returns data (and renders it on request: rich and matplotlib are imported only
+there); it reads no environment variables, ``fastseg bench`` (cli.py) does. Top-level imports are the standard library and numpy only, because the PaddleX worker runs
 under another interpreter (a separate venv) that has no onnx/onnxruntime/rich.
 """
 
@@ -943,7 +943,7 @@ def _ort_session_options(ort: Any, threads: int, options: Mapping[str, Any]) -> 
 # RuntimeOptions fields a spec may set; other keys (ORT experiments: spinning, affinity, parallel
 # execution, a pre-optimised model file) make the worker build the ORT session itself.
 _EXPERIMENT_KEYS = ("allow_spinning", "affinity", "execution_mode", "use_optimized_model", "graph_optimization_level",
-                    "intra_op_num_threads", "inter_op_num_threads", "optimized_model_path_raw")
+                    "intra_op_num_threads", "inter_op_num_threads")
 
 
 def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any, Any], Any], dict[str, str]]:
