@@ -647,9 +647,15 @@ def run_bench(
         )
     cfg = asdict(config)
     cfg["ort_options"] = dict(config.ort_options)
+    found = versions()
+    for mres in results:  # a package missing here may have run in a worker's own interpreter
+        for b in mres.backends.values():
+            for k, v in b.versions.items():
+                if found.get(k) == NOT_INSTALLED:
+                    found[k] = f"{v} ({b.backend} worker's interpreter)"
     return BenchReport(
         machine=machine_info(),
-        versions=versions(),
+        versions=found,
         config=cfg,
         models=results,
         published_conditions=dict(published_conditions or {}),
