@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -183,6 +184,19 @@ def test_a_model_that_could_not_be_prepared_is_a_failed_row(tmp_path: Path) -> N
     assert {b.status for b in model.backends.values()} == {"failed"} and model.gflops is None
     assert "preparing: ConversionError: boom" in bench.render_markdown(report)
     assert bench.table_rows(report)[0]["e2e ms"] == "failed"
+
+
+def test_gflops_are_counted_at_the_size_the_network_sees(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from fastseg.model_dir import ResizeSpec, read_meta
+
+    resized = tmp_path / "resized"
+    shutil.copytree(tiny_model_dir, resized)
+    meta = read_meta(resized)
+    write_meta(resized, dataclasses.replace(meta, preprocess=PreprocessSpec(resize=ResizeSpec(target_size=(16, 8)))))
+    assert bench.network_hw(resized, (1024, 2048)) == (8, 16)
+    assert bench.network_hw(tiny_model_dir, (1024, 2048)) == (1024, 2048)
 
 
 def test_batch_throughput_counts_images(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -604,7 +604,7 @@ def run_bench(
     ``progress(label)`` is called after each (model, backend) step (the CLI drives a progress
     bar with it). ``gflops`` defaults to counting the ONNX graph at ``config.size``.
     """
-    gflops = gflops or (lambda s: model_gflops(s.onnx_dir / "model.onnx", size=config.size, batch=1))
+    gflops = gflops or (lambda s: model_gflops(s.onnx_dir / "model.onnx", size=network_hw(s.onnx_dir, config.size)))
     results: list[ModelResult] = []
     for src in sources:
         backends: dict[str, BackendResult] = {}
@@ -660,6 +660,17 @@ def run_bench(
         models=results,
         published_conditions=dict(published_conditions or {}),
     )
+
+
+def network_hw(onnx_dir: Path, size: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) the network sees for a ``size`` image: the model's Resize (or fixed size) applied."""
+    from fastseg.model_dir import read_meta
+    from fastseg.processing import resized_hw
+
+    meta = read_meta(onnx_dir)
+    if meta.fixed_hw is not None and not meta.dynamic_hw:
+        return meta.fixed_hw
+    return resized_hw(size, meta.preprocess.resize)
 
 
 def model_gflops(onnx_path: Path, *, size: tuple[int, int], batch: int = 1) -> float:
