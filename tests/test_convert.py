@@ -152,3 +152,19 @@ def test_cli_convert_prints_figures_and_path(shared_data: Path, tmp_path: Path) 
 def test_cli_errors_are_one_line(args: list[str], match: str) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and match in result.output
+
+
+def test_cli_convert_name_downloads_lazily_and_reports_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastseg.download as download
+    from fastseg.errors import DownloadError
+
+    asked: list[str] = []
+
+    def offline(spec: object, *, home: object = None, progress: bool = True) -> Path:
+        asked.append(getattr(spec, "name", "?"))
+        raise DownloadError("cannot reach the download host; download it elsewhere and use --from PATH")
+
+    monkeypatch.setattr(download, "fetch_model_tarball", offline)
+    result = CliRunner().invoke(main, ["convert", "SegFormer-B0"])
+    assert asked == ["SegFormer-B0"]
+    assert result.exit_code == 2 and "--from" in result.output and result.output.count("\n") == 1

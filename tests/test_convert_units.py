@@ -222,3 +222,11 @@ def test_sources_corrupt_tarball(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelDirError, match="not a tar archive"):
         open_source(junk, tmp_path / "work2")
+
+
+def test_public_api_is_exported() -> None:
+    import fastseg.convert as convert
+
+    assert convert.__all__ == sorted(convert.__all__)
+    assert {"convert_model", "ConvertReport"} <= set(convert.__all__)
+    assert all(hasattr(convert, n) for n in convert.__all__)

@@ -6,4 +6,4 @@ Paddle itself is only ever imported in a child process (``_worker.py``); this pa
 
 from fastseg.convert.pipeline import DEFAULT_THRESHOLD, DEFAULT_VERIFY_SIZES, ConvertReport, convert_model
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_VERIFY_SIZES", "ConvertReport", "convert_model"]
+__all__ = ["ConvertReport", "DEFAULT_THRESHOLD", "DEFAULT_VERIFY_SIZES", "convert_model"]

@@ -14,6 +14,7 @@ every input size. k is small in practice (1, 2, 3, 4, 6), so this is 2k Slice/Re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ from fastseg.errors import ConversionError
 
 
 def _opset(model: onnx.ModelProto) -> int:
-    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return int(max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
 
 
 class _Builder:
@@ -46,7 +47,7 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), out))
         return out
 
-    def node(self, op: str, inputs: Sequence[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
         out = self.name(op.lower())
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out

@@ -106,14 +106,15 @@ def _labels_spec(model_name: str, num_classes: int) -> tuple[tuple[str, ...], tu
     return tuple(f"class_{i}" for i in range(num_classes)), palette(num_classes)
 
 
-def _num_classes(logits_model: Any, input_name: str) -> int:
+def _num_classes(logits_model: Any, input_name: str, probe_hw: tuple[int, int]) -> int:
+    """Classes from the logits output's static channel dim, else from one probe run."""
     dims = logits_model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
         return int(dims[1].dim_value)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(logits_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {input_name: np.zeros((1, 3, 64, 64), np.float32)})[0]
+    out = sess.run(None, {input_name: np.zeros((1, 3, *probe_hw), np.float32)})[0]
     return int(out.shape[1])
 
 
@@ -233,6 +234,15 @@ def _convert(
 
     work = scratch / "work"
     work.mkdir()
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def _lap(phase: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[phase] = round(now - lap, 2)
+        lap = now
+
     # 1. a PIR program (legacy ProgramDesc translated in the child)
     if src.paddle_format == "legacy":
         engine.run_worker(
@@ -246,6 +256,7 @@ def _convert(
         pir_json, params = work / "pir" / "inference.json", work / "pir" / "inference.pdiparams"
     else:
         pir_json, params = src.model_file, src.params_file
+    _lap("to_pir")
     try:
         program = json.loads(pir_json.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -274,7 +285,8 @@ def _convert(
         save_file=str(raw_onnx),
         opset=chosen_opset,
     )
-    logits_model = _finish_onnx(replace_adaptive_pools(onnx.load(str(raw_onnx)), pools))
+    _lap("paddle2onnx")
+    logits_model = replace_adaptive_pools(onnx.load(str(raw_onnx)), pools)
     input_name = logits_model.graph.input[0].name
     if fixed_hw is not None:
         dims = logits_model.graph.input[0].type.tensor_type.shape.dim
@@ -282,9 +294,11 @@ def _convert(
         dims[2].dim_value = fixed_hw[0]
         dims[3].Clear()
         dims[3].dim_value = fixed_hw[1]
-    num_classes = _num_classes(logits_model, input_name)
+    num_classes = _num_classes(logits_model, input_name, fixed_hw or (64, 64))
+    # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
     final_model = _finish_onnx(attach_head(logits_model, head, opset=chosen_opset))
 
+    _lap("onnx_rewrite_check")
     # 4. verification against Paddle Inference
     verification: dict[str, Any] = {"skipped": True}
     if verify:
@@ -300,6 +314,7 @@ def _convert(
             verify_sizes=verify_sizes,
         )
         verification["threshold"] = threshold
+        _lap("verify")
         if verification["min_argmax_agreement"] < threshold:
             worst = min(verification["inputs"].items(), key=lambda kv: kv[1]["argmax_agreement"])
             raise ConversionError(
@@ -331,6 +346,7 @@ def _convert(
             "removed_head_ops": list(head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
             "opset_reason": opset_reason,
+            "timings_s": timings,
             "options": options,
             "versions": engine.tool_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -366,7 +382,8 @@ def _verify(
     from fastseg.convert.verify import compare, verification_inputs
 
     inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess)
-    np.savez(work / "inputs.npz", **inputs)
+    np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
     engine.run_worker(
         "predict",
         work,
@@ -379,12 +396,15 @@ def _verify(
     )
     with np.load(work / "outputs.npz") as out:
         logits = {k: out[f"0:{k}"] for k in inputs}
-    return compare(
+    t1 = time.perf_counter()
+    figures = compare(
         inputs=inputs,
-        logits_model=logits_model,
         final_model=final_model,
+        logits_name=logits_model.graph.output[0].name,
         paddle_logits=logits,
     )
+    figures["seconds"] = {"paddle": round(t1 - t0, 2), "onnxruntime": round(time.perf_counter() - t1, 2)}
+    return figures
 
 
 def _write_atomically(target: Path, model: Any, meta: ModelMeta) -> int:

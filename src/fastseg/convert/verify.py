@@ -38,7 +38,8 @@ def synthetic_image(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]
     coarse = rng.uniform(0, 255, size=(max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
     smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = rng.normal(0, 12, size=(height, width, 3)).astype(np.float32)
-    return np.clip(smooth + noise, 0, 255).astype(np.uint8)
+    image: npt.NDArray[np.uint8] = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+    return image
 
 
 def verification_inputs(
@@ -56,7 +57,8 @@ def verification_inputs(
             bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise InputError(f"Cannot read image {f}; remove it from {images_dir} or fix it.")
-            inputs[f.name] = _normalise(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), preprocess)
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+            inputs[f.name] = _normalise(rgb, preprocess)
         if not inputs:
             raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}.")
         return inputs
@@ -85,17 +87,21 @@ def _labels_of(output: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
 def compare(
     *,
     inputs: dict[str, npt.NDArray[np.float32]],
-    logits_model: onnx.ModelProto,
     final_model: onnx.ModelProto,
+    logits_name: str,
     paddle_logits: dict[str, npt.NDArray[Any]],
 ) -> dict[str, Any]:
-    """Run both ONNX graphs on ``inputs`` and compare with the Paddle outputs (same keys)."""
-    s_logits, s_final = _session(logits_model), _session(final_model)
-    name = s_final.get_inputs()[0].name
+    """Run ``final_model`` (its head output plus ``logits_name`` exposed, one session) on
+    ``inputs`` and compare with Paddle's logits (same keys)."""
+    both = onnx.ModelProto()
+    both.CopyFrom(final_model)
+    if logits_name not in {o.name for o in both.graph.output}:
+        both.graph.output.append(onnx.ValueInfoProto(name=logits_name))
+    sess = _session(both)
+    name = sess.get_inputs()[0].name
     per_input: dict[str, dict[str, Any]] = {}
     for key, x in inputs.items():
-        onnx_logits = s_logits.run(None, {name: x})[0]
-        onnx_final = s_final.run(None, {name: x})[0]
+        onnx_final, onnx_logits = sess.run([both.graph.output[0].name, logits_name], {name: x})
         ref_logits = paddle_logits[key]
         if onnx_logits.shape != ref_logits.shape:
             raise ConversionError(

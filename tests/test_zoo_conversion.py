@@ -1,0 +1,55 @@
+"""CI matrix: every zoo architecture (random-weight PaddleX-identical reference tarball)
+converts with dynamic H and W and agrees with Paddle Inference at two sizes, one odd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from fastseg.convert import convert_model
+from fastseg.zoo import load_zoo
+
+pytestmark = [pytest.mark.paddle, pytest.mark.slow]
+pytest.importorskip("paddle2onnx", reason="conversion needs paddle2onnx (the [convert] extra)")
+
+# Small sizes keep 18 conversions in CI budget; 97x211 is odd on both axes, so adaptive-pool
+# bins overlap and every stride-2 layer rounds.
+PARITY_SIZES = [(128, 256), (97, 211)]
+MIN_AGREEMENT = 0.9999
+
+
+@pytest.mark.parametrize("name", load_zoo().names())
+def test_zoo_model_converts_with_dynamic_shapes(
+    name: str, reference_tarball: Callable[..., Path], tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    report = convert_model(
+        reference_tarball(name), tmp_path / name, verify_sizes=PARITY_SIZES, threshold=MIN_AGREEMENT
+    )
+    record_property("convert_seconds", round(report.seconds, 1))
+    record_property("onnx_mb", round(report.onnx_bytes / 1e6, 1))
+    record_property("timings_s", report.meta.provenance["timings_s"])
+    record_property("figures", report.verification["inputs"])
+    spec = load_zoo().get(name)
+    meta = report.meta
+    assert report.model_name == name and report.paddle_format == "pir" and report.opset == 17
+    assert meta.dynamic_hw and meta.num_classes == spec.dataset.num_classes
+    assert meta.class_names == spec.dataset.class_names
+    figures = report.verification["inputs"]
+    assert set(figures) == {"synthetic_128x256", "synthetic_97x211", "synthetic_batch2_128x256"}
+    for key, fig in figures.items():
+        assert fig["argmax_agreement"] >= MIN_AGREEMENT, (key, fig)
+    shape = ort.InferenceSession(str(tmp_path / name / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    assert isinstance(shape[2], str) and isinstance(shape[3], str), shape
+    if name.startswith("PP-LiteSeg"):
+        assert meta.provenance["adaptive_pools_rewritten"] == [[1, 1], [2, 2], [4, 4]]
+
+
+def test_legacy_format_reference(reference_tarball: Callable[..., Path], tmp_path: Path) -> None:
+    report = convert_model(
+        reference_tarball("SegFormer-B0", legacy=True), tmp_path / "m", verify_sizes=PARITY_SIZES, threshold=MIN_AGREEMENT
+    )
+    assert report.paddle_format == "legacy" and report.meta.dynamic_hw
+    assert report.verification["min_argmax_agreement"] >= MIN_AGREEMENT
