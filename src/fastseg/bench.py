@@ -406,36 +406,29 @@ def versions() -> dict[str, str]:
 
 
 def check_device(device: str, *, allow_fallback: bool = False) -> tuple[str, str | None]:
-    """Validate the device for the fastseg worker before anything starts.
+    """Validate the device for the fastseg worker before anything starts (the runtime's rules).
 
     Returns:
-        (device to use, warning or None). With ``allow_fallback`` a missing GPU gives "cpu"
-        and a warning instead of an error.
+        (device to use, warning or None). With ``allow_fallback`` a missing accelerator gives
+        "cpu" and a warning instead of an error.
 
     Raises:
-        DeviceError: an unparsable device, or a GPU that ONNX Runtime cannot use here.
+        DeviceError: an unparsable device, or an accelerator ONNX Runtime cannot use here.
     """
     import onnxruntime as ort
 
-    dev = device.strip().lower()
-    if dev == "cpu":
+    from fastseg.runtime import RuntimeOptions, parse_device, resolve_providers
+
+    spec = parse_device(device)
+    if spec.kind == "cpu":
         return "cpu", None
-    if not (dev.startswith(("gpu", "cuda"))):
-        raise DeviceError(f"Unknown device {device!r}: use 'cpu' or 'gpu:N' (e.g. gpu:0).")
-    idx = dev.partition(":")[2] or "0"
-    if not idx.isdigit():
-        raise DeviceError(f"Device {device!r} has a bad index: use 'gpu:N' with N a number, e.g. gpu:0.")
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return f"gpu:{idx}", None
-    message = (
-        f"Asked for {device!r}, but ONNX Runtime has no CUDAExecutionProvider here (available: {available}). "
-        "Install the GPU build (pip uninstall onnxruntime && pip install 'fastseg-ort[gpu]') on a machine "
-        "with an NVIDIA GPU, or use --device cpu."
-    )
-    if allow_fallback:
-        return "cpu", message + " Falling back to CPU."
-    raise DeviceError(message)
+    try:
+        resolve_providers(spec, ort.get_available_providers(), options=RuntimeOptions(), allow_fallback=False)
+    except DeviceError as exc:
+        if not allow_fallback:
+            raise
+        return "cpu", f"{exc} Falling back to CPU (--allow-fallback)."
+    return device, None
 
 
 # ------------------------------------------------------------------ models
