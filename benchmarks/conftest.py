@@ -1,0 +1,39 @@
+"""pytest-benchmark suite (not in the default test run: pyproject's testpaths is tests/).
+
+    pytest benchmarks --benchmark-enable --benchmark-save=NAME        # record a baseline
+    pytest benchmarks --benchmark-enable --benchmark-compare=NNNN     # compare with one
+    pytest benchmarks -q --benchmark-disable -x                       # CI smoke: tiny inputs, seconds
+
+With benchmarks disabled every test runs once on tiny inputs, so the suite cannot rot.
+End-to-end per family needs reference builds (minutes each, then cached): --families all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--families",
+        default="",
+        help="'all' or comma-separated zoo names for the end-to-end benchmarks (builds reference models)",
+    )
+    parser.addoption("--bench-size", default="512x1024", help="HxW of the benchmark inputs (enabled runs)")
+
+
+def _hw(text: str) -> tuple[int, int]:
+    h, _, w = text.partition("x")
+    return int(h), int(w)
+
+
+@pytest.fixture(scope="session")
+def bench_size(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """The input size: --bench-size when benchmarking, 32x64 when benchmarks are disabled (smoke)."""
+    if request.config.getoption("benchmark_disable"):
+        return (32, 64)
+    return _hw(str(request.config.getoption("--bench-size")))

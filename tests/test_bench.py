@@ -1,0 +1,260 @@
+"""fastseg bench: stats, FLOP counting, worker processes, outputs and errors (tiny ONNX model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from fastseg import bench  # noqa: E402
+from fastseg.errors import DeviceError  # noqa: E402
+from fastseg.model_dir import ModelMeta, PreprocessSpec, write_meta  # noqa: E402
+
+
+def _conv_argmax_model(classes: int = 4) -> onnx.ModelProto:
+    """x [N,3,H,W] -> Conv 3x3 (3->8) -> Conv 1x1 (8->classes) -> ArgMax: a labels-head segmenter."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(classes, 8, 1, 1)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Conv", ["h", "w2"], ["logits"], name="conv2"),
+        helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0, name="argmax"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])],
+        initializer=[w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    d.mkdir()
+    onnx.save(_conv_argmax_model(), str(d / "model.onnx"))
+    write_meta(
+        d,
+        ModelMeta(
+            model_name="Tiny",
+            input_name="x",
+            output_kind="labels",
+            num_classes=4,
+            class_names=("a", "b", "c", "d"),
+            palette=((0, 0, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3)),
+            preprocess=PreprocessSpec(),
+            opset=17,
+        ),
+    )
+    return d
+
+
+def test_summarize_known_samples() -> None:
+    s = bench.summarize([float(v) for v in range(10, 0, -1)])
+    assert (s.median, s.min, s.n) == (5.5, 1.0, 10)
+    assert s.p90 == pytest.approx(9.1)  # numpy linear interpolation: 9 + 0.1 * (10 - 9)
+    assert s.mean == pytest.approx(5.5)
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+def test_count_macs_conv_graph_matches_hand_count() -> None:
+    count = bench.count_macs(_conv_argmax_model(), input_shape=(1, 3, 16, 32))
+    # conv1: 8*16*32 outputs x 3*3*3; conv2: 4*16*32 outputs x 8*1*1
+    assert count.macs == 8 * 16 * 32 * 27 + 4 * 16 * 32 * 8
+    assert count.unresolved == ()
+    assert count.gflops == pytest.approx(2 * count.macs / 1e9)  # 1 MAC = 2 FLOPs
+    assert bench.count_macs(_conv_argmax_model(), input_shape=(2, 3, 16, 32)).macs == 2 * count.macs
+
+
+def test_count_macs_matmul_gemm_convtranspose() -> None:
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(size=(5, 7)).astype(np.float32), "g"),
+        numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "wt"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["a", "b"], ["mm"]),
+        helper.make_node("Gemm", ["c", "g"], ["gm"]),
+        helper.make_node("ConvTranspose", ["x", "wt"], ["ct"], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ops",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4, 8]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [3, 5]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5]),
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mm", "gm", "ct")
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    count = bench.count_macs(model, input_shape=(2, 4, 8))
+    assert count.by_op == {
+        "MatMul": 2 * 4 * 16 * 8,  # outputs x K
+        "Gemm": 3 * 7 * 5,
+        "ConvTranspose": 1 * 4 * 5 * 5 * 2 * 3 * 3,  # inputs x Cout/g x kh x kw
+    }
+
+
+@pytest.fixture()
+def fake_missing_paddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make 'import paddle' and 'import paddlex' fail in the worker processes."""
+    shadow = tmp_path / "shadow"
+    for mod in ("paddle", "paddlex"):
+        (shadow / mod).mkdir(parents=True)
+        (shadow / mod / "__init__.py").write_text(f"raise ImportError('simulated: no {mod}')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    paddle_dir = tmp_path / "paddle_model"
+    paddle_dir.mkdir()
+    return paddle_dir
+
+
+def _run_tiny(tiny_model_dir: Path, tmp_path: Path, paddle_dir: Path | None, **config: object) -> bench.BenchReport:
+    image = bench.make_image(tmp_path / "img.png", size=(32, 48))
+    source = bench.ModelSource("PP-LiteSeg-T", tiny_model_dir, paddle_dir, bench.REFERENCE_WEIGHTS)
+    cfg = bench.BenchConfig(size=(32, 48), runs=3, warmup=1, threads=1, **config)  # type: ignore[arg-type]
+    return bench.run_bench(
+        [source], image, cfg, published=lambda name: {"miou": 73.1, "gpu_ms": 7.68, "cpu_ms": 138.68}
+    )
+
+
+def test_missing_paddle_and_paddlex_say_not_installed(
+    tiny_model_dir: Path, tmp_path: Path, fake_missing_paddle: Path
+) -> None:
+    report = _run_tiny(tiny_model_dir, tmp_path, fake_missing_paddle, against=("paddle", "paddlex"))
+    (model,) = report.models
+    assert model.backends["fastseg"].status == "ok"
+    assert model.backends["paddle"].status == bench.NOT_INSTALLED
+    assert model.backends["paddlex"].status == bench.NOT_INSTALLED
+    assert model.ratio("paddle") == bench.NOT_INSTALLED and model.ratio("paddlex") == bench.NOT_INSTALLED
+    row = bench.table_rows(report)[0]
+    assert row["fastseg/Paddle"] == row["fastseg/PaddleX"] == bench.NOT_INSTALLED
+    assert row["Paddle infer ms"] == row["PaddleX e2e ms"] == bench.NOT_INSTALLED
+    missing_interpreter = _run_tiny(
+        tiny_model_dir, tmp_path, fake_missing_paddle, against=("paddlex",), paddlex_python=str(tmp_path / "nope")
+    )
+    assert missing_interpreter.models[0].backends["paddlex"].status == bench.NOT_INSTALLED
+
+
+def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None:
+    ballast = np.ones(400 * 2**20 // 8)  # the parent's peak RSS must not leak into the worker's (execve keeps ru_maxrss)
+    report = _run_tiny(tiny_model_dir, tmp_path, None)
+    del ballast
+    paths = bench.write_outputs(report, tmp_path / "out")
+    raw = json.loads(paths["json"].read_text())
+    assert {"machine", "versions", "config", "models", "published_conditions"} <= set(raw)
+    assert {"cpu", "logical_cores"} <= set(raw["machine"]) and raw["versions"]["onnxruntime"]
+    model = raw["models"][0]
+    assert model["name"] == "PP-LiteSeg-T" and model["weights"] == "reference weights"
+    fs = model["backends"]["fastseg"]
+    assert fs["status"] == "ok" and 10 < fs["peak_rss_mb"] < 350 and fs["load_ms"] > 0
+    assert {k: len(v) for k, v in fs["samples_ms"].items()} == {s: 3 for s in bench.STAGES}
+    assert fs["stats"]["e2e"]["median"] == pytest.approx(float(np.median(fs["samples_ms"]["e2e"])))
+    assert model["gflops"] == pytest.approx(2 * (8 * 32 * 48 * 27 + 4 * 32 * 48 * 8) / 1e9)
+    assert model["achieved_gflops_per_s"] > 0 and 0 < model["peak_fraction"]
+    md = paths["markdown"].read_text()
+    assert "| PP-LiteSeg-T | reference weights |" in md and "published T4 ms" in md and "1 MAC = 2 FLOPs" in md
+    assert "| 7.68 | 138.68 | 73.10 |" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bench.render_markdown(bench.report_from_json(raw)) == md  # bench.json alone re-renders the report
+
+
+def test_a_model_that_could_not_be_prepared_is_a_failed_row(tmp_path: Path) -> None:
+    image = bench.make_image(tmp_path / "img.png", size=(32, 48))
+    broken = bench.ModelSource("OCRNet_HRNet-W18", Path(), None, "-", error="ConversionError: boom")
+    report = bench.run_bench([broken], image, bench.BenchConfig(size=(32, 48), runs=1, warmup=0, against=("paddle",)))
+    (model,) = report.models
+    assert {b.status for b in model.backends.values()} == {"failed"} and model.gflops is None
+    assert "preparing: ConversionError: boom" in bench.render_markdown(report)
+    assert bench.table_rows(report)[0]["e2e ms"] == "failed"
+
+
+def test_gflops_are_counted_at_the_size_the_network_sees(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from fastseg.model_dir import ResizeSpec, read_meta
+
+    resized = tmp_path / "resized"
+    shutil.copytree(tiny_model_dir, resized)
+    meta = read_meta(resized)
+    write_meta(resized, dataclasses.replace(meta, preprocess=PreprocessSpec(resize=ResizeSpec(target_size=(16, 8)))))
+    assert bench.network_hw(resized, (1024, 2048)) == (8, 16)
+    assert bench.network_hw(tiny_model_dir, (1024, 2048)) == (1024, 2048)
+
+
+def test_batch_throughput_counts_images(tiny_model_dir: Path, tmp_path: Path) -> None:
+    report = _run_tiny(tiny_model_dir, tmp_path, None, batch=2)
+    fs = report.models[0].backends["fastseg"]
+    assert fs.status == "ok"
+    assert fs.images_per_s == pytest.approx(2 * 1000.0 / fs.stats["e2e"].median)
+
+
+def test_resolve_model_converts_once_and_caches(tmp_path: Path) -> None:
+    import tarfile
+
+    src = tmp_path / "PP-LiteSeg-T_infer"
+    src.mkdir()
+    (src / "inference.yml").write_text("Global:\n  model_name: PP-LiteSeg-T\n")
+    tar = tmp_path / "PP-LiteSeg-T_infer.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(src, arcname=src.name)
+    calls: list[str] = []
+
+    def convert(paddle_dir: Path, onnx_dir: Path, name: str) -> None:
+        calls.append(name)
+        onnx_dir.mkdir(parents=True)
+        (onnx_dir / "model.onnx").write_bytes(b"x")
+        (onnx_dir / "fastseg.json").write_text("{}")
+
+    for _ in range(2):
+        source = bench.resolve_model(
+            "PP-LiteSeg-T", home=tmp_path / "home", build_reference=lambda n, d: tar, convert=convert
+        )
+    assert calls == ["PP-LiteSeg-T"]
+    assert source.weights == bench.REFERENCE_WEIGHTS
+    assert (source.paddle_dir / "inference.yml").is_file()  # type: ignore[operator]
+    with pytest.raises(bench.MissingDependencyError, match="reference_models.py"):
+        bench.resolve_model("PP-LiteSeg-B", home=tmp_path / "home")
+
+
+def test_gpu_without_cuda_is_a_clear_error() -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="'gpu:0' needs CUDAExecutionProvider.*fastseg-ort\\[gpu\\]"):
+        bench.check_device("gpu:0")
+    device, warning = bench.check_device("gpu:0", allow_fallback=True)
+    assert device == "cpu" and warning is not None and "Falling back to CPU" in warning
+    with pytest.raises(DeviceError, match="Unknown device kind 'tpu'"):
+        bench.check_device("tpu")
+    from fastseg.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "--device", "gpu:0"])
+    assert result.exit_code == 2 and "Error: Device 'gpu:0' needs CUDAExecutionProvider" in result.output
+
+
+def test_cli_rejects_bad_size_and_backend() -> None:
+    from fastseg.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "--size", "1024"])
+    assert result.exit_code == 2 and "HxW" in result.output
+    result = CliRunner().invoke(main, ["bench", "--against", "tensorrt"])
+    assert result.exit_code == 2 and "paddle, paddlex" in result.output
