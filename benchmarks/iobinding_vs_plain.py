@@ -1,4 +1,4 @@
-"""Measure plain ``session.run`` against IO binding on the CPU (the numbers in docs/README-rt.md).
+"""Measure plain ``session.run`` against IO binding on the CPU (the numbers in docs/runtime.md).
 
     python benchmarks/iobinding_vs_plain.py [CONVERTED_MODEL_DIR[:N,H,W] ...]
 

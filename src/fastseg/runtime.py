@@ -46,7 +46,7 @@ ACCEPTED_FORMS = (
 )
 _DEVICE_RE = re.compile(r"^(?P<kind>[a-z]+)(?::(?P<arg>[^:]+))?$")
 _OPENVINO_TARGETS = ("CPU", "GPU", "NPU")
-# Measured on CPU (docs/README-rt.md, "IO binding"): plain session.run is as fast or faster,
+# Measured on CPU (docs/runtime.md, "IO binding"): plain session.run is as fast or faster,
 # so "auto" binds only on accelerators, where it saves a host<->device copy per output.
 _AUTO_IOBINDING = frozenset({"gpu", "tensorrt", "npu"})
 _MAX_CACHED_SHAPES = 8
@@ -409,7 +409,7 @@ def create_session(
     """Create an ONNX Runtime session for ``model_path`` on ``device``.
 
     Logs the providers actually in use. ``options.io_binding="auto"`` picks IO binding on
-    accelerators and plain ``session.run`` on CPU (measured; see docs/README-rt.md).
+    accelerators and plain ``session.run`` on CPU (measured; see docs/runtime.md).
 
     Raises:
         DeviceError: bad device string, or the accelerator is missing and fallback is off.

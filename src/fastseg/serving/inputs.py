@@ -115,7 +115,7 @@ def _check_addresses(host: str, port: int, *, allow_private: bool) -> None:
     """Resolve ``host`` and refuse non-global addresses (loopback, private, link-local, ...).
 
     Every resolved address must pass, so a name with one public and one private record is
-    refused. (DNS may change between this check and the fetch; see docs/README-serve.md.)
+    refused. (DNS may change between this check and the fetch; see docs/serving.md.)
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
