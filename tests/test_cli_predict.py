@@ -103,3 +103,13 @@ def test_get_config(tmp_path: Path) -> None:
     assert load_pipeline_config(written)["model_name"] == "PP-LiteSeg-T"
     bad = CliRunner().invoke(main, ["get-config", "OCR", "--save_path", str(tmp_path)])
     assert bad.exit_code == 2 and "Unknown pipeline" in bad.output
+
+
+def test_save_path_that_is_a_file_is_a_one_line_error(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(
+        main, ["predict", "--input", str(image_dir), "--model", str(model_dir), "--save_path", str(blocker / "out")]
+    )
+    assert result.exit_code == 2 and result.output.startswith("Error: "), result.output
+    assert "Traceback" not in result.output and blocker.read_text() == "not a directory"

@@ -230,3 +230,19 @@ def test_public_api_is_exported() -> None:
     assert convert.__all__ == sorted(convert.__all__)
     assert {"convert_model", "ConvertReport"} <= set(convert.__all__)
     assert all(hasattr(convert, n) for n in convert.__all__)
+
+
+def test_output_dir_with_other_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    pytest.importorskip("paddle2onnx", reason="convert_model checks the [convert] extra first")
+    from fastseg.convert import convert_model
+
+    tar = _write_tar(
+        tmp_path / "X-1_infer.tar",
+        {"X-1_infer/inference.json": PIR, "X-1_infer/inference.pdiparams": b"p", "X-1_infer/inference.yml": b"{}"},
+    )
+    out = tmp_path / "my_outputs"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(ConversionError, match="not a fastseg model directory"):
+        convert_model(tar, out, verify=False)
+    assert (out / "keep.txt").read_text() == "user data" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]

@@ -34,6 +34,7 @@ SPEC = PreprocessSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
         ((100, 150), ResizeSpec((100, 100), size_divisor=32), (128, 128)),  # rounds UP
         ((144, 256), ResizeSpec((256, 144)), (144, 256)),  # (width, height) as in PaddleSeg YAML
         ((333, 777), ResizeSpec((300, 200), keep_ratio=True), (129, 300)),  # min(300/777, 200/333)
+        ((1, 4000), ResizeSpec((512, 512), keep_ratio=True), (1, 512)),  # a thin strip keeps one row
     ],
 )
 def test_resized_hw_matches_paddlex(src_hw: tuple[int, int], resize: ResizeSpec | None, expected: tuple[int, int]) -> None:

@@ -269,6 +269,21 @@ def test_optimized_model_cache_written(labels_onnx: Path, tmp_path: Path) -> Non
     assert target.is_file() and target.stat().st_size > 0
 
 
+def test_optimized_model_cache_is_reused_when_newer(labels_onnx: Path, tmp_path: Path) -> None:
+    from fastseg.runtime import _use_optimized_cache
+
+    target = tmp_path / "opt.onnx"
+    opts = RuntimeOptions(optimized_model_path=target, intra_op_threads=1)
+    assert _use_optimized_cache(labels_onnx, opts) == (labels_onnx, opts)  # no cache yet: optimise and write
+    with create_session(labels_onnx, "cpu", opts):
+        pass
+    path, used = _use_optimized_cache(labels_onnx, opts)
+    assert path == target and used.graph_optimization == "disable" and used.optimized_model_path is None
+    with create_session(labels_onnx, "cpu", opts) as s:  # loads the cached, already optimised graph
+        x = _batch(1, 4, 6)
+        np.testing.assert_array_equal(s.run(x), x.argmax(axis=1))
+
+
 def test_profiling_writes_a_profile(labels_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with create_session(labels_onnx, "cpu", RuntimeOptions(enable_profiling=True, intra_op_threads=1)) as s:

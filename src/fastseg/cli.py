@@ -13,13 +13,17 @@ from fastseg.errors import FastSegError
 
 
 class _Group(click.Group):
-    """Turn FastSegError into a one-line message and exit code 2 instead of a traceback."""
+    """Turn FastSegError (and file-system errors such as a full disk or a path that is a file)
+    into a one-line message and exit code 2 instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except FastSegError as exc:
             click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            click.echo(f"Error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             ctx.exit(2)
 
 
@@ -39,6 +43,7 @@ def models_cmd(fmt: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from fastseg.model_dir import is_model_dir
     from fastseg.zoo import converted_model_dir, load_zoo
 
     zoo = load_zoo()
@@ -53,7 +58,7 @@ def models_cmd(fmt: str) -> None:
                 "gpu_ms": s.published.gpu_ms,
                 "cpu_ms": s.published.cpu_ms,
                 "size_mb": s.published.size_mb,
-                "converted": converted_model_dir(s.name).is_dir(),
+                "converted": is_model_dir(converted_model_dir(s.name)),
             }
             for s in zoo.models.values()
         ]
@@ -73,7 +78,7 @@ def models_cmd(fmt: str) -> None:
             f"{p.gpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.cpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.size_mb:.1f}",
-            "yes" if converted_model_dir(s.name).is_dir() else "no",
+            "yes" if is_model_dir(converted_model_dir(s.name)) else "no",
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
@@ -447,7 +452,10 @@ def convert_cmd(
         if name is None:
             raise ConversionError("Give a zoo model NAME (see 'fastseg models') or --model-dir DIR.")
         spec = load_zoo().get(name)  # UnknownModelError with the nearest names
+        from fastseg.convert.engine import require_convert_deps
         from fastseg.download import fetch_model_tarball
+
+        require_convert_deps()  # before a download of hundreds of MB, not after
 
         source = fetch_model_tarball(spec, progress=True)
     elif name is not None and model_dir is None:
@@ -486,8 +494,3 @@ def convert_cmd(
     else:
         click.echo("Verification skipped (--no-verify).")
     click.echo(f"Model directory: {report.output_dir}")
-
-
-def run() -> None:
-    """Entry point wrapper for ``python -m fastseg``."""
-    sys.exit(main())

@@ -125,7 +125,7 @@ def resized_hw(src_hw: tuple[int, int], resize: ResizeSpec | None) -> tuple[int,
     tw, th = resize.target_size
     if resize.keep_ratio:
         scale = min(max(tw, th) / max(w, h), min(tw, th) / min(w, h))
-        tw, th = round(w * scale), round(h * scale)
+        tw, th = max(1, round(w * scale)), max(1, round(h * scale))  # a 1x4000 strip must not vanish
     if resize.size_divisor:
         d = int(resize.size_divisor)
         tw, th = math.ceil(tw / d) * d, math.ceil(th / d) * d

@@ -17,7 +17,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -110,7 +110,9 @@ class RuntimeOptions:
         trt_fp16: let TensorRT build FP16 engines.
         trt_engine_cache_dir: where TensorRT keeps built engines (None = no cache).
         cudnn_conv_algo_search: CUDA EP convolution algorithm search.
-        optimized_model_path: write the optimised graph here (reuse it to skip optimisation).
+        optimized_model_path: optimised-model cache. Written on the first session; a later
+            session whose cache is newer than the model loads it with optimisation off
+            (faster start). Same machine and providers only: ALL-level graphs are hardware specific.
         enable_profiling: write an ONNX Runtime JSON profile (path logged on close).
         io_binding: "plain" (session.run), "iobinding", or "auto" (the measured choice per device).
         ort_log_level: ONNX Runtime's own log severity (0 verbose .. 4 fatal); 3 = errors only,
@@ -399,6 +401,15 @@ def session_options(options: RuntimeOptions) -> Any:
     return so
 
 
+def _use_optimized_cache(model_path: Path, options: RuntimeOptions) -> tuple[Path, RuntimeOptions]:
+    """The file to load and the options to load it with: the optimised-model cache when it is
+    newer than ``model_path`` (already optimised, so optimisation is off), else the model itself."""
+    cache = options.optimized_model_path
+    if cache is not None and Path(cache).is_file() and Path(cache).stat().st_mtime >= model_path.stat().st_mtime:
+        return Path(cache), replace(options, graph_optimization="disable", optimized_model_path=None)
+    return model_path, options
+
+
 def create_session(
     model_path: Path | str,
     device: str | DeviceSpec = "cpu",
@@ -425,10 +436,11 @@ def create_session(
     providers = resolve_providers(
         spec, ort.get_available_providers(), options=options, allow_fallback=allow_fallback
     )
+    load_path, load_options = _use_optimized_cache(model_path, options)
     try:
         sess = ort.InferenceSession(
-            str(model_path),
-            sess_options=session_options(options),
+            str(load_path),
+            sess_options=session_options(load_options),
             providers=[p for p, _ in providers],
             provider_options=[o for _, o in providers],
         )

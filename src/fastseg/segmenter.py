@@ -190,7 +190,10 @@ def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> P
     )
     try:
         from fastseg.convert import convert_model
+        from fastseg.convert.engine import require_convert_deps
         from fastseg.download import fetch_model_tarball
+
+        require_convert_deps()  # before a download of hundreds of MB, not after
     except ImportError as exc:
         raise MissingDependencyError(
             f"Model {spec.name!r} is not converted yet ({target} does not exist) and the converter is not "

@@ -24,7 +24,7 @@ from fastseg.convert import engine, pir_program
 from fastseg.convert.sources import PaddleSource, open_source, palette, read_deploy_config
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
-from fastseg.zoo import cache_home, converted_model_dir, load_zoo
+from fastseg.zoo import converted_model_dir, load_zoo
 
 DEFAULT_VERIFY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (97, 211))
 DEFAULT_THRESHOLD = 0.999
@@ -75,11 +75,16 @@ def _finish_onnx(model: Any) -> Any:
 
 
 def _resolve_output(output: Path | None, model_name: str) -> Path:
-    if output is not None:
-        return Path(output)
-    if model_name in load_zoo().models:
-        return converted_model_dir(model_name)
-    return cache_home() / "models" / model_name
+    return Path(output) if output is not None else converted_model_dir(model_name)
+
+
+def _refuse_foreign_target(target: Path) -> None:
+    """A converted model replaces only a converted model: never a user's other files."""
+    if target.exists() and not is_model_dir(target) and (not target.is_dir() or any(target.iterdir())):
+        raise ConversionError(
+            f"Output {str(target)!r} exists and is not a fastseg model directory; "
+            "choose a new or empty directory for -o/--output (nothing was written)."
+        )
 
 
 def _cached(target: Path, sha: str, options: dict[str, Any], *, verify: bool, threshold: float) -> ModelMeta | None:
@@ -173,6 +178,7 @@ def convert_model(
         config = read_deploy_config(src.config_file)
         name = config.model_name or model_name or src.default_name
         target = _resolve_output(output, name)
+        _refuse_foreign_target(target)
         options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None}
         if not force:
             meta = _cached(target, src.sha256, options, verify=verify, threshold=threshold)
