@@ -146,7 +146,7 @@ def test_cli_convert_prints_figures_and_path(shared_data: Path, tmp_path: Path) 
     [
         (["convert", "PP-LiteSeg-X"], "Did you mean 'PP-LiteSeg-T'"),
         (["convert"], "Give a zoo model NAME"),
-        (["convert", "--fixed-shape", "12by5", "PP-LiteSeg-T"], "expected HxW"),
+        (["convert", "--fixed-shape", "12by5", "PP-LiteSeg-T"], "use HxW"),
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], match: str) -> None:

@@ -30,7 +30,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -445,8 +444,9 @@ def _extract_tar(tar_path: Path, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            with tarfile.open(tar_path) as tf:
-                tf.extractall(tmp, filter="data")
+            from fastseg.convert.sources import extract_tarball  # refuses links, '..', absolute paths
+
+            extract_tarball(tar_path, tmp)
             os.replace(tmp, dest)
         except BaseException:
             import shutil

@@ -400,13 +400,7 @@ def bench_cmd(
 
 # ---------------------------------------------------------------- convert (Paddle -> ONNX)
 def _parse_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HxW such as 512x1024, got {value!r}") from None
-    return h, w
+    return None if value is None else _parse_size(value)
 
 
 @main.command("convert")
