@@ -186,6 +186,23 @@ def test_a_model_that_could_not_be_prepared_is_a_failed_row(tmp_path: Path) -> N
     assert bench.table_rows(report)[0]["e2e ms"] == "failed"
 
 
+def test_a_partial_report_is_written_after_each_model(tmp_path: Path) -> None:
+    image = bench.make_image(tmp_path / "img.png", size=(32, 48))
+    sources = [bench.ModelSource(n, Path(), None, "-", error="ConversionError: boom") for n in ("PP-LiteSeg-T", "SegFormer-B0")]
+    seen: list[list[str]] = []
+
+    def on_model(partial: bench.BenchReport) -> None:
+        seen.append([m.name for m in partial.models])
+        bench.write_outputs(partial, tmp_path / "out", chart=False)
+
+    report = bench.run_bench(sources, image, bench.BenchConfig(size=(32, 48), runs=1, warmup=0), on_model=on_model)
+    assert seen == [["PP-LiteSeg-T"], ["PP-LiteSeg-T", "SegFormer-B0"]]
+    written = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert [m["name"] for m in written["models"]] == ["PP-LiteSeg-T", "SegFormer-B0"]
+    assert written["machine"] == report.machine  # measured once, before the first worker
+    assert not (tmp_path / "out" / "bench.png").exists()
+
+
 def test_gflops_are_counted_at_the_size_the_network_sees(tiny_model_dir: Path, tmp_path: Path) -> None:
     import shutil
 

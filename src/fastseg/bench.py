@@ -591,13 +591,17 @@ def run_bench(
     gflops: Callable[[ModelSource], float | None] | None = None,
     published: Callable[[str], Mapping[str, Any]] | None = None,
     published_conditions: Mapping[str, str] | None = None,
+    on_model: Callable[[BenchReport], None] | None = None,
 ) -> BenchReport:
     """Benchmark every model on every backend, one worker process after another.
 
     ``progress(label)`` is called after each (model, backend) step (the CLI drives a progress
     bar with it). ``gflops`` defaults to counting the ONNX graph at ``config.size``.
+    ``on_model(partial_report)`` is called after each model, so a long run (the full table at
+    1024x2048 takes over an hour here) keeps what it measured if it is stopped.
     """
     gflops = gflops or (lambda s: model_gflops(s.onnx_dir / "model.onnx", size=network_hw(s.onnx_dir, config.size)))
+    machine = machine_info()  # before the first worker: the load average is the machine's, not ours
     results: list[ModelResult] = []
     for src in sources:
         backends: dict[str, BackendResult] = {}
@@ -638,6 +642,15 @@ def run_bench(
         results.append(
             ModelResult(name=src.name, weights=src.weights, gflops=g, backends=backends, published=pub, note=src.note)
         )
+        if on_model is not None:
+            on_model(_report(machine, results, config, published_conditions))
+    return _report(machine, results, config, published_conditions)
+
+
+def _report(
+    machine: dict[str, Any],
+    results: Sequence[ModelResult], config: BenchConfig, published_conditions: Mapping[str, str] | None
+) -> BenchReport:
     cfg = asdict(config)
     cfg["ort_options"] = dict(config.ort_options)
     found = versions()
@@ -647,10 +660,10 @@ def run_bench(
                 if found.get(k) == NOT_INSTALLED:
                     found[k] = f"{v} ({b.backend} worker's interpreter)"
     return BenchReport(
-        machine=machine_info(),
+        machine=dict(machine),
         versions=found,
         config=cfg,
-        models=results,
+        models=list(results),
         published_conditions=dict(published_conditions or {}),
     )
 

@@ -391,6 +391,7 @@ def bench_cmd(
             sources, img, config,
             progress=lambda label: progress.update(task, advance=1, description=label),
             published=published, published_conditions=zoo.published_conditions,
+            on_model=lambda partial: bench.write_outputs(partial, out, chart=False),
         )
     console.print(bench.render_table(report))
     console.print(bench.published_text(report))
