@@ -20,7 +20,9 @@ from fastseg.convert.adaptive_pool import replace_adaptive_pools
 from fastseg.convert.heads import attach_head
 from fastseg.convert.pir_program import AdaptivePool
 from fastseg.convert.sources import open_source, palette, read_deploy_config
+from fastseg.convert.verify import verification_inputs
 from fastseg.errors import ConversionError, ModelDirError
+from fastseg.model_dir import PreprocessSpec
 from fastseg.zoo import load_zoo
 
 
@@ -167,6 +169,25 @@ def test_deploy_config_paddlex_and_paddleseg(tmp_path: Path) -> None:
         read_deploy_config(deploy)
 
 
+def test_resize_defaults_follow_the_runtime_that_reads_the_file(tmp_path: Path) -> None:
+    """A bare ``Resize`` means keep_ratio + size_divisor 32 to PaddleX (inference.yml) and a
+    plain 512x512 stretch to PaddleSeg (deploy.yaml); target_size -1 means no resize to PaddleX."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "s").mkdir()
+    paddlex, paddleseg = tmp_path / "x" / "inference.yml", tmp_path / "s" / "deploy.yaml"
+    for f in (paddlex, paddleseg):
+        f.write_text("Deploy:\n  transforms:\n  - type: Resize\n    target_size: [1024, 512]\n  - type: Normalize\n")
+    rx = read_deploy_config(paddlex).preprocess.resize
+    rs = read_deploy_config(paddleseg).preprocess.resize
+    assert rx is not None and (rx.target_size, rx.keep_ratio, rx.size_divisor) == ((1024, 512), True, 32)
+    assert rs is not None and (rs.target_size, rs.keep_ratio, rs.size_divisor) == ((1024, 512), False, None)
+    paddlex.write_text("Deploy:\n  transforms:\n  - type: Resize\n  - type: Normalize\n")
+    assert read_deploy_config(paddlex).preprocess.resize is None
+    paddleseg.write_text("Deploy:\n  transforms:\n  - type: Resize\n    size_divisor: 16\n")
+    rs = read_deploy_config(paddleseg).preprocess.resize
+    assert rs is not None and (rs.target_size, rs.size_divisor) == ((512, 512), 16)
+
+
 def _write_tar(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():
@@ -246,3 +267,17 @@ def test_output_dir_with_other_files_is_refused_and_left_alone(tmp_path: Path) -
     with pytest.raises(ConversionError, match="not a fastseg model directory"):
         convert_model(tar, out, verify=False)
     assert (out / "keep.txt").read_text() == "user data" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_verification_images_keep_their_size_unless_the_export_is_fixed(tmp_path: Path) -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "a.png"), rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "b.tif"), rng.integers(0, 255, (33, 21, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    own = verification_inputs(images_dir=tmp_path, sizes=[], preprocess=PreprocessSpec())
+    assert {k: v.shape for k, v in own.items()} == {"a.png": (1, 3, 40, 60), "b.tif": (1, 3, 33, 21)}
+    fixed = verification_inputs(images_dir=tmp_path, sizes=[], preprocess=PreprocessSpec(), fixed_hw=(32, 48))
+    assert {v.shape for v in fixed.values()} == {(1, 3, 32, 48)}
+    assert all(v.dtype == np.float32 and -1.0 <= v.min() and v.max() <= 1.0 for v in fixed.values())

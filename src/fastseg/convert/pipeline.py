@@ -318,6 +318,7 @@ def _convert(
             preprocess=preprocess_config.preprocess,
             images_dir=images_dir,
             verify_sizes=verify_sizes,
+            fixed_hw=fixed_hw,
         )
         verification["threshold"] = threshold
         _lap("verify")
@@ -384,10 +385,11 @@ def _verify(
     preprocess: Any,
     images_dir: Path | None,
     verify_sizes: list[tuple[int, int]],
+    fixed_hw: tuple[int, int] | None,
 ) -> dict[str, Any]:
     from fastseg.convert.verify import compare, verification_inputs
 
-    inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess)
+    inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess, fixed_hw=fixed_hw)
     np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     engine.run_worker(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from fastseg.download import file_sha256
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import PreprocessSpec, ResizeSpec
 
@@ -52,11 +53,11 @@ class DeployConfig:
 
 def sha256_of(path: Path) -> str:
     """sha256 of a file, or of a directory (sorted relative paths and contents)."""
+    if path.is_file():
+        return file_sha256(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
@@ -170,14 +171,7 @@ def read_deploy_config(config_file: Path | None) -> DeployConfig:
             mean = _triple(t.get("mean", mean), config_file)
             std = _triple(t.get("std", std), config_file)
         elif kind == "Resize":
-            size = t.get("target_size", [512, 512])
-            size = [size, size] if isinstance(size, int) else size
-            resize = ResizeSpec(
-                target_size=(int(size[0]), int(size[1])),
-                keep_ratio=bool(t.get("keep_ratio", False)),
-                size_divisor=None if t.get("size_divisor") is None else int(t["size_divisor"]),
-                interp=str(t.get("interp", "LINEAR")),
-            )
+            resize = _resize_spec(t, paddlex=config_file.name != "deploy.yaml")
         else:
             raise ConversionError(
                 f"Unsupported transform type {kind!r} in {config_file.name} (supported: Normalize, Resize); "
@@ -192,6 +186,31 @@ def read_deploy_config(config_file: Path | None) -> DeployConfig:
     )
 
 
+# Resize arguments a config may leave out. PaddleX's predictor (inference.yml) builds its Resize
+# with keep_ratio=True, size_divisor=32 and target_size=-1 (= no resize), see paddlex
+# inference/models/semantic_segmentation/predictor.py ``build_resize``; PaddleSeg's own deploy
+# (deploy.yaml) uses paddleseg.transforms.Resize's defaults. The same YAML thus means different
+# sizes to the two runtimes: we follow the runtime that reads that file.
+_PADDLEX_RESIZE_DEFAULTS: dict[str, Any] = {"target_size": -1, "keep_ratio": True, "size_divisor": 32}
+_PADDLESEG_RESIZE_DEFAULTS: dict[str, Any] = {"target_size": [512, 512], "keep_ratio": False, "size_divisor": None}
+
+
+def _resize_spec(transform: dict[str, Any], *, paddlex: bool) -> ResizeSpec | None:
+    """The ResizeSpec of one ``Resize`` transform; None where it resizes nothing (-1)."""
+    args = {**(_PADDLEX_RESIZE_DEFAULTS if paddlex else _PADDLESEG_RESIZE_DEFAULTS), **transform}
+    size = args["target_size"]
+    size = [size, size] if isinstance(size, int) else list(size)
+    if size == [-1, -1]:
+        return None
+    divisor = args["size_divisor"]
+    return ResizeSpec(
+        target_size=(int(size[0]), int(size[1])),
+        keep_ratio=bool(args["keep_ratio"]),
+        size_divisor=None if divisor is None else int(divisor),
+        interp=str(args.get("interp", "LINEAR")),
+    )
+
+
 def _triple(values: Any, config_file: Path) -> tuple[float, float, float]:
     vals = [float(v) for v in values] if isinstance(values, (list, tuple)) else []
     if len(vals) != 3:
@@ -200,15 +219,7 @@ def _triple(values: Any, config_file: Path) -> tuple[float, float, float]:
 
 
 def palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
-    """PaddleSeg's ``get_color_map_list`` (VOC bit interleaving), without the background slot."""
-    colors: list[tuple[int, int, int]] = []
-    for i in range(1, num_classes + 1):
-        rgb = [0, 0, 0]
-        lab, j = i, 0
-        while lab:
-            for c in range(3):
-                rgb[c] |= ((lab >> c) & 1) << (7 - j)
-            j += 1
-            lab >>= 3
-        colors.append((rgb[0], rgb[1], rgb[2]))
-    return tuple(colors)
+    """PaddleSeg's ``get_color_map_list`` colours for labels 0..num_classes-1 (as the zoo lists them)."""
+    from fastseg.results import paddlex_palette
+
+    return tuple((int(r), int(g), int(b)) for r, g, b in paddlex_palette(num_classes))

@@ -20,8 +20,8 @@ import onnxruntime as ort
 
 from fastseg.errors import ConversionError, InputError
 from fastseg.model_dir import PreprocessSpec
+from fastseg.processing import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGES = 16
 
 
@@ -43,9 +43,16 @@ def synthetic_image(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]
 
 
 def verification_inputs(
-    *, images_dir: Path | None, sizes: Sequence[tuple[int, int]], preprocess: PreprocessSpec
+    *,
+    images_dir: Path | None,
+    sizes: Sequence[tuple[int, int]],
+    preprocess: PreprocessSpec,
+    fixed_hw: tuple[int, int] | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Named NCHW float32 inputs: user images at their own size, else synthetic ones.
+
+    With ``fixed_hw`` (a fixed-shape export) user images are resized to that (height, width)
+    first: the model accepts no other size.
 
     Raises:
         InputError: ``images_dir`` has no readable images.
@@ -57,6 +64,8 @@ def verification_inputs(
             bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise InputError(f"Cannot read image {f}; remove it from {images_dir} or fix it.")
+            if fixed_hw is not None and bgr.shape[:2] != tuple(fixed_hw):
+                bgr = cv2.resize(bgr, (fixed_hw[1], fixed_hw[0]), interpolation=cv2.INTER_LINEAR)
             rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
             inputs[f.name] = _normalise(rgb, preprocess)
         if not inputs:
