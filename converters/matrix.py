@@ -40,6 +40,9 @@ class MatrixRow:
     max_abs_logit_diff: float | None = None
     max_abs_logit: float | None = None
     build_seconds: float | None = None
+    disagreeing_pixels: int | None = None
+    max_margin_at_disagreement: float | None = None
+    median_margin: float | None = None
     error: str | None = None
 
     @property
@@ -94,6 +97,12 @@ def convert_row(
         max_abs_logit_diff=report.verification.get("max_abs_logit_diff"),
         max_abs_logit=max((float(v["max_abs_logit"]) for v in inputs.values()), default=None),
         build_seconds=build_seconds,
+        disagreeing_pixels=sum(int(v.get("disagreeing_pixels", 0)) for v in inputs.values()),
+        max_margin_at_disagreement=max(
+            (float(v["max_top2_margin_at_disagreements"]) for v in inputs.values()
+             if "max_top2_margin_at_disagreements" in v), default=None),
+        median_margin=min((float(v["median_top2_margin"]) for v in inputs.values()
+                           if "median_top2_margin" in v), default=None),
     )
 
 
@@ -101,21 +110,38 @@ def markdown(rows: Sequence[MatrixRow], sizes: Sequence[tuple[int, int]]) -> str
     """The matrix as a Markdown table (agreement in %, one column per verified input)."""
     keys = [f"{h}x{w}" for h, w in sizes] + ([f"batch2_{sizes[0][0]}x{sizes[0][1]}"] if sizes else [])
     header = ["model", "format", "opset", "convert s", "ONNX MB", *(f"agree {k}" for k in keys),
-              "max logit diff", "max logit", "ok"]
+              "max logit diff", "max logit", "disagreeing px", "their max top-2 margin", "median margin", "ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         if r.error is not None:
-            cells = [r.name, "", "", "", "", *("" for _ in keys), "", "", f"FAIL: {r.error}"]
+            cells = [r.name, "", "", "", "", *("" for _ in keys), "", "", "", "", "", f"FAIL: {r.error}"]
         else:
             cells = [
                 r.name, r.paddle_format or "", str(r.opset), f"{r.convert_seconds:.1f}",
                 f"{r.onnx_mb:.1f}",
                 *(f"{100 * r.agreement[k]:.3f}" if k in r.agreement else "-" for k in keys),
                 f"{r.max_abs_logit_diff:.2e}", f"{r.max_abs_logit:.1f}",
+                str(r.disagreeing_pixels),
+                "-" if r.max_margin_at_disagreement is None else f"{r.max_margin_at_disagreement:.1e}",
+                "-" if r.median_margin is None else f"{r.median_margin:.2f}",
                 "yes" if r.passed else "NO",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_json(path: Path, rows: Sequence[MatrixRow], sizes: Sequence[tuple[int, int]]) -> None:
+    """The rows so far, with sizes and machine, written atomically."""
+    payload = {
+        "sizes": [list(s) for s in sizes],
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+        "rows": [asdict(r) | {"passed": r.passed} for r in rows],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = path.with_suffix(path.suffix + ".tmp")
+    tmp_json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp_json.replace(path)
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -155,18 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
             print(f"{name}: {'ok' if row.passed else 'FAIL'} "
                   f"({row.convert_seconds or 0:.1f} s)", file=sys.stderr, flush=True)
+            if args.json is not None:  # after every row: a long matrix keeps what it measured
+                write_json(args.json, rows, sizes)
     print(markdown(rows, sizes))
-    if args.json is not None:
-        payload = {
-            "sizes": [list(s) for s in sizes],
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "python": platform.python_version()},
-            "rows": [asdict(r) | {"passed": r.passed} for r in rows],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp_json = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp_json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        tmp_json.replace(args.json)
     return 0 if all(r.passed for r in rows) else 1
 
 

@@ -281,3 +281,18 @@ def test_verification_images_keep_their_size_unless_the_export_is_fixed(tmp_path
     fixed = verification_inputs(images_dir=tmp_path, sizes=[], preprocess=PreprocessSpec(), fixed_hw=(32, 48))
     assert {v.shape for v in fixed.values()} == {(1, 3, 32, 48)}
     assert all(v.dtype == np.float32 and -1.0 <= v.min() and v.max() <= 1.0 for v in fixed.values())
+
+
+def test_tie_figures_locate_disagreements_at_small_margins() -> None:
+    from fastseg.convert.verify import tie_figures
+
+    logits = np.zeros((1, 3, 2, 2), np.float32)
+    logits[0, 0] = [[5.0, 5.0], [5.0, 1.0]]
+    logits[0, 1] = [[1.0, 4.999], [0.0, 3.0]]  # pixel (0, 1): a near-tie, margin 1e-3
+    mismatch = np.array([[[False, True], [False, False]]])
+    figs = tie_figures(logits, mismatch)
+    assert figs["disagreeing_pixels"] == 1
+    assert figs["max_top2_margin_at_disagreements"] == pytest.approx(1e-3, abs=1e-6)
+    assert figs["median_top2_margin"] > 1.0
+    assert "max_top2_margin_at_disagreements" not in tie_figures(logits, np.zeros_like(mismatch))
+    assert tie_figures(np.zeros((1, 2, 2), np.int32), mismatch) == {}
