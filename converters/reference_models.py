@@ -57,6 +57,8 @@ VARIANCE_FLOOR = 0.2
 # median over images of the 99th percentile of |logit| after scale_classifier: a trained
 # model's order.
 LOGIT_TARGET = 15.0
+# Residual-branch strength of the ResNet/HRNet references (see damp_residual_branches).
+RESIDUAL_BRANCH_SCALE = 0.2
 # Bump when a build changes its weights or export: ensure_reference caches per version.
 REFERENCE_VERSION = 4
 LEGACY_ENV = "FLAGS_enable_pir_api"
@@ -270,6 +272,38 @@ def randomise_weights(model: "paddle.nn.Layer", *, seed: int) -> None:
             assign(layer.bias, rng.normal(0.0, 0.05, channels))
 
 
+# The last BatchNorm of each residual branch: (backbone module, block class) -> its conv-BN.
+_RESIDUAL_LAST_CONV_BN = {
+    ("resnet_vd", "BottleneckBlock"): "conv2",
+    ("resnet_vd", "BasicBlock"): "conv1",
+    ("hrnet", "BottleneckBlock"): "conv3",
+    ("hrnet", "BasicBlock"): "conv2",
+}
+
+
+def damp_residual_branches(model: "paddle.nn.Layer", scale: float) -> int:
+    """Scale the last BatchNorm's gamma and beta of every ResNet/HRNet residual branch.
+
+    A trained residual network's branches add small corrections to their identity path (the
+    "zero-gamma" initialisation of Goyal et al. 2017 starts them at 0). Random branches at full
+    strength instead pile up with depth: ResNet-101's features become nearly the same at every
+    pixel, its logits a per-class constant plus a small spatial part, so many pixels sit
+    within float32 noise of a tie. Damped branches keep the features input-dependent. Returns
+    how many branches were damped.
+    """
+    damped = 0
+    for layer in model.sublayers():
+        key = (type(layer).__module__.rsplit(".", 1)[-1], type(layer).__name__)
+        attr = _RESIDUAL_LAST_CONV_BN.get(key)
+        if attr is None:
+            continue
+        norm = getattr(layer, attr)._batch_norm
+        norm.weight.set_value(norm.weight * scale)
+        norm.bias.set_value(norm.bias * scale)
+        damped += 1
+    return damped
+
+
 def recalibrate_batchnorm(model: "paddle.nn.Layer", *, seed: int) -> None:
     """Set every BatchNorm's running mean/var to statistics measured on photo-like images.
 
@@ -312,6 +346,7 @@ def build_model(name: str, *, seed: int = 0) -> "paddle.nn.Layer":
     paddle.seed(seed)
     model = arch.build(arch.num_classes)
     randomise_weights(model, seed=seed)
+    damp_residual_branches(model, RESIDUAL_BRANCH_SCALE)
     recalibrate_batchnorm(model, seed=seed)
     scale_classifier(model, arch.num_classes, seed=seed)
     model.eval()

@@ -324,10 +324,17 @@ def _convert(
         _lap("verify")
         if verification["min_argmax_agreement"] < threshold:
             worst = min(verification["inputs"].items(), key=lambda kv: kv[1]["argmax_agreement"])
+            ties = ""
+            if "max_top2_margin_at_disagreements" in worst[1]:
+                ties = (
+                    f"; its {worst[1]['disagreeing_pixels']} disagreeing pixels have Paddle top-2 margins "
+                    f"<= {worst[1]['max_top2_margin_at_disagreements']:.3g} (median margin "
+                    f"{worst[1]['median_top2_margin']:.3g})"
+                )
             raise ConversionError(
                 f"Verification failed: argmax agreement {verification['min_argmax_agreement']:.5%} < "
                 f"threshold {threshold:.3%} (worst input {worst[0]}, max |logit diff| "
-                f"{verification['max_abs_logit_diff']:.3g}); nothing written. Report the model, or "
+                f"{verification['max_abs_logit_diff']:.3g}{ties}); nothing written. Report the model, or "
                 "lower --threshold if you accept it."
             )
 
