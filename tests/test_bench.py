@@ -173,6 +173,7 @@ def test_outputs_json_markdown_png(tiny_model_dir: Path, tmp_path: Path) -> None
     assert "| PP-LiteSeg-T | reference weights |" in md and "published T4 ms" in md and "1 MAC = 2 FLOPs" in md
     assert "| 7.68 | 138.68 | 73.10 |" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {p.stat().st_mode & 0o777 for p in paths.values()} == {0o644}  # ordinary shared files, not mkstemp's 0600
     assert bench.render_markdown(bench.report_from_json(raw)) == md  # bench.json alone re-renders the report
 
 

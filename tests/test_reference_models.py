@@ -130,3 +130,25 @@ def test_builds_are_deterministic(reference_tarball: Callable[..., Path], tmp_pa
     with tarfile.open(cached) as a, tarfile.open(again) as b:
         params = "PP-LiteSeg-T_infer/inference.pdiparams"
         assert a.extractfile(params).read() == b.extractfile(params).read()  # type: ignore[union-attr]
+
+
+def test_residual_branches_are_damped_at_their_last_batchnorm() -> None:
+    """ResNet_vd and HRNet blocks: the BN closing each residual branch is scaled, no other."""
+    pytest.importorskip("paddleseg")
+    from paddleseg.models.backbones import hrnet, resnet_vd
+
+    from converters.reference_models import damp_residual_branches
+
+    blocks = [
+        (resnet_vd.BottleneckBlock(8, 2, stride=1, shortcut=False), "conv2"),
+        (resnet_vd.BasicBlock(4, 4, stride=1, shortcut=True), "conv1"),
+        (hrnet.BottleneckBlock(8, 2, downsample=True), "conv3"),
+        (hrnet.BasicBlock(4, 4), "conv2"),
+    ]
+    for block, last in blocks:
+        before = {name: p.numpy().copy() for name, p in block.named_parameters()}
+        assert damp_residual_branches(block, 0.25) == 1
+        for name, param in block.named_parameters():
+            scaled = name.startswith(f"{last}._batch_norm.") and name.rsplit(".", 1)[1] in ("weight", "bias")
+            expected = before[name] * (0.25 if scaled else 1.0)
+            np.testing.assert_allclose(param.numpy(), expected, rtol=1e-6, err_msg=name)

@@ -24,6 +24,7 @@ under another interpreter (a separate venv) that has no onnx/onnxruntime/rich.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import DeviceError, FastSegError, MissingDependencyError
+from fastseg.files import write_bytes_atomic
 
 BACKENDS: tuple[str, ...] = ("fastseg", "paddle", "paddlex")
 AGAINST: tuple[str, ...] = ("paddle", "paddlex")
@@ -872,17 +874,12 @@ def write_chart(report: BenchReport, path: Path) -> Path:
     fig.suptitle(f"fastseg bench, {w}x{h}, {report.config['threads']} threads, {report.machine.get('cpu')}"
                  + (f" ({', '.join(sorted(weights))})" if weights else ""), fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(png, format="png", dpi=110)
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, png.getvalue())  # atomic, and 0644 like every other output
     return path
 
 
