@@ -142,7 +142,7 @@ def test_residual_branches_are_damped_at_their_last_batchnorm() -> None:
     blocks = [
         (resnet_vd.BottleneckBlock(8, 2, stride=1, shortcut=False), "conv2"),
         (resnet_vd.BasicBlock(4, 4, stride=1, shortcut=True), "conv1"),
-        (hrnet.BottleneckBlock(8, 2, downsample=True), "conv3"),
+        (hrnet.BottleneckBlock(8, 2, has_se=False, downsample=True), "conv3"),
         (hrnet.BasicBlock(4, 4), "conv2"),
     ]
     for block, last in blocks:

@@ -19,21 +19,10 @@ pytest.importorskip("paddle2onnx", reason="conversion needs paddle2onnx (the [co
 # bins overlap and every stride-2 layer rounds.
 PARITY_SIZES = [(128, 256), (97, 211)]
 MIN_AGREEMENT = 0.9999
-# Deep CNNs (dilated ResNet-101, HRNet-W48) differ from Paddle by fp32 accumulation order:
-# max |logit diff| up to ~4e-3 on logits of ~15-25 (relative ~2e-4). Random weights leave
-# near-tied pixels (top-2 gap below that error), measured 99.93-99.99% raw agreement at
-# 128x256 on those five models. Such an input passes when the raw agreement is at least the
-# converter's default 99.9% AND the logits match to 1e-3 relative (a real conversion error
-# gives diffs of the logits' own order). Every other model must reach 99.99% outright.
-MIN_AGREEMENT_NEAR_TIES = 0.999
-MAX_RELATIVE_LOGIT_DIFF = 1e-3
-
-
-def _parity_ok(fig: dict[str, float]) -> bool:
-    if fig["argmax_agreement"] >= MIN_AGREEMENT:
-        return True
-    relative = fig["max_abs_logit_diff"] / max(fig["max_abs_logit"], 1e-6)
-    return fig["argmax_agreement"] >= MIN_AGREEMENT_NEAR_TIES and relative <= MAX_RELATIVE_LOGIT_DIFF
+# Every input of every model is held to 99.99% raw argmax agreement. The ResNet/HRNet
+# references damp their residual branches (converters/reference_models.py
+# damp_residual_branches) as trained networks' are; at full random strength those deep stacks
+# left near-tied pixels (99.93-99.99% raw agreement in reference build v4) within float32 noise.
 
 
 @pytest.mark.parametrize("name", load_zoo().names())
@@ -41,7 +30,7 @@ def test_zoo_model_converts_with_dynamic_shapes(
     name: str, reference_tarball: Callable[..., Path], tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     report = convert_model(
-        reference_tarball(name), tmp_path / name, verify_sizes=PARITY_SIZES, threshold=MIN_AGREEMENT_NEAR_TIES
+        reference_tarball(name), tmp_path / name, verify_sizes=PARITY_SIZES, threshold=MIN_AGREEMENT
     )
     record_property("convert_seconds", round(report.seconds, 1))
     record_property("onnx_mb", round(report.onnx_bytes / 1e6, 1))
@@ -55,9 +44,7 @@ def test_zoo_model_converts_with_dynamic_shapes(
     figures = report.verification["inputs"]
     assert set(figures) == {"synthetic_128x256", "synthetic_97x211", "synthetic_batch2_128x256"}
     for key, fig in figures.items():
-        assert _parity_ok(fig), (key, fig)
-    if name.startswith(("PP-LiteSeg", "SegFormer", "SeaFormer")):  # the exactness claims: no slack
-        assert min(f["argmax_agreement"] for f in figures.values()) >= MIN_AGREEMENT, figures
+        assert fig["argmax_agreement"] >= MIN_AGREEMENT, (key, fig)
     shape = ort.InferenceSession(str(tmp_path / name / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
     assert isinstance(shape[2], str) and isinstance(shape[3], str), shape
     if name.startswith("PP-LiteSeg"):
