@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.reference_models import REFERENCE_NAMES, ensure_reference
+from fastseg.files import write_text_atomic
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 1024), (357, 521), (97, 211))
 PASS_AGREEMENT = 0.9999
@@ -138,10 +139,7 @@ def write_json(path: Path, rows: Sequence[MatrixRow], sizes: Sequence[tuple[int,
                     "python": platform.python_version()},
         "rows": [asdict(r) | {"passed": r.passed} for r in rows],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = path.with_suffix(path.suffix + ".tmp")
-    tmp_json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp_json.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
