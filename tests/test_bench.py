@@ -276,3 +276,11 @@ def test_cli_rejects_bad_size_and_backend() -> None:
     assert result.exit_code == 2 and "HxW" in result.output
     result = CliRunner().invoke(main, ["bench", "--against", "tensorrt"])
     assert result.exit_code == 2 and "paddle, paddlex" in result.output
+
+
+def test_package_exports_every_public_name_sorted() -> None:
+    import types
+
+    assert bench.__all__ == sorted(bench.__all__)
+    public = {n for n, v in vars(bench).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public - {"annotations"} == set(bench.__all__)  # annotations: the __future__ import
