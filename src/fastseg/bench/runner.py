@@ -76,7 +76,7 @@ def run_bench(
     gflops: Callable[[ModelSource], float | None] | None = None,
     published: Callable[[str], Mapping[str, Any]] | None = None,
     published_conditions: Mapping[str, str] | None = None,
-    on_model: Callable[[BenchReport], None] | None = None,
+    on_model: Callable[[BenchReport], object] | None = None,
 ) -> BenchReport:
     """Benchmark every model on every backend, one worker process after another.
 
