@@ -27,9 +27,16 @@ def _fmt_ratio(value: float | str | None) -> str:
     return value if isinstance(value, str) else f"{value:.2f}x"
 
 
+def gflops_column(report: BenchReport) -> str:
+    """The GFLOP/s column's label, naming the engine it was achieved on ("engine": each row's own)."""
+    engines = sorted({e for e in (m.engine() for m in report.models if m.stage("fastseg", "infer")) if e})
+    return f"{engines[0] if len(engines) == 1 else 'engine'} GFLOP/s (% peak)"
+
+
 def table_rows(report: BenchReport) -> list[dict[str, str]]:
     """One row of display strings per model (shared by the terminal table and Markdown)."""
     peak = float(report.config["peak_gflops"])
+    gflops_col = gflops_column(report)
     rows = []
     for m in report.models:
         fs = m.backends.get("fastseg")
@@ -40,6 +47,7 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
             {
                 "Model": m.name,
                 "Weights": m.weights + (" (unverified)" if m.note.startswith("unverified") else ""),
+                "Engine": m.engine() or "-",
                 "GFLOPs": "-" if m.gflops is None else (f"{m.gflops:.1f}" if m.gflops >= 1 else f"{m.gflops:.4f}"),
                 "pre ms": _fmt_ms(m.stage("fastseg", "pre")),
                 "infer ms": _fmt_ms(m.stage("fastseg", "infer")),
@@ -47,7 +55,7 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
                 "e2e ms": _fmt_ms(e2e) if fs is None or fs.status == "ok" else fs.status,
                 "e2e p90/min": "-" if e2e is None else f"{e2e.p90:.1f}/{e2e.min:.1f}",
                 "img/s": "-" if fs is None or fs.images_per_s is None else f"{fs.images_per_s:.2f}",
-                "GFLOP/s (% peak)": "-" if achieved is None else f"{achieved:.1f} ({100 * achieved / peak:.0f}%)",
+                gflops_col: "-" if achieved is None else f"{achieved:.1f} ({100 * achieved / peak:.0f}%)",
                 "RSS MB": "-" if fs is None or fs.peak_rss_mb is None else f"{fs.peak_rss_mb:.0f}",
                 "Paddle infer ms": "-" if paddle is None else (_fmt_ms(paddle.stats.get("infer")) if paddle.status == "ok" else paddle.status),
                 "fastseg/Paddle": "-" if paddle is None else _fmt_ratio(m.ratio("paddle")),
@@ -71,7 +79,8 @@ def conditions_text(report: BenchReport) -> str:
     h, w = c["size"]
     return (
         f"{mach.get('cpu')} ({mach.get('logical_cores')} logical cores), device {c['device']}, "
-        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH), fp32, "
+        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH), engine {c.get('engine', 'ort')}, "
+        f"{'fp32, ' if c.get('engine', 'ort') in ('ort', 'openvino') else ''}"
         f"{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
         f"fastseg/PaddleX end to end (file in, label map out); < 1 means fastseg is faster. "
         f"GFLOPs: Conv/ConvTranspose/MatMul/Gemm, 1 MAC = 2 FLOPs; % peak of {c['peak_gflops']:.0f} GFLOP/s."
@@ -88,12 +97,15 @@ def published_text(report: BenchReport) -> str:
 
 # Short terminal headers for table_rows' keys (the Markdown keeps the long ones).
 _SHORT = {
-    "Weights": "weights", "GFLOPs": "GFLOPs", "pre ms": "pre", "infer ms": "infer", "post ms": "post",
-    "e2e ms": "e2e", "e2e p90/min": "e2e p90/min", "img/s": "img/s", "GFLOP/s (% peak)": "GFLOP/s (%pk)",
+    "Weights": "weights", "Engine": "engine", "GFLOPs": "GFLOPs", "pre ms": "pre", "infer ms": "infer", "post ms": "post",
+    "e2e ms": "e2e", "e2e p90/min": "e2e p90/min", "img/s": "img/s",
     "RSS MB": "RSS MB", "Paddle infer ms": "Paddle infer", "fastseg/Paddle": "/Paddle",
     "PaddleX e2e ms": "PaddleX e2e", "fastseg/PaddleX": "/PaddleX", "published T4 ms": "pub. T4",
     "published Xeon ms": "pub. Xeon", "published mIoU": "pub. mIoU",
 }
+
+
+_LEFT = ("Model", "Weights", "Engine")  # text columns; the rest are numbers, right-aligned
 
 
 def render_table(report: BenchReport, *, title: str = "fastseg bench (ms, medians)") -> Any:
@@ -104,10 +116,12 @@ def render_table(report: BenchReport, *, title: str = "fastseg bench (ms, median
     table = Table(title=title, caption=conditions_text(report), caption_justify="left")
     for col in (rows[0] if rows else {"Model": ""}):
         table.add_column(
-            _SHORT.get(col, col), justify="left" if col in ("Model", "Weights") else "right", no_wrap=col == "Model"
+            _SHORT.get(col, col).replace("(% peak)", "(%pk)"),
+            justify="left" if col in _LEFT else "right",
+            no_wrap=col in ("Model", "Weights"),
         )
     for row in rows:
-        table.add_row(*[v.replace("reference weights", "reference") for v in row.values()])
+        table.add_row(*row.values())  # weights spelled out: "reference weights" is never shortened
     return table
 
 
@@ -118,7 +132,7 @@ def render_markdown(report: BenchReport) -> str:
     if rows:
         cols = list(rows[0])
         lines.append("| " + " | ".join(cols) + " |")
-        lines.append("|" + "|".join("---" if c in ("Model", "Weights") else "---:" for c in cols) + "|")
+        lines.append("|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|")
         lines.extend("| " + " | ".join(r[c] for c in cols) + " |" for r in rows)
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in report.machine.items())]
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))

@@ -56,7 +56,11 @@ def summarize(samples_ms: Sequence[float]) -> Stats:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to run. ``size`` is (height, width) of the image fed to every backend."""
+    """What to run. ``size`` is (height, width) of the image fed to every backend.
+
+    ``engine`` is what the fastseg worker asks ``Segmenter`` for ("ort", "openvino", "auto",
+    ...); the engine that actually ran is recorded per row in ``BackendResult.engine``.
+    """
 
     size: tuple[int, int] = (1024, 2048)
     batch: int = 1
@@ -64,6 +68,7 @@ class BenchConfig:
     warmup: int = 2
     threads: int = 2
     device: str = "cpu"
+    engine: str = "ort"
     against: tuple[str, ...] = ()
     peak_gflops: float = DEFAULT_PEAK_GFLOPS
     paddle_python: str | None = None
@@ -74,7 +79,10 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class BackendResult:
-    """One backend on one model. ``status`` is "ok", "not installed", "not applicable" or "failed"."""
+    """One backend on one model. ``status`` is "ok", "not installed", "not applicable" or "failed".
+
+    ``engine``: the inference engine the fastseg worker reports it ran (None for Paddle/PaddleX).
+    """
 
     backend: str
     status: str
@@ -85,6 +93,7 @@ class BackendResult:
     load_ms: float | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,13 @@ class ModelResult:
         res = self.backends.get(backend)
         return None if res is None or res.status != "ok" else res.stats.get(stage)
 
+    def engine(self) -> str | None:
+        """The engine fastseg's worker reported it ran, or None when it did not run."""
+        res = self.backends.get("fastseg")
+        return None if res is None else res.engine
+
     def achieved_gflops(self) -> float | None:
-        """GFLOP/s of fastseg's inference stage (per image; batch already divided out)."""
+        """GFLOP/s of fastseg's inference stage on the engine that ran it (per image; batch divided out)."""
         infer = self.stage("fastseg", "infer")
         if self.gflops is None or infer is None or infer.median <= 0:
             return None

@@ -64,6 +64,7 @@ def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> Bac
         load_ms=raw.get("load_ms"),
         versions=raw.get("versions", {}),
         detail=str(raw.get("detail", "")),
+        engine=raw.get("engine"),
     )
 
 
@@ -112,6 +113,7 @@ def run_bench(
                     "warmup": config.warmup,
                     "threads": config.threads,
                     "device": config.device,
+                    "engine": config.engine,
                     "ort_options": dict(config.ort_options),
                 }
                 backends[backend] = run_worker(spec, python=python, timeout_s=config.worker_timeout_s)
