@@ -21,7 +21,7 @@ from fastseg import bench
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # RuntimeOptions fields go through Segmenter/create_session; the other keys are experiments
-    # the worker applies to a raw ORT session (see fastseg.bench._EXPERIMENT_KEYS).
+    # the worker applies to a raw ORT session (see fastseg.bench.workers._EXPERIMENT_KEYS).
     "all": {"graph_optimization": "all"},
     "extended": {"graph_optimization": "extended"},
     "basic": {"graph_optimization": "basic"},

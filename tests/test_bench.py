@@ -276,3 +276,75 @@ def test_cli_rejects_bad_size_and_backend() -> None:
     assert result.exit_code == 2 and "HxW" in result.output
     result = CliRunner().invoke(main, ["bench", "--against", "tensorrt"])
     assert result.exit_code == 2 and "paddle, paddlex" in result.output
+
+
+def test_package_exports_every_public_name_sorted() -> None:
+    import types
+
+    assert bench.__all__ == sorted(bench.__all__)
+    public = {n for n, v in vars(bench).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public - {"annotations"} == set(bench.__all__)  # annotations: the __future__ import
+
+
+def test_engine_is_a_column_a_json_key_and_names_the_gflops_column(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    report = _run_tiny(tiny_model_dir, tmp_path, None)
+    assert report.config["engine"] == "ort" and report.models[0].engine() == "ort"
+    raw = json.loads(bench.write_outputs(report, tmp_path / "out", chart=False)["json"].read_text())
+    assert raw["config"]["engine"] == "ort" and raw["models"][0]["backends"]["fastseg"]["engine"] == "ort"
+    assert bench.report_from_json(raw).models[0].engine() == "ort"
+    row = bench.table_rows(report)[0]
+    assert list(row)[:4] == ["Model", "Weights", "Engine", "GFLOPs"] and row["Engine"] == "ort"
+    assert row["ort GFLOP/s (% peak)"].endswith("%)")
+    md = bench.render_markdown(report)
+    assert "| Model | Weights | Engine | GFLOPs |" in md and "| PP-LiteSeg-T | reference weights | ort |" in md
+    assert "engine ort, fp32" in md
+    console = Console(width=300, record=True)
+    console.print(bench.render_table(report))
+    text = console.export_text()
+    assert "reference weights" in text and "ort GFLOP/s (%pk)" in text  # weights never shortened in the terminal
+
+
+def test_gflops_column_with_several_engines_says_each_rows_own() -> None:
+    def model(name: str, engine: str | None) -> bench.ModelResult:
+        fs = bench.BackendResult("fastseg", "ok", stats={"infer": bench.Stats(10.0, 11.0, 9.0, 10.0, 3)}, engine=engine)
+        return bench.ModelResult(name, bench.REFERENCE_WEIGHTS, 1.0, {"fastseg": fs}, {})
+
+    cfg = dataclasses.asdict(bench.BenchConfig(engine="auto"))
+    report = bench.BenchReport({}, {}, cfg, [model("A", "openvino"), model("B", "ort")], {})
+    rows = bench.table_rows(report)
+    assert [r["Engine"] for r in rows] == ["openvino", "ort"]
+    assert [r["engine GFLOP/s (% peak)"] for r in rows] == ["100.0 (64%)", "100.0 (64%)"]  # 1 GFLOP / 10 ms of 157
+    assert "engine auto, " in bench.conditions_text(report) and "fp32" not in bench.conditions_text(report)  # per row
+
+
+def test_fastseg_worker_asks_for_a_non_default_engine_and_reports_the_one_that_ran(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastseg import segmenter
+    from fastseg.bench import workers
+
+    asked: list[object] = []
+
+    class EngineSegmenter(segmenter.Segmenter):  # what the engine layer will add: an engine= argument
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            asked.append(kwargs.pop("engine", None))
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.engine_name = f"{asked[-1] or 'ort'} (fake)"
+
+    monkeypatch.setattr(segmenter, "Segmenter", EngineSegmenter)
+    image = bench.make_image(tmp_path / "img.png", size=(32, 48))
+    spec = {"onnx_dir": str(tiny_model_dir), "device": "cpu", "threads": 1, "image": str(image), "batch": 1,
+            "warmup": 0, "runs": 1}
+    result = workers._worker_fastseg({**spec, "engine": "openvino"})
+    assert result["status"] == "ok" and result["engine"] == "openvino (fake)" and "engine" not in result["versions"]
+    workers._worker_fastseg({**spec, "engine": "ort"})
+    assert asked == ["openvino", None]  # "ort" is not passed: today's Segmenter has no engine argument
+
+
+def test_cli_engine_choices() -> None:
+    from fastseg.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "--engine", "tensorrt"])
+    assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8'" in result.output

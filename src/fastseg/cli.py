@@ -298,6 +298,7 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--peak-gflops", type=float, default=157.0, show_default=True, help="This machine's fp32 peak, GFLOP/s.")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
+@click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8"]), default="ort", show_default=True, help="Engine for the fastseg rows; each row records the engine that ran.")
 def bench_cmd(
     models_arg: str,
     device: str,
@@ -313,6 +314,7 @@ def bench_cmd(
     peak_gflops: float,
     paddlex_python: str | None,
     reference_dir: str | None,
+    engine: str,
 ) -> None:
     """Time fastseg per stage, side by side with Paddle Inference and PaddleX on the same files."""
     from pathlib import Path
@@ -334,7 +336,7 @@ def bench_cmd(
     for n in names:
         zoo.get(n)  # UnknownModelError with suggestions, before any work
     dev, warning = bench.check_device(device, allow_fallback=allow_fallback)
-    console = Console(width=max(200, Console().width))
+    console = Console(width=max(240, Console().width))  # the full table: 19 columns, weights spelled out
     if warning:
         console.print(f"[yellow]Warning:[/] {warning}")
     home = cache_home()
@@ -379,6 +381,7 @@ def bench_cmd(
     config = bench.BenchConfig(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
         against=others, peak_gflops=peak_gflops, paddlex_python=paddlex_python,
+        engine=engine,
     )
 
     def published(name: str) -> dict[str, object]:

@@ -1,0 +1,129 @@
+"""The files a model is benchmarked on: found or built once, converted once, cached; and the image."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastseg.bench.report import OFFICIAL_WEIGHTS, REFERENCE_WEIGHTS
+from fastseg.errors import FastSegError, MissingDependencyError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The files one model is benchmarked on.
+
+    ``onnx_dir`` holds model.onnx + fastseg.json; ``paddle_dir`` the Paddle inference model it
+    was converted from (inference.json/.pdiparams/.yml), or None when there is none.
+    ``weights`` is ``"official weights"`` or ``"reference weights"`` (random, same cost).
+    ``error`` says why the files could not be prepared (the row then reads "failed").
+    """
+
+    name: str
+    onnx_dir: Path
+    paddle_dir: Path | None
+    weights: str
+    note: str = ""
+    error: str = ""
+
+
+def bench_cache_dir(home: Path) -> Path:
+    """Where bench keeps Paddle model dirs and their converted ONNX (``<home>/bench``)."""
+    return home / "bench"
+
+
+def _extract_tar(tar_path: Path, dest: Path) -> Path:
+    """Extract an ``<NAME>_infer.tar`` atomically into ``dest``; return the dir with inference.yml."""
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            from fastseg.convert.sources import extract_tarball  # refuses links, '..', absolute paths
+
+            extract_tarball(tar_path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    for yml in sorted(dest.rglob("inference.yml")):
+        return yml.parent
+    raise FastSegError(f"{tar_path} has no inference.yml; delete {dest} and the tarball, then retry.")
+
+
+def resolve_model(
+    name: str,
+    *,
+    home: Path,
+    official_tar: Path | None = None,
+    build_reference: Callable[[str, Path], Path] | None = None,
+    convert: Callable[[Path, Path, str], str | None] | None = None,
+) -> ModelSource:
+    """Find or build the files to benchmark ``name`` on, converting once and caching.
+
+    Official weights when ``official_tar`` (a cached ``<NAME>_infer.tar``) is given, else a
+    reference build (``build_reference(name, cache_dir) -> tar``: converters/reference_models'
+    ``ensure_reference``). The ONNX is converted with ``convert(paddle_dir, onnx_dir, name)`` into
+    ``<home>/bench/<weights>/<name>/onnx`` and reused on the next run. A note ``convert``
+    returns (e.g. "unverified: ...") is kept beside it and shown in the row.
+
+    Raises:
+        MissingDependencyError: no official tarball and no reference builder, or no converter.
+    """
+    from fastseg.model_dir import is_model_dir
+
+    if official_tar is not None:
+        weights, tag, tar = OFFICIAL_WEIGHTS, "official", official_tar
+    elif build_reference is not None:
+        weights, tag = REFERENCE_WEIGHTS, "reference"
+        tar = build_reference(name, bench_cache_dir(home) / tag / "tars")
+    else:
+        raise MissingDependencyError(
+            f"No official {name}_infer.tar is cached and the reference builder (converters/) is not importable. "
+            "Run from the fastseg repository (converters/ beside src/), or build the references once with "
+            "'python converters/reference_models.py --models all --out DIR' and pass --reference-dir DIR."
+        )
+    root = bench_cache_dir(home) / tag / name
+    paddle_dir = _extract_tar(Path(tar), root / "paddle")
+    onnx_dir = root / "onnx"
+    if not is_model_dir(onnx_dir):
+        if convert is None:
+            raise MissingDependencyError(
+                f"{name} is not converted yet and fastseg.convert is unavailable: pip install 'fastseg-ort[convert]'."
+            )
+        from fastseg.files import write_text_atomic
+
+        write_text_atomic(root / "note.txt", convert(paddle_dir, onnx_dir, name) or "")
+    note_file = root / "note.txt"
+    note = note_file.read_text().strip() if note_file.is_file() else ""
+    return ModelSource(name=name, onnx_dir=onnx_dir, paddle_dir=paddle_dir, weights=weights, note=note)
+
+
+def make_image(path: Path, *, size: tuple[int, int], source: Path | None = None) -> Path:
+    """Write the benchmark image (H, W = ``size``) as PNG: ``source`` resized, or a fixed synthetic scene.
+
+    Raises:
+        FastSegError: ``source`` cannot be read.
+    """
+    import cv2
+
+    h, w = size
+    if source is not None:
+        img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FastSegError(f"Cannot read --image {str(source)!r}: give a PNG/JPEG file.")
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    else:
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (w + h) * 255], axis=-1)
+        img = np.clip(base + rng.normal(0, 20, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
