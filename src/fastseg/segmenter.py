@@ -284,6 +284,13 @@ class Segmenter:
         return self.engine_choice.precision
 
     @property
+    def precision_label(self) -> str:
+        """How the weights' precision is shown: ``fp32``, ``int8 (keeps 99.31% ...)``, ``int8 UNGATED``."""
+        from fastseg.quantize import gate_label
+
+        return gate_label(self._meta.verification)
+
+    @property
     def session(self) -> EngineSession:
         if self._session is None:
             raise InputError("This Segmenter is closed; create a new one.")
@@ -466,6 +473,7 @@ def create_pipeline(
     options: RuntimeOptions | None = None,
     allow_fallback: bool = False,
     home: Path | None = None,
+    engine: str = "auto",
 ) -> Segmenter:
     """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
 
@@ -482,6 +490,7 @@ def create_pipeline(
         options=options,
         allow_fallback=allow_fallback,
         home=home,
+        engine=engine,
     )
 
 
