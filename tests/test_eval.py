@@ -270,3 +270,17 @@ def test_against_paddle_without_a_source_is_a_clear_error(model_dir: Path, tmp_p
     root = _tiny_dataset(tmp_path / "ds")
     with pytest.raises(ModelDirError, match="provenance names 'tests/tiny_models.py'.*not an available Paddle model"):
         evaluate(model_dir, root, against="paddle")
+
+
+def test_without_pillow_and_matplotlib(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grey labels still read (OpenCV) and eval.json is still written; the PNG is skipped."""
+    import sys
+
+    root = _tiny_dataset(tmp_path / "ds")
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert read_label(root / "labels" / "a.png")[1].tolist() == [0, 0, 0, 0, 1, 1, 2, 2]
+    result = CliRunner().invoke(main, ["eval", "--model", str(model_dir), "--dataset", str(root), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "confusion.png skipped" in result.stdout and not (tmp_path / "o" / "confusion.png").exists()
+    assert json.loads((tmp_path / "o" / "eval.json").read_text())["miou"] == pytest.approx(sum(EXPECTED_IOU) / 3)

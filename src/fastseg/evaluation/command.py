@@ -58,12 +58,12 @@ def eval_cmd(
     console.print(render_table(report))
     for line in warnings_for(report):
         console.print(f"[yellow]Warning:[/] {line}")
-    console.print(summary_line(report), highlight=False)
-    for line in comparison_lines(report):
-        console.print(line, highlight=False)
+    for line in (summary_line(report), *comparison_lines(report)):
+        click.echo(line)
+    if "confusion" not in report.files:
+        click.echo("confusion.png skipped: matplotlib is not installed (pip install 'fastseg-ort[eval]').")
     n = report.metrics.num_images
-    console.print(
+    click.echo(
         f"{n} image(s) in {report.seconds:.1f} s ({1000 * report.seconds / n:.0f} ms/image) -> "
-        + ", ".join(report.files.values()),
-        highlight=False,
+        + ", ".join(report.files.values())
     )

@@ -64,7 +64,7 @@ class PaddleReference:
         except BaseException:
             self.close()
             raise
-        self.name = f"{PADDLE_NAME}:{self.source.root}"
+        self.name = f"{PADDLE_NAME} ({source})"
 
     def labels(self, images_bgr: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.int32]]:
         """Labels int32 [H, W] at each image's size, in order (one child process per call).

@@ -44,7 +44,7 @@ def comparison_lines(report: EvalReport) -> list[str]:
     return [
         f"against {a.name} ({a.engine}): mIoU {a.metrics.miou:.4f}  Acc {a.metrics.acc:.4f}",
         f"label agreement {a.label_agreement:.4%} of pixels; delta ({report.model} - against): "
-        f"mIoU {a.delta.miou:+.4f}  Acc {a.delta.acc:+.4f}  Kappa {a.delta.kappa:+.4f}  Dice {a.delta.dice:+.4f}",
+        f"mIoU {a.delta.miou:+.6f}  Acc {a.delta.acc:+.6f}  Kappa {a.delta.kappa:+.6f}  Dice {a.delta.dice:+.6f}",
     ]
 
 
@@ -141,11 +141,15 @@ def confusion_png(report: EvalReport) -> bytes:
 
 
 def write_outputs(report: EvalReport, out_dir: Path) -> dict[str, Path]:
-    """Write ``eval.json`` and ``confusion.png`` into ``out_dir`` atomically; their paths."""
+    """Write ``eval.json`` and (when matplotlib is installed) ``confusion.png`` into ``out_dir``
+    atomically; their paths by kind (``json``, ``confusion``)."""
     data: dict[str, Any] = report.to_json()
-    json_path = out_dir / JSON_FILE
-    png_path = out_dir / CONFUSION_FILE
-    png = confusion_png(report)  # before any write: a missing matplotlib leaves nothing half done
-    write_text_atomic(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    write_bytes_atomic(png_path, png)
-    return {"json": json_path, "confusion": png_path}
+    paths = {"json": out_dir / JSON_FILE}
+    write_text_atomic(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
+    try:
+        png = confusion_png(report)
+    except MissingDependencyError:  # the figures matter more than the picture: keep eval.json
+        return paths
+    paths["confusion"] = out_dir / CONFUSION_FILE
+    write_bytes_atomic(paths["confusion"], png)
+    return paths
