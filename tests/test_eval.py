@@ -284,3 +284,16 @@ def test_without_pillow_and_matplotlib(model_dir: Path, tmp_path: Path, monkeypa
     assert result.exit_code == 0, result.output
     assert "confusion.png skipped" in result.stdout and not (tmp_path / "o" / "confusion.png").exists()
     assert json.loads((tmp_path / "o" / "eval.json").read_text())["miou"] == pytest.approx(sum(EXPECTED_IOU) / 3)
+
+
+def test_engine_option_passes_through_or_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    import inspect
+
+    from fastseg.segmenter import Segmenter
+
+    root = _tiny_dataset(tmp_path / "ds")
+    if "engine" in inspect.signature(Segmenter).parameters:
+        assert evaluate(model_dir, root, engine="ort").engine == "ort"
+    else:
+        with pytest.raises(InputError, match="engine='openvino': this fastseg's Segmenter has no engine option"):
+            evaluate(model_dir, root, engine="openvino")

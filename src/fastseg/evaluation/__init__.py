@@ -12,9 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fastseg.evaluation.datasets import Dataset, Sample, load_dataset
-    from fastseg.evaluation.metrics import ConfusionAccumulator, Metrics, MetricsDelta, compare, evaluate_labels
-    from fastseg.evaluation.runner import Comparison, EvalReport, evaluate
+    from fastseg.evaluation.datasets import Dataset as Dataset
+    from fastseg.evaluation.datasets import Sample as Sample
+    from fastseg.evaluation.datasets import load_dataset as load_dataset
+    from fastseg.evaluation.metrics import ConfusionAccumulator as ConfusionAccumulator
+    from fastseg.evaluation.metrics import Metrics as Metrics
+    from fastseg.evaluation.metrics import MetricsDelta as MetricsDelta
+    from fastseg.evaluation.metrics import compare as compare
+    from fastseg.evaluation.metrics import evaluate_labels as evaluate_labels
+    from fastseg.evaluation.runner import Comparison as Comparison
+    from fastseg.evaluation.runner import EvalReport as EvalReport
+    from fastseg.evaluation.runner import evaluate as evaluate
 
 _LAZY = {
     "Comparison": "fastseg.evaluation.runner",

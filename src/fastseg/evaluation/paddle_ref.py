@@ -24,8 +24,6 @@ from fastseg.errors import FastSegError, MissingDependencyError, ModelDirError
 from fastseg.model_dir import ModelMeta
 from fastseg.processing import labels_from_output, preprocess_batch, restore_size
 
-PADDLE_NAME = "paddle"
-
 
 class PaddleReference:
     """Labels from the Paddle model a converted model came from. Use as a context manager (it
@@ -64,7 +62,7 @@ class PaddleReference:
         except BaseException:
             self.close()
             raise
-        self.name = f"{PADDLE_NAME} ({source})"
+        self.name = str(source)
 
     def labels(self, images_bgr: Sequence[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.int32]]:
         """Labels int32 [H, W] at each image's size, in order (one child process per call).

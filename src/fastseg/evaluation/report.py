@@ -42,7 +42,8 @@ def comparison_lines(report: EvalReport) -> list[str]:
     if a is None:
         return []
     return [
-        f"against {a.name} ({a.engine}): mIoU {a.metrics.miou:.4f}  Acc {a.metrics.acc:.4f}",
+        f"against {a.name} ({a.engine}): mIoU {a.metrics.miou:.4f}  Acc {a.metrics.acc:.4f}  "
+        f"Kappa {a.metrics.kappa:.4f}  Dice {a.metrics.dice:.4f}",
         f"label agreement {a.label_agreement:.4%} of pixels; delta ({report.model} - against): "
         f"mIoU {a.delta.miou:+.6f}  Acc {a.delta.acc:+.6f}  Kappa {a.delta.kappa:+.6f}  Dice {a.delta.dice:+.6f}",
     ]
