@@ -297,3 +297,29 @@ def test_engine_option_passes_through_or_is_refused(model_dir: Path, tmp_path: P
     else:
         with pytest.raises(InputError, match="engine='openvino': this fastseg's Segmenter has no engine option"):
             evaluate(model_dir, root, engine="openvino")
+
+
+@pytest.mark.slow
+@pytest.mark.paddle
+def test_against_paddle_on_a_converted_reference_model(reference_tarball: Any, tmp_path: Path) -> None:
+    """The happy path: PP-LiteSeg-T (reference build) converted, then evaluated with its source
+    Paddle model on two images of odd sizes: same labels, same metrics."""
+    from fastseg.convert import convert_model
+
+    tar = reference_tarball("PP-LiteSeg-T")
+    model = convert_model(tar, tmp_path / "model", model_name="PP-LiteSeg-T", verify=False).output_dir
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ds"
+    lines = []
+    for i, (h, w) in enumerate(((97, 211), (128, 160))):
+        _write(root / f"img{i}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        _write(root / f"lab{i}.png", rng.integers(0, 19, (h, w), dtype=np.uint8))
+        lines.append(f"img{i}.png lab{i}.png")
+    (root / "val_list.txt").write_text("\n".join(lines) + "\n")
+    report = evaluate(model, root, against="paddle", out_dir=tmp_path / "out")
+    a = report.against
+    assert a is not None and a.engine == "paddle-inference" and a.name == str(tar.resolve())
+    assert a.metrics.num_images == 2 and a.label_agreement > 0.999
+    assert abs(a.delta.miou) < 1e-3
+    saved = json.loads((tmp_path / "out" / "eval.json").read_text())["against"]
+    assert saved["label_agreement"] == a.label_agreement and "delta" in saved
