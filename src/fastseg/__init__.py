@@ -25,6 +25,7 @@ from fastseg.errors import (
 )
 
 if TYPE_CHECKING:
+    from fastseg.evaluation.runner import evaluate
     from fastseg.results import SegResult
     from fastseg.runtime import RuntimeOptions
     from fastseg.segmenter import Segmenter, create_pipeline
@@ -35,6 +36,7 @@ _LAZY = {
     "SegResult": "fastseg.results",
     "Segmenter": "fastseg.segmenter",
     "create_pipeline": "fastseg.segmenter",
+    "evaluate": "fastseg.evaluation.runner",
 }
 
 
@@ -65,4 +67,5 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "create_pipeline",
+    "evaluate",
 ]

@@ -515,3 +515,9 @@ def convert_cmd(
     else:
         click.echo("Verification skipped (--no-verify).")
     click.echo(f"Model directory: {report.output_dir}")
+
+
+# ---------------------------------------------------------------- eval (accuracy, PaddleSeg's mIoU)
+from fastseg.evaluation.command import eval_cmd  # noqa: E402 - the command's body lives with evaluation
+
+main.add_command(eval_cmd)
