@@ -148,7 +148,7 @@ def predict_cmd(
     else:
         seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback, engine=engine)
     out_dir = Path(save_path)
-    providers = seg.providers
+    providers, engine_name, precision = seg.providers, seg.engine_name, seg.precision_label
     with seg:
         items = expand_inputs(input_)
         start = time.perf_counter()
@@ -163,8 +163,8 @@ def predict_cmd(
         elapsed = time.perf_counter() - start
     click.echo(
         f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name} ({seg.precision_label}) on {device} "
-        f"({seg.engine_name}: {', '.join(providers)}) -> {out_dir}"
+        f"including reading and saving) with {seg.meta.model_name} ({precision}) on {device} "
+        f"({engine_name}: {', '.join(providers)}) -> {out_dir}"
     )
 
 

@@ -16,7 +16,9 @@ as UNGATED wherever fastseg prints the model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
@@ -231,18 +233,21 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, 
             log.info("quant_pre_process skipped (%s); quantizing the model as is", exc)
             pre = Path(src)
         model = onnx.load(str(pre))
-        q.quantize_static(
-            model,
-            str(dst),
-            Reader(),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            nodes_to_exclude=head_nodes(model),
-            calibrate_method=calibrate_method,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1, **extra},
-        )
+        chatter = io.StringIO()  # ORT's calibrators print progress to stdout; keep it for debugging only
+        with contextlib.redirect_stdout(chatter):
+            q.quantize_static(
+                model,
+                str(dst),
+                Reader(),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=head_nodes(model),
+                calibrate_method=calibrate_method,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1, **extra},
+            )
+        log.debug("ONNX Runtime calibration output:\n%s", chatter.getvalue())
 
 
 def label_agreement(fp32: Any, int8: Any, images: Sequence[Path], max_side: int | None) -> tuple[float, float]:

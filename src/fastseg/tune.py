@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Timing:
     median_ms: float | None
     p90_ms: float | None
     detail: str = ""
+    agreement_pct: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         c = self.candidate
@@ -58,6 +59,7 @@ class Timing:
             "gate": c.gate,
             "median_ms": self.median_ms,
             "p90_ms": self.p90_ms,
+            "agreement_with_ort_fp32_pct": self.agreement_pct,
             "detail": self.detail,
         }
 
@@ -121,6 +123,25 @@ def time_candidate(
     return Timing(c, e2e.median, e2e.p90)
 
 
+def label_agreements(cands: Sequence[Candidate], image: Path, model_dir: Path, threads: int) -> dict[Candidate, float]:
+    """% of the tune image's pixels where each candidate gives ONNX Runtime fp32's label."""
+    import numpy as np
+
+    from fastseg.processing import decode_image
+    from fastseg.runtime import RuntimeOptions
+    from fastseg.segmenter import Segmenter
+
+    img = decode_image(image.read_bytes(), source=str(image))
+    options = RuntimeOptions(intra_op_threads=threads)
+
+    def labels(c_dir: Path, engine: str) -> Any:
+        with Segmenter(c_dir, engine=engine, options=options) as seg:
+            return next(seg.predict(img))["pred"]
+
+    reference = labels(model_dir, "ort")
+    return {c: 100.0 * float(np.mean(labels(c.model_dir, c.engine) == reference)) for c in cands}
+
+
 def tune(
     model_dir: Path,
     *,
@@ -150,6 +171,9 @@ def tune(
             if progress:
                 progress(f"timing {c.label} ({c.model_dir})")
             timings.append(time_candidate(c, img, threads=threads, runs=runs, warmup=warmup))
+        ran = [t.candidate for t in timings if t.median_ms is not None]
+        agreement = label_agreements(ran, img, model_dir, threads)
+    timings = [replace(t, agreement_pct=agreement.get(t.candidate)) for t in timings]
     ok = [t for t in timings if t.median_ms is not None]
     if not ok:
         raise FastSegError("No engine ran: " + "; ".join(f"{t.candidate.label}: {t.detail}" for t in timings))

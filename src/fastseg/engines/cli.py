@@ -79,8 +79,8 @@ def tune_cmd(
     )
     fastest = min(t.median_ms for t in timings if t.median_ms is not None)
     table = Table(title=f"fastseg tune {model_dir.name} (end to end, ms, {threads} threads)")
-    for col in ("engine", "precision", "median", "p90", "vs fastest", "model dir"):
-        table.add_column(col, justify="right" if col in ("median", "p90", "vs fastest") else "left")
+    for col in ("engine", "precision", "median", "p90", "vs fastest", "labels = ort fp32", "model dir"):
+        table.add_column(col, justify="left" if col in ("engine", "precision", "model dir") else "right")
     for t in timings:
         c = t.candidate
         ok = t.median_ms is not None
@@ -88,7 +88,8 @@ def tune_cmd(
         table.add_row(
             c.engine, precision,
             f"{t.median_ms:.1f}" if ok else "failed", f"{t.p90_ms:.1f}" if t.p90_ms is not None else "-",
-            f"{(t.median_ms or 0) / fastest:.2f}x" if ok else t.detail[:60], c.model_dir.name,
+            f"{(t.median_ms or 0) / fastest:.2f}x" if ok else t.detail[:60],
+            "-" if t.agreement_pct is None else f"{t.agreement_pct:.3f}%", c.model_dir.name,
         )
     console.print(table)
     click.echo(f"Winner: {winner.engine} {winner.precision} ({winner.model_dir}); recorded in {record}")
