@@ -40,3 +40,14 @@ def reference_tarball(reference_cache: Path) -> Callable[..., Path]:
         return ensure_reference(name, reference_cache, legacy=legacy)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def humanseg_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real PP-HumanSegV2-Lite converted once per session (needs the [convert] extra)."""
+    pytest.importorskip("paddle", reason="converting PP-HumanSegV2-Lite needs paddlepaddle (the [convert] extra)")
+    from fastseg.convert import convert_model
+
+    out = tmp_path_factory.mktemp("humanseg") / "pp_humansegv2_lite"
+    convert_model(shared_data / "models" / "pp_humansegv2_lite_portrait", out)
+    return out

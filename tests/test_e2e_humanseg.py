@@ -19,13 +19,8 @@ MIN_AGREEMENT = 0.999
 
 
 @pytest.fixture(scope="module")
-def converted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    convert = pytest.importorskip(
-        "fastseg.convert", reason="fastseg.convert (the converter, branch conv) is not available here"
-    )
-    out = tmp_path_factory.mktemp("humanseg") / "pp_humansegv2_lite"
-    convert.convert_model(shared_data / MODEL, out)
-    return out
+def converted(humanseg_dir: Path) -> Path:
+    return humanseg_dir
 
 
 @pytest.fixture(scope="module")

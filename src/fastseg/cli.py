@@ -117,6 +117,8 @@ def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
               help="Run on the CPU (with a warning) when the requested accelerator is missing.")
 @click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
+@click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
+              help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 def predict_cmd(
     input_: str,
     model: str | None,
@@ -128,6 +130,7 @@ def predict_cmd(
     overlay: bool,
     allow_fallback: bool,
     no_json: bool,
+    engine: str,
 ) -> None:
     """Segment images and save PaddleX-style pseudo-colour maps and JSON."""
     import time
@@ -141,11 +144,11 @@ def predict_cmd(
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
-        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback)
+        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
     else:
-        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
+        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback, engine=engine)
     out_dir = Path(save_path)
-    providers = seg.providers
+    providers, engine_name, precision = seg.providers, seg.engine_name, seg.precision_label
     with seg:
         items = expand_inputs(input_)
         start = time.perf_counter()
@@ -160,8 +163,8 @@ def predict_cmd(
         elapsed = time.perf_counter() - start
     click.echo(
         f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name} on {device} "
-        f"({', '.join(providers)}) -> {out_dir}"
+        f"including reading and saving) with {seg.meta.model_name} ({precision}) on {device} "
+        f"({engine_name}: {', '.join(providers)}) -> {out_dir}"
     )
 
 
@@ -197,6 +200,8 @@ def get_config_cmd(pipeline: str, save_path: str) -> None:
               help="ONNX Runtime intra-op threads (default: physical cores).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
+              help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 def serve_cmd(
     model: str,
     device: str,
@@ -206,6 +211,7 @@ def serve_cmd(
     api_key: str | None,
     threads: int | None,
     log_level: str,
+    engine: str,
 ) -> None:
     """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
     try:
@@ -228,12 +234,13 @@ def serve_cmd(
         config = config.replace(api_key=api_key)
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
     segmenter = Segmenter(
-        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads)
+        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
+        engine=engine,
     )
     try:
         app = create_app(segmenter, config)
         click.echo(
-            f"fastseg serve: {segmenter.meta.model_name} on http://{host}:{port}/ "
+            f"fastseg serve: {segmenter.meta.model_name} ({segmenter.precision_label}, {segmenter.engine_name}) on http://{host}:{port}/ "
             f"(POST /semantic-segmentation, docs at /docs; max_batch={config.max_batch}, "
             f"queue_size={config.queue_size}, auth={'on' if config.api_key else 'off'})",
             err=True,
@@ -298,7 +305,8 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--peak-gflops", type=float, default=157.0, show_default=True, help="This machine's fp32 peak, GFLOP/s.")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
-@click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8"]), default="ort", show_default=True, help="Engine for the fastseg rows; each row records the engine that ran.")
+@click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8", "openvino-int8"]), default="ort", show_default=True,
+              help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8: quantized, UNGATED on reference weights); each row records what ran.")
 def bench_cmd(
     models_arg: str,
     device: str,
@@ -378,10 +386,14 @@ def bench_cmd(
                 sources.append(bench.ModelSource(n, onnx_dir=Path(), paddle_dir=None, weights="-", error=f"{type(exc).__name__}: {exc}"))
     out = Path(out_dir)
     img = bench.make_image(out / f"bench_{size[1]}x{size[0]}.png", size=size, source=Path(image) if image else None)
+    from fastseg.bench.engines import prepare_sources, worker_engine
+
+    with console.status(f"Preparing engine {engine}") as status:
+        sources = prepare_sources(sources, engine, img, threads=threads, size=size, progress=status.update)
     config = bench.BenchConfig(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
         against=others, peak_gflops=peak_gflops, paddlex_python=paddlex_python,
-        engine=engine,
+        engine=worker_engine(engine) if engine != "auto" else "auto",
     )
 
     def published(name: str) -> dict[str, object]:
@@ -400,6 +412,17 @@ def bench_cmd(
     console.print(bench.published_text(report))
     paths = bench.write_outputs(report, out)
     console.print("Wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+# ---------------------------------------------------------------- quantize, tune (engines)
+def _register_engine_commands() -> None:
+    from fastseg.engines.cli import quantize_cmd, tune_cmd
+
+    main.add_command(quantize_cmd)
+    main.add_command(tune_cmd)
+
+
+_register_engine_commands()
 
 
 # ---------------------------------------------------------------- convert (Paddle -> ONNX)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -200,7 +200,7 @@ def _unavailable(spec: DeviceSpec, wanted: str, available: Sequence[str], allow_
             CUDA_EP: " Install the GPU build: pip uninstall onnxruntime && pip install 'fastseg-ort[gpu]'.",
             TRT_EP: " Install onnxruntime-gpu with TensorRT libraries, or use device 'gpu:N' without TensorRT.",
             CANN_EP: " Install onnxruntime-cann for Ascend NPUs.",
-            OPENVINO_EP: " Install onnxruntime-openvino.",
+            OPENVINO_EP: " Install OpenVINO: pip install 'fastseg-ort[openvino]'.",
         }.get(wanted, "")
         raise DeviceError(msg + hint + " Or pass allow_fallback=True to run on the CPU instead.")
     log.warning("%s Falling back (allow_fallback=True).", msg)
@@ -329,6 +329,7 @@ class Runner:
 class Session:
     """An ONNX Runtime session with its IO description and run loop; close it or use ``with``."""
 
+    engine: ClassVar[str] = "ort"
     model_path: Path
     device: DeviceSpec
     providers: list[str]

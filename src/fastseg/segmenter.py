@@ -45,7 +45,9 @@ from fastseg.processing import (
     restore_size,
 )
 from fastseg.results import SegResult
-from fastseg.runtime import RuntimeOptions, Session, create_session
+from fastseg.engines import EngineSession, open_session
+from fastseg.engines.tuning import EngineChoice, choose_engine
+from fastseg.runtime import RuntimeOptions, parse_device
 from fastseg.zoo import ModelSpec, converted_model_dir, load_zoo
 
 log = logging.getLogger(__name__)
@@ -215,6 +217,9 @@ class Segmenter:
     Args:
         model: a zoo name (``fastseg models``) or a converted model directory.
         device: ``cpu``, ``gpu``, ``gpu:N``, ``npu:N``, ``trt:N``, ``openvino[:CPU|GPU]``.
+        engine: ``auto`` (the ``fastseg tune`` winner for this model on this machine, which may
+            be an accuracy-gated int8 variant; ONNX Runtime fp32 when untuned), ``ort`` or
+            ``openvino``. The engine that runs is logged and in ``engine_name``.
         batch_size: images per network call in ``predict``.
         target_size: int or (width, height) replacing the model's Resize, as PaddleX's
             ``target_size`` (keep_ratio, size_divisor 32); -1 = no resize.
@@ -238,16 +243,27 @@ class Segmenter:
         allow_fallback: bool = False,
         home: Path | None = None,
         return_score: bool = False,
+        engine: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
         self.model_dir = resolve_model_dir(model, home=home)
-        self._meta = read_meta(self.model_dir)
+        spec = parse_device(device)
+        self.engine_choice: EngineChoice = choose_engine(self.model_dir, engine, spec)
+        self._meta = read_meta(self.engine_choice.model_dir)
         self.batch_size = batch_size
         self.return_score = return_score
         self._resize = self._base_resize(target_size)
-        self._session: Session | None = create_session(
-            self.model_dir / ONNX_FILE, device, options, allow_fallback=allow_fallback
+        self._session: EngineSession | None = open_session(
+            self.engine_choice.model_dir / ONNX_FILE,
+            spec,
+            options,
+            engine=self.engine_choice.engine,
+            allow_fallback=allow_fallback,
+        )
+        log.info(
+            "%s runs on %s with %s %s (%s)",
+            self._meta.model_name, spec, self._session.engine, self.engine_choice.precision, self.engine_choice.reason,
         )
         self._buffers = threading.local()
 
@@ -258,7 +274,24 @@ class Segmenter:
         return self._meta
 
     @property
-    def session(self) -> Session:
+    def engine_name(self) -> str:
+        """The engine that runs: ``ort`` or ``openvino``."""
+        return self.session.engine
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, or ``int8`` (an accuracy-gated, or explicitly ungated, quantized variant)."""
+        return self.engine_choice.precision
+
+    @property
+    def precision_label(self) -> str:
+        """How the weights' precision is shown: ``fp32``, ``int8 (keeps 99.31% ...)``, ``int8 UNGATED``."""
+        from fastseg.quantize import gate_label
+
+        return gate_label(self._meta.verification)
+
+    @property
+    def session(self) -> EngineSession:
         if self._session is None:
             raise InputError("This Segmenter is closed; create a new one.")
         return self._session
@@ -440,6 +473,7 @@ def create_pipeline(
     options: RuntimeOptions | None = None,
     allow_fallback: bool = False,
     home: Path | None = None,
+    engine: str = "auto",
 ) -> Segmenter:
     """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
 
@@ -456,6 +490,7 @@ def create_pipeline(
         options=options,
         allow_fallback=allow_fallback,
         home=home,
+        engine=engine,
     )
 
 

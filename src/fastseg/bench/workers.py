@@ -109,10 +109,8 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     experiment = {k: options.pop(k) for k in list(options) if k in _EXPERIMENT_KEYS}
     rt_options = RuntimeOptions(**{"intra_op_threads": threads, **options})
     engine = str(spec.get("engine", "ort"))
-    # Passed only when not the default, so Segmenters without an engine argument still run "ort".
-    engine_arg: dict[str, Any] = {} if engine == "ort" else {"engine": engine}
-    seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, **engine_arg)
-    ran = "ort" if experiment else str(getattr(seg, "engine_name", "ort"))
+    seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine)
+    ran = "ort" if experiment else seg.engine_name
     meta = seg.meta
     run: Callable[[Any], Any] = seg.session.run
     if experiment:

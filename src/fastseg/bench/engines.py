@@ -1,0 +1,97 @@
+"""``fastseg bench --engine``: turn each model's files into what the chosen engine runs.
+
+- ``ort`` / ``openvino``: the fp32 model on that engine.
+- ``auto``: the model's ``fastseg tune`` winner; a model without a record for this machine is
+  tuned first (same threads and size as the bench).
+- ``int8`` / ``openvino-int8``: an int8 variant made by ``fastseg quantize`` on the bench image
+  (and its mirror images), run on ONNX Runtime or OpenVINO. Reference builds have random
+  weights, which no accuracy gate can pass, so theirs are quantized UNGATED and the row's
+  weights say so; official weights are gated at 99% label agreement.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from fastseg.bench.models import ModelSource
+from fastseg.bench.report import REFERENCE_WEIGHTS
+
+BENCH_ENGINES = ("auto", "ort", "openvino", "int8", "openvino-int8")
+INT8_DIR = "int8-bench"
+
+
+def worker_engine(engine: str) -> str:
+    """The engine the worker's Segmenter is given for a bench ``--engine``."""
+    return {"int8": "ort", "openvino-int8": "openvino"}.get(engine, engine)
+
+
+def calibration_dir(image: Path, folder: Path) -> Path:
+    """A folder with the bench image and its mirror images: 4 calibration inputs, 1 held out."""
+    import cv2
+
+    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if img is None:
+        from fastseg.errors import InputError
+
+        raise InputError(f"Cannot read the bench image {str(image)!r} for calibration.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, flip in enumerate((None, 1, 0, -1, None)):
+        out = img if flip is None else cv2.flip(img, flip)
+        cv2.imwrite(str(folder / f"calib_{i}.png"), out if i < 4 else cv2.GaussianBlur(img, (5, 5), 0))
+    return folder
+
+
+def prepare_sources(
+    sources: list[ModelSource],
+    engine: str,
+    image: Path,
+    *,
+    threads: int,
+    size: tuple[int, int],
+    progress: Callable[[str], None] | None = None,
+) -> list[ModelSource]:
+    """Sources rewritten for ``engine`` (int8 dirs made, untuned models tuned); failures mark the row."""
+    if engine not in ("auto", "int8", "openvino-int8"):
+        return sources
+    out: list[ModelSource] = []
+    for src in sources:
+        if src.error:
+            out.append(src)
+            continue
+        try:
+            out.append(_prepare(src, engine, image, threads=threads, size=size, progress=progress))
+        except Exception as exc:  # noqa: BLE001 - one model failing must not lose a long run
+            out.append(replace(src, error=f"{engine}: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def _prepare(
+    src: ModelSource, engine: str, image: Path, *, threads: int, size: tuple[int, int],
+    progress: Callable[[str], None] | None,
+) -> ModelSource:
+    if engine == "auto":
+        from fastseg.engines.tuning import recorded_choice
+        from fastseg.tune import tune
+
+        if recorded_choice(src.onnx_dir).reason.startswith("tuned"):
+            return src
+        if progress:
+            progress(f"tuning {src.name}")
+        tune(src.onnx_dir, size=size, threads=threads, runs=3, warmup=1, image=image)
+        return src
+    from fastseg.quantize import quantize_model
+
+    reference = src.weights == REFERENCE_WEIGHTS
+    target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{INT8_DIR}"
+    if progress:
+        progress(f"quantizing {src.name} ({'ungated: reference weights' if reference else 'gated'})")
+    with tempfile.TemporaryDirectory(prefix="fastseg-calib-") as tmp:
+        result = quantize_model(
+            src.onnx_dir, calibration_dir(image, Path(tmp)), target, engine=worker_engine(engine),
+            min_agreement=0.0 if reference else 99.0, force=True, register=not reference,
+        )
+    label = "int8 UNGATED" if not result.gated else f"int8, keeps {result.agreement_pct:.2f}%"
+    return replace(src, onnx_dir=target, weights=f"{src.weights}, {label}")

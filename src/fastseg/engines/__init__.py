@@ -1,0 +1,126 @@
+"""Inference engines behind one session interface.
+
+An engine turns ``model.onnx`` into a session with ``run(batch_nchw) -> output``, ``close()``,
+``providers`` and a ``runner`` (its ``lock`` and ``mode``), which is all ``Segmenter``'s run
+loop uses. Two engines exist:
+
+- ``ort``: ONNX Runtime (``fastseg.runtime``), every device string (CPU, CUDA, TensorRT, CANN,
+  ONNX Runtime's own OpenVINO provider when that build is installed).
+- ``openvino``: OpenVINO's runtime (``fastseg.engines.openvino``) on the same ``model.onnx``.
+
+``auto`` is resolved per model directory from the ``fastseg tune`` record
+(``fastseg.engines.tuning``); a precision (fp32, int8) is a model directory, not an engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from fastseg.errors import DeviceError
+from fastseg.runtime import DeviceSpec, RuntimeOptions, TensorInfo, create_session, parse_device
+
+EngineName = Literal["ort", "openvino"]
+ENGINES: tuple[str, ...] = ("ort", "openvino")
+ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
+
+
+class RunnerLike(Protocol):
+    """What the run loop needs from a session's runner: a lock and its mode."""
+
+    @property
+    def lock(self) -> Any: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
+class EngineSession(Protocol):
+    """The session interface every engine implements."""
+
+    model_path: Path
+    device: DeviceSpec
+    providers: list[str]
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def runner(self) -> RunnerLike: ...
+
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]: ...
+
+    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> EngineSession: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def check_engine(engine: str) -> str:
+    """Validate an engine name (``auto`` included).
+
+    Raises:
+        DeviceError: not one of ``ENGINE_CHOICES``.
+    """
+    if engine not in ENGINE_CHOICES:
+        raise DeviceError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINE_CHOICES)}.")
+    return engine
+
+
+def available_engines() -> list[str]:
+    """Engines that can run on this machine's CPU (OpenVINO only when installed)."""
+    from fastseg.engines.openvino import openvino_version
+
+    return ["ort"] + (["openvino"] if openvino_version() else [])
+
+
+def engine_for_device(engine: str, spec: DeviceSpec) -> str:
+    """The concrete engine for an explicit ``engine`` (not ``auto``) on ``spec``.
+
+    ``openvino[:T]`` device strings mean the OpenVINO engine when the ``openvino`` package is
+    installed; without it they stay on ONNX Runtime, whose OpenVINO provider (the
+    ``onnxruntime-openvino`` build) is then required.
+    """
+    check_engine(engine)
+    if engine == "auto":
+        raise DeviceError("engine='auto' is resolved from a model directory's tuning record first.")
+    if spec.kind == "openvino":
+        from fastseg.engines.openvino import openvino_version
+
+        return "openvino" if openvino_version() else "ort"
+    return engine
+
+
+def open_session(
+    model_path: Path | str,
+    device: str | DeviceSpec = "cpu",
+    options: RuntimeOptions | None = None,
+    *,
+    engine: str = "ort",
+    allow_fallback: bool = False,
+) -> EngineSession:
+    """A session for ``model_path`` on ``device`` with ``engine`` (``ort`` or ``openvino``).
+
+    Raises:
+        DeviceError, MissingDependencyError, ModelDirError: as the engine's factory does.
+    """
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
+    concrete = engine_for_device(engine, spec)
+    if concrete == "openvino":
+        from fastseg.engines.openvino import create_openvino_session
+
+        return create_openvino_session(model_path, spec, options)
+    return create_session(model_path, spec, options, allow_fallback=allow_fallback)

@@ -1,0 +1,185 @@
+"""``fastseg tune``: time every engine x precision for one model on this machine, record the winner.
+
+Candidates: ONNX Runtime and (when installed) OpenVINO on the fp32 model, and on every int8
+variant ``fastseg quantize`` registered that passed its accuracy gate (ungated ones are never
+candidates: an ungated model must be chosen by name). Each candidate runs in its own worker
+process (``fastseg bench``'s), one after another, end to end (read, preprocess, infer, labels
+at source size), so the timings are comparable and one engine's threads cannot slow another.
+The winner and the whole table go into ``tuning.json`` with this machine's fingerprint;
+``Segmenter(engine="auto")`` reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fastseg.engines import available_engines
+from fastseg.engines.tuning import EngineChoice, precision_of, read_variants, write_record
+from fastseg.errors import FastSegError, InputError
+from fastseg.model_dir import read_meta
+
+DEFAULT_SIZES = {"Cityscapes": (1024, 2048), "ADE20K": (512, 512)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One engine on one model directory."""
+
+    engine: str
+    model_dir: Path
+    precision: str
+    gate: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A candidate's end-to-end latency (ms, median and p90 of ``runs``), or why it failed."""
+
+    candidate: Candidate
+    median_ms: float | None
+    p90_ms: float | None
+    detail: str = ""
+    agreement_pct: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.candidate
+        return {
+            "engine": c.engine,
+            "precision": c.precision,
+            "model_dir": str(c.model_dir.resolve()),
+            "gate": c.gate,
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "agreement_with_ort_fp32_pct": self.agreement_pct,
+            "detail": self.detail,
+        }
+
+
+def candidates(model_dir: Path, engines: Sequence[str] | None = None, variants: Sequence[Path] = ()) -> list[Candidate]:
+    """Every engine on the fp32 model and on each gated int8 variant (registered or given)."""
+    from fastseg.quantize import gate_label
+
+    engines = list(engines or available_engines())
+    dirs: list[Path] = [Path(model_dir)]
+    registered = [Path(v["path"]) for v in read_variants(model_dir) if v.get("gated", False)]
+    for extra in [*registered, *map(Path, variants)]:
+        if extra.resolve() not in {d.resolve() for d in dirs}:
+            dirs.append(extra)
+    out: list[Candidate] = []
+    for d in dirs:
+        meta = read_meta(d)
+        gate = meta.verification.get("int8_gate") or {}
+        if gate and not gate.get("gated", False):
+            raise InputError(f"{str(d)!r} is an UNGATED int8 model; tune only compares gated variants.")
+        out.extend(Candidate(e, d, precision_of(d), gate_label(meta.verification)) for e in engines)
+    return out
+
+
+def default_size(model_dir: Path) -> tuple[int, int]:
+    """The size tune measures at: the zoo dataset's frame size, else 512x512."""
+    from fastseg.zoo import load_zoo
+
+    meta = read_meta(model_dir)
+    try:
+        dataset = load_zoo().get(meta.model_name).dataset.name
+    except FastSegError:
+        return (512, 512)
+    return DEFAULT_SIZES.get(dataset, (512, 512))
+
+
+def time_candidate(
+    c: Candidate, image: Path, *, threads: int, runs: int, warmup: int, timeout_s: float = 1800.0
+) -> Timing:
+    """End-to-end latency of ``c`` in a fresh worker process (``fastseg bench``'s)."""
+    from fastseg.bench.runner import run_worker
+
+    spec = {
+        "backend": "fastseg",
+        "onnx_dir": str(c.model_dir),
+        "device": "cpu",
+        "engine": c.engine,
+        "threads": threads,
+        "warmup": warmup,
+        "runs": runs,
+        "image": str(image),
+        "batch": 1,
+        "ort_options": {},
+    }
+    result = run_worker(spec, python=sys.executable, timeout_s=timeout_s)
+    e2e = result.stats.get("e2e")
+    if result.status != "ok" or e2e is None:
+        return Timing(c, None, None, detail=result.detail or result.status)
+    if result.engine not in (None, c.engine):
+        return Timing(c, None, None, detail=f"asked for {c.engine}, {result.engine} ran")
+    return Timing(c, e2e.median, e2e.p90)
+
+
+def label_agreements(cands: Sequence[Candidate], image: Path, model_dir: Path, threads: int) -> dict[Candidate, float]:
+    """% of the tune image's pixels where each candidate gives ONNX Runtime fp32's label."""
+    import numpy as np
+
+    from fastseg.processing import decode_image
+    from fastseg.runtime import RuntimeOptions
+    from fastseg.segmenter import Segmenter
+
+    img = decode_image(image.read_bytes(), source=str(image))
+    options = RuntimeOptions(intra_op_threads=threads)
+
+    def labels(c_dir: Path, engine: str) -> Any:
+        with Segmenter(c_dir, engine=engine, options=options) as seg:
+            return next(seg.predict(img))["pred"]
+
+    reference = labels(model_dir, "ort")
+    return {c: 100.0 * float(np.mean(labels(c.model_dir, c.engine) == reference)) for c in cands}
+
+
+def tune(
+    model_dir: Path,
+    *,
+    size: tuple[int, int] | None = None,
+    threads: int = 2,
+    runs: int = 5,
+    warmup: int = 1,
+    image: Path | None = None,
+    engines: Sequence[str] | None = None,
+    variants: Sequence[Path] = (),
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[Timing], EngineChoice, Path]:
+    """Time every candidate, write ``tuning.json`` into ``model_dir``; returns (timings, winner, record).
+
+    Raises:
+        FastSegError: no candidate ran (each one's reason in the message).
+    """
+    from fastseg.bench.models import make_image
+
+    model_dir = Path(model_dir)
+    size = size or default_size(model_dir)
+    cands = candidates(model_dir, engines, variants)
+    timings: list[Timing] = []
+    with tempfile.TemporaryDirectory(prefix="fastseg-tune-") as tmp:
+        img = make_image(Path(tmp) / "tune.png", size=size, source=image)
+        for c in cands:
+            if progress:
+                progress(f"timing {c.label} ({c.model_dir})")
+            timings.append(time_candidate(c, img, threads=threads, runs=runs, warmup=warmup))
+        ran = [t.candidate for t in timings if t.median_ms is not None]
+        agreement = label_agreements(ran, img, model_dir, threads)
+    timings = [replace(t, agreement_pct=agreement.get(t.candidate)) for t in timings]
+    ok = [t for t in timings if t.median_ms is not None]
+    if not ok:
+        raise FastSegError("No engine ran: " + "; ".join(f"{t.candidate.label}: {t.detail}" for t in timings))
+    best = min(ok, key=lambda t: float(t.median_ms or 0.0))
+    winner = EngineChoice(best.candidate.engine, best.candidate.model_dir, best.candidate.precision, "tuned")
+    conditions = {"size_hw": list(size), "threads": threads, "runs": runs, "warmup": warmup,
+                  "image": str(image) if image else "synthetic"}
+    record = write_record(model_dir, winner, [t.to_json() for t in timings], conditions)
+    return timings, winner, record
