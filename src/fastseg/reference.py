@@ -142,8 +142,8 @@ def build_reference_model(
     from fastseg.convert import convert_model
     from fastseg.convert.engine import require_convert_deps
 
+    build = builder or load_builder()  # first: its message covers the convert extra too
     require_convert_deps()
-    build = builder or load_builder()
     try:
         tar = build(spec.name, root / "reference-models" / ".tars")
     except RuntimeError as exc:  # the builder's child process failed
