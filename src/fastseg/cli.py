@@ -53,9 +53,8 @@ def models_cmd(fmt: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fastseg.model_dir import is_model_dir
     from fastseg.reference import converted_status
-    from fastseg.zoo import converted_model_dir, load_zoo
+    from fastseg.zoo import load_zoo
 
     zoo = load_zoo()
     if fmt == "json":
@@ -69,7 +68,7 @@ def models_cmd(fmt: str) -> None:
                 "gpu_ms": s.published.gpu_ms,
                 "cpu_ms": s.published.cpu_ms,
                 "size_mb": s.published.size_mb,
-                "converted": is_model_dir(converted_model_dir(s.name)),
+                "converted": converted_status(s.name).startswith("yes"),  # official weights converted
                 "converted_weights": converted_status(s.name),
                 "inference_urls": list(s.inference_urls),
             }
