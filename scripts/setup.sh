@@ -6,8 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "fastseg needs Python >= 3.11; '$PY' is $("$PY" -V 2>&1 || echo missing). Run: PYTHON=python3.11 bash scripts/setup.sh" >&2
+if ! command -v "$PY" >/dev/null; then
+  echo "fastseg needs Python >= 3.11; '$PY' is not found. Name one: PYTHON=python3.11 bash scripts/setup.sh" >&2
+  exit 1
+fi
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "fastseg needs Python >= 3.11; '$PY' is $("$PY" -V 2>&1). Name one: PYTHON=python3.11 bash scripts/setup.sh" >&2
   exit 1
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
