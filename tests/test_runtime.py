@@ -319,3 +319,25 @@ def test_corrupt_onnx_file(tmp_path: Path) -> None:
 def test_choose_run_mode(mode: str, device: str, in_use: list[str], expected: str) -> None:
     opts = RuntimeOptions(io_binding=mode)  # type: ignore[arg-type]
     assert choose_run_mode(opts, parse_device(device), in_use) == expected
+
+
+def test_cuda_sessions_check_their_libraries_first(labels_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpu:N calls gpu_libs.prepare_cuda before ONNX Runtime: a missing CUDA library is one
+    DeviceError line (or, with allow_fallback, a CPU session)."""
+    import onnxruntime as ort
+
+    from fastseg import gpu_libs
+
+    asked: list[str] = []
+
+    def missing(provider: str, **_: object) -> None:
+        asked.append(provider)
+        raise DeviceError("CUDA provider cannot start: libcublasLt.so.13 is missing. Fix: pip install ...")
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU_EP])
+    monkeypatch.setattr(gpu_libs, "prepare_cuda", missing)
+    with pytest.raises(DeviceError, match="libcublasLt.so.13 is missing"):
+        create_session(labels_onnx, "gpu:0")
+    with create_session(labels_onnx, "gpu:0", allow_fallback=True) as session:
+        assert session.providers == [CPU_EP]
+    assert asked == ["CUDAExecutionProvider", "CUDAExecutionProvider"]

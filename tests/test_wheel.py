@@ -53,3 +53,27 @@ def test_cli_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout.split("\n", 1)[1])
     assert len(rows) == 18
+
+
+def test_wheel_ships_the_demo_image_and_says_where_reference_builds_come_from(wheel: Path, tmp_path: Path) -> None:
+    """From a wheel: predict's default input is inside the package; --weights reference, which
+    needs converters/ (not in the wheel), says how to get it in one line."""
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"fastseg/data/demo_street.jpg", "fastseg/data/NOTICE.md"} <= set(names)
+    from tiny_models import colour_model_dir
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target), "FASTSEG_HOME": str(tmp_path / "home")}
+    code = "import sys; from fastseg.cli import main; sys.argv=['fastseg']+sys.argv[1:]; main()"
+    model = colour_model_dir(tmp_path / "tiny")
+    ran = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(model), "--save_path", "out"],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    res = json.loads((tmp_path / "out" / "demo_street_res.json").read_text())
+    assert res["input_path"] == str(target / "fastseg" / "data" / "demo_street.jpg")
+    ref = subprocess.run([sys.executable, "-c", code, "predict", "--weights", "reference"],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert ref.returncode == 2 and ref.stderr.count("\n") <= 2, ref.stderr
+    assert "converters/ is not in the wheel" in ref.stderr and "scripts/setup.sh" in ref.stderr

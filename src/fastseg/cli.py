@@ -9,7 +9,12 @@ from pathlib import Path
 
 import click
 
+from typing import TYPE_CHECKING
+
 from fastseg.errors import FastSegError
+
+if TYPE_CHECKING:
+    from fastseg.convert.pipeline import ConvertReport
 
 
 class _Group(click.Group):
@@ -20,11 +25,16 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FastSegError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_cli_wording(exc)}", err=True)
             ctx.exit(2)
         except OSError as exc:
             click.echo(f"Error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             ctx.exit(2)
+
+
+def _cli_wording(exc: FastSegError) -> str:
+    """The message in the command line's words: Python's ``allow_fallback=True`` is ``--allow_fallback`` here."""
+    return str(exc).replace("allow_fallback=True", "--allow_fallback")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +53,8 @@ def models_cmd(fmt: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fastseg.model_dir import is_model_dir
-    from fastseg.zoo import converted_model_dir, load_zoo
+    from fastseg.reference import converted_status
+    from fastseg.zoo import load_zoo
 
     zoo = load_zoo()
     if fmt == "json":
@@ -58,7 +68,9 @@ def models_cmd(fmt: str) -> None:
                 "gpu_ms": s.published.gpu_ms,
                 "cpu_ms": s.published.cpu_ms,
                 "size_mb": s.published.size_mb,
-                "converted": is_model_dir(converted_model_dir(s.name)),
+                "converted": converted_status(s.name).startswith("yes"),  # official weights converted
+                "converted_weights": converted_status(s.name),
+                "inference_urls": list(s.inference_urls),
             }
             for s in zoo.models.values()
         ]
@@ -78,7 +90,7 @@ def models_cmd(fmt: str) -> None:
             f"{p.gpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.cpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.size_mb:.1f}",
-            "yes" if is_model_dir(converted_model_dir(s.name)) else "no",
+            converted_status(s.name),
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
@@ -86,6 +98,8 @@ def models_cmd(fmt: str) -> None:
         "GPU: " + zoo.published_conditions.get("gpu_ms", "") + "; CPU: " + zoo.published_conditions.get("cpu_ms", "")
     )
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
+    if any("reference" in converted_status(s.name) for s in zoo.models.values()):
+        console.print("Converted 'reference': UNTRAINED reference weights (random; --weights reference), not the official model.")
 
 # ---------------------------------------------------------------- predict / get-config (runtime)
 def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
@@ -103,9 +117,36 @@ def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
     raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)")
 
 
+_WEIGHTS_HELP = (
+    "official: the zoo model's published weights (downloaded on first use). reference: the same "
+    "architecture with UNTRAINED random weights, built on demand for offline use and labelled as such."
+)
+
+
+def _weights_model(model: str, weights: str) -> str | Path:
+    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name."""
+    if weights != "reference":
+        return model
+    if Path(model).expanduser().exists():
+        raise click.UsageError("--weights reference builds a zoo model: give --model NAME (see 'fastseg models').")
+    from fastseg.reference import build_reference_model, reference_model_dir
+
+    click.echo(
+        f"Using untrained reference weights for {model} (random: not the official model); "
+        f"built once into {reference_model_dir(model)} ...",
+        err=True,
+    )
+    model_dir, _ = build_reference_model(model)
+    return model_dir
+
+
 @main.command("predict")
-@click.option("--input", "input_", required=True, help="Image file, directory (recursive) or http(s) URL.")
+@click.option("--input", "input_", default=None,
+              help="Image file, directory (recursive) or http(s) URL [default: the demo street photo shipped "
+                   "in the package, fastseg/data/demo_street.jpg].")
 @click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
+@click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+              help=_WEIGHTS_HELP)
 @click.option("--pipeline", default=None, help="PaddleX pipeline YAML (its model/batch_size/target_size).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
 @click.option("--save_path", "--save-path", "save_path", default="./output", show_default=True,
@@ -120,8 +161,9 @@ def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
               help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 def predict_cmd(
-    input_: str,
+    input_: str | None,
     model: str | None,
+    weights: str,
     pipeline: str | None,
     device: str,
     save_path: str,
@@ -132,40 +174,41 @@ def predict_cmd(
     no_json: bool,
     engine: str,
 ) -> None:
-    """Segment images and save PaddleX-style pseudo-colour maps and JSON."""
-    import time
+    """Segment images and save PaddleX-style pseudo-colour maps and JSON.
+
+    An unreadable image is skipped: the others are written, the failures are listed at the
+    end and the exit code is 1.
+    """
     from pathlib import Path
 
     from tqdm import tqdm
 
+    from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
+    from fastseg.demo_data import demo_image
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
 
     ts = _parse_target_size_opt(target_size)
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
+        if weights != "official":
+            raise click.UsageError("--weights reference needs --model NAME, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
     else:
-        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback, engine=engine)
+        model_arg = _weights_model(model or DEFAULT_MODEL, weights)
+        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine)
     out_dir = Path(save_path)
-    providers, engine_name, precision = seg.providers, seg.engine_name, seg.precision_label
     with seg:
-        items = expand_inputs(input_)
-        start = time.perf_counter()
-        count = 0
+        items = expand_inputs(input_ if input_ is not None else str(demo_image()))
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
-            for res in seg.predict(items, batch_size=batch_size, target_size=ts):
-                res.save_to_img(out_dir, overlay=overlay)
-                if not no_json:
-                    res.save_to_json(out_dir)
-                count += 1
-                bar.update(1)
-        elapsed = time.perf_counter() - start
-    click.echo(
-        f"{count} image(s) in {elapsed:.2f} s ({1000 * elapsed / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name} ({precision}) on {device} "
-        f"({engine_name}: {', '.join(providers)}) -> {out_dir}"
-    )
+            outcome = predict_to_dir(
+                seg, items, out_dir, batch_size=batch_size, target_size=ts, overlay=overlay,
+                write_json=not no_json, on_item=lambda: bar.update(1),
+            )
+        click.echo(summary_line(outcome, seg, device=device, out_dir=out_dir))
+    if outcome.failures:
+        click.echo(failures_text(outcome), err=True)
+        raise SystemExit(1)
 
 
 @main.command("get-config")
@@ -185,7 +228,11 @@ def get_config_cmd(pipeline: str, save_path: str) -> None:
 # ---------------------------------------------------------------- serve (HTTP)
 @main.command("serve")
 @click.option("--model", required=True, help="Zoo model name (e.g. PP-LiteSeg-T) or a converted model directory.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, ...")
+@click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+              help=_WEIGHTS_HELP)
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+@click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
+              help="Run on the CPU (with a warning) when the requested accelerator is missing.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (keep loopback unless behind a proxy).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -204,7 +251,9 @@ def get_config_cmd(pipeline: str, save_path: str) -> None:
               help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 def serve_cmd(
     model: str,
+    weights: str,
     device: str,
+    allow_fallback: bool,
     host: str,
     port: int,
     config_path: str | None,
@@ -229,13 +278,18 @@ def serve_cmd(
     from fastseg.runtime import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
+    from fastseg.serving.port import ensure_port_free
+
     config = load_serving_config(config_path) if config_path else ServingConfig()
     if api_key:
         config = config.replace(api_key=api_key)
-    model_arg: str | Path = Path(model) if Path(model).is_dir() else model
+    ensure_port_free(host, port)  # before loading a model and printing the banner
+    model_arg = _weights_model(model, weights)
+    if isinstance(model_arg, str) and Path(model_arg).is_dir():
+        model_arg = Path(model_arg)
     segmenter = Segmenter(
         model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
-        engine=engine,
+        allow_fallback=allow_fallback, engine=engine,
     )
     try:
         app = create_app(segmenter, config)
@@ -292,8 +346,9 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 
 @main.command("bench")
 @click.option("--models", "models_arg", default="PP-LiteSeg-T", show_default=True, help="Comma-separated zoo names, or 'all'.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, gpu:0, ...")
-@click.option("--allow-fallback", is_flag=True, help="Run on CPU with a warning when the GPU is not usable.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+@click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
+              help="Run on the CPU (with a warning) when the requested accelerator is missing.")
 @click.option("--size", "size_arg", default="1024x2048", show_default=True, help="Image HxW fed to every backend.")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
@@ -442,6 +497,8 @@ def _parse_hw(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--threshold", type=float, default=0.999, show_default=True, help="Minimum argmax agreement with Paddle Inference.")
 @click.option("--force", is_flag=True, help="Convert again even if the output is up to date.")
 @click.option("--fixed-shape", "fixed_hw", callback=_parse_hw, help="Freeze the input to HxW (default: dynamic H and W).")
+@click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+              help=_WEIGHTS_HELP + " Written to <cache>/reference-models/NAME unless -o.")
 def convert_cmd(
     name: str | None,
     from_path: Path | None,
@@ -454,6 +511,7 @@ def convert_cmd(
     threshold: float,
     force: bool,
     fixed_hw: tuple[int, int] | None,
+    weights: str,
 ) -> None:
     """Convert a PaddleX/PaddleSeg model to a verified ONNX model directory.
 
@@ -461,18 +519,26 @@ def convert_cmd(
     fastseg convert PP-LiteSeg-T                 download the official tarball, convert
     fastseg convert PP-LiteSeg-T --from X.tar    convert a tarball/directory you have
     fastseg convert --model-dir ./my_finetuned   any Paddle segmentation inference model
+    fastseg convert PP-LiteSeg-T --weights reference   offline: untrained random weights, labelled
     """
     from fastseg.convert import convert_model
     from fastseg.errors import ConversionError
-    from fastseg.zoo import load_zoo
+    from fastseg.zoo import OTHERWISE_PADDLE_DIR, load_zoo
 
     if model_dir is not None and (from_path is not None):
         raise ConversionError("Use either --model-dir DIR or NAME --from PATH, not both.")
     source = model_dir or from_path
+    if weights == "reference":
+        if source is not None or name is None:
+            raise click.UsageError("--weights reference builds a zoo model itself: give NAME, without --from/--model-dir.")
+        load_zoo().get(name, otherwise=OTHERWISE_PADDLE_DIR)
+        _convert_reference(name, output=output, force=force, verify=not no_verify, head=head, opset=opset,
+                           images_dir=images_dir, threshold=threshold, fixed_hw=fixed_hw)
+        return
     if source is None:
         if name is None:
             raise ConversionError("Give a zoo model NAME (see 'fastseg models') or --model-dir DIR.")
-        spec = load_zoo().get(name)  # UnknownModelError with the nearest names
+        spec = load_zoo().get(name, otherwise=OTHERWISE_PADDLE_DIR)  # UnknownModelError with the nearest names
         from fastseg.convert.engine import require_convert_deps
         from fastseg.download import fetch_model_tarball
 
@@ -480,7 +546,7 @@ def convert_cmd(
 
         source = fetch_model_tarball(spec, progress=True)
     elif name is not None and model_dir is None:
-        load_zoo().get(name)  # NAME --from PATH: NAME must be a zoo model
+        load_zoo().get(name, otherwise=OTHERWISE_PADDLE_DIR)  # NAME --from PATH: NAME must be a zoo model
     report = convert_model(
         source,
         output,
@@ -493,6 +559,25 @@ def convert_cmd(
         force=force,
         fixed_hw=fixed_hw,
     )
+    _echo_convert_report(report)
+
+
+def _convert_reference(name: str, *, output: Path | None, force: bool, verify: bool, **options: object) -> None:
+    """``fastseg convert NAME --weights reference``: build, convert and label; say so on every line that matters."""
+    from fastseg.reference import REFERENCE_NOTE, build_reference_model, reference_model_dir
+
+    target = output or reference_model_dir(name)
+    click.echo(f"Building {name} with untrained reference weights (random: not the official model) into {target} ...",
+               err=True)
+    model_dir, report = build_reference_model(name, output=output, force=force, verify=verify, convert_options=options)
+    if report is None:
+        click.echo(f"Up to date (reference build): {model_dir}  (use --force to build again)")
+    else:
+        _echo_convert_report(report)
+    click.echo(f"Weights: {REFERENCE_NOTE}")
+
+
+def _echo_convert_report(report: ConvertReport) -> None:
     ver = report.verification
     if report.cache_hit:
         click.echo(f"Up to date (same source sha256): {report.output_dir}  (use --force to convert again)")

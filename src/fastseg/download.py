@@ -422,13 +422,19 @@ def fetch_model_tarball(
 
 
 def _failure_message(spec: ModelSpec, failures: list[tuple[str, DownloadError]]) -> str:
+    """One line, the ways forward said once: a tarball fetched elsewhere, or the reference build.
+
+    The URLs are listed by ``fastseg models --format json`` (``inference_urls``).
+    """
     name, tar = spec.name, tarball_name(spec)
-    hint = f"Download {tar} elsewhere and run: fastseg convert {name} --from ./{tar}"
-    urls = ", ".join(url for url, _ in failures)
+    ways = (
+        f"copy {tar} here from a machine online and run 'fastseg convert {name} --from {tar}', "
+        "or add '--weights reference' for untrained reference weights."
+    )
     if all(isinstance(exc, UnreachableError) for _, exc in failures):
-        return f"Cannot download {name} (offline?): tried {urls}. {hint}"
+        return f"Cannot download {name} (offline?): {ways}"
     reasons = "; ".join(f"{url}: {_reason(exc)}" for url, exc in failures)
-    return f"Cannot download {name}: tried {reasons}. {hint}"
+    return f"Cannot download {name} ({reasons}): {ways}"
 
 
 def _reason(exc: DownloadError) -> str:

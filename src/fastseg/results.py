@@ -140,6 +140,9 @@ class SegResult(Mapping[str, Any]):
         class_names: the model's class names (index = label).
         palette: RGB colour per class for rendering; None = PaddleX's pseudo-colour palette.
         page_index: always None (PaddleX uses it for PDF pages).
+        weights: the model's ``provenance["weights"]`` when it declares one (``"reference-random"``
+            for untrained reference weights); written into the JSON so a result never passes for
+            the official model's. None (and absent from the JSON) otherwise.
     """
 
     input_path: str | None
@@ -149,6 +152,7 @@ class SegResult(Mapping[str, Any]):
     class_names: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] | None = field(default=None, repr=False)
     page_index: int | None = None
+    weights: str | None = None
 
     # -- mapping protocol (PaddleX results are dicts)
     def _keys(self) -> tuple[str, ...]:
@@ -181,6 +185,8 @@ class SegResult(Mapping[str, Any]):
     # -- serialisation
     def _data(self, *, with_pred: bool) -> dict[str, Any]:
         data: dict[str, Any] = {"input_path": self.input_path, "page_index": self.page_index}
+        if self.weights is not None:
+            data["weights"] = self.weights
         data["pred"] = self.pred.tolist() if with_pred else "..."
         if self.score is not None:
             data["score"] = self.score.tolist() if with_pred else "..."

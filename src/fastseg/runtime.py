@@ -437,6 +437,16 @@ def create_session(
     providers = resolve_providers(
         spec, ort.get_available_providers(), options=options, allow_fallback=allow_fallback
     )
+    if providers[0][0] in (CUDA_EP, TRT_EP):  # pip-installed CUDA/cuDNN, or one line naming what is missing
+        from fastseg.gpu_libs import prepare_cuda
+
+        try:
+            prepare_cuda(providers[0][0], ort=ort)
+        except DeviceError as exc:
+            if not allow_fallback:
+                raise
+            log.warning("%s Falling back to the CPU (allow_fallback=True).", exc)
+            providers = [(CPU_EP, {})]
     load_path, load_options = _use_optimized_cache(model_path, options)
     try:
         sess = ort.InferenceSession(

@@ -23,8 +23,6 @@ import numpy.typing as npt
 import yaml
 
 from fastseg.errors import (
-    DownloadError,
-    FastSegError,
     InputError,
     MissingDependencyError,
     ModelDirError,
@@ -186,10 +184,6 @@ def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
 
 
 def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> Path:
-    how = (
-        f"Download {spec.inference_urls[0]} and run: fastseg convert {spec.name} --from {spec.name}_infer.tar "
-        "(or pass a converted model directory)."
-    )
     try:
         from fastseg.convert import convert_model
         from fastseg.convert.engine import require_convert_deps
@@ -198,14 +192,11 @@ def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> P
         require_convert_deps()  # before a download of hundreds of MB, not after
     except ImportError as exc:
         raise MissingDependencyError(
-            f"Model {spec.name!r} is not converted yet ({target} does not exist) and the converter is not "
-            f"available ({exc}). Install it with pip install 'fastseg-ort[convert]'. {how}"
+            f"Model {spec.name!r} is not converted yet ({target} does not exist) and converting it needs the "
+            "[convert] extra: pip install 'fastseg-ort[convert]', or pass a converted model directory."
         ) from exc
     log.info("Model %s is not converted yet: downloading and converting into %s", spec.name, target)
-    try:
-        tarball = fetch_model_tarball(spec, home=home)
-    except FastSegError as exc:
-        raise DownloadError(f"Could not fetch {spec.name!r} ({exc}). Offline? {how}") from exc
+    tarball = fetch_model_tarball(spec, home=home)  # its DownloadError is already one line with the ways forward
     convert_model(tarball, target, model_name=spec.name)
     return target
 
@@ -361,6 +352,7 @@ class Segmenter:
                     pred=np.ascontiguousarray(pred[None]),
                     score=None if score is None else score[None],
                     class_names=meta.class_names,
+                    weights=meta.provenance.get("weights"),
                 )
         return [r for r in results if r is not None]
 

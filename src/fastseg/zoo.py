@@ -60,6 +60,10 @@ class ModelSpec:
     published: Published
 
 
+OTHERWISE_MODEL_DIR = "or pass a converted model directory."
+OTHERWISE_PADDLE_DIR = "or convert your own Paddle model with --model-dir DIR."
+
+
 @dataclass(frozen=True)
 class Zoo:
     """The whole registry; ``models`` is read-only and keeps the YAML's order."""
@@ -68,29 +72,29 @@ class Zoo:
     datasets: Mapping[str, Dataset]
     published_conditions: Mapping[str, str]
 
-    def get(self, name: str) -> ModelSpec:
+    def get(self, name: str, *, otherwise: str = OTHERWISE_MODEL_DIR) -> ModelSpec:
         """Return the spec for ``name``.
 
         Raises:
-            UnknownModelError: with the nearest known names as suggestions.
+            UnknownModelError: with the nearest known names as suggestions, then ``otherwise``
+                (what else the caller accepts; ``fastseg convert`` takes no converted directory).
         """
         try:
             return self.models[name]
         except KeyError:
-            raise UnknownModelError(unknown_model_message(name, list(self.models))) from None
+            raise UnknownModelError(unknown_model_message(name, list(self.models), otherwise=otherwise)) from None
 
     def names(self) -> list[str]:
         return list(self.models)
 
 
-def unknown_model_message(name: str, known: list[str]) -> str:
+def unknown_model_message(name: str, known: list[str], *, otherwise: str = OTHERWISE_MODEL_DIR) -> str:
     """Say that ``name`` is unknown, suggesting the closest known names (case-insensitive)."""
     lowered = {k.lower(): k for k in known}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
     return (
-        f"Unknown model {name!r}.{hint} Run 'fastseg models' for the {len(known)} known names, "
-        "or pass a converted model directory."
+        f"Unknown model {name!r}.{hint} Run 'fastseg models' for the {len(known)} known names, {otherwise}"
     )
 
 

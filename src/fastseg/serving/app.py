@@ -6,7 +6,7 @@
            "result": {"labelMap": [row-major ints], "size": [H, W], "image": base64 JPEG | null}}
       4xx/5xx {"logId", "errorCode": <HTTP status>, "errorMsg": <reason>}
     GET /health   {"logId", "errorCode": 0, "errorMsg": "Healthy"}
-    GET /info     model name, class names and palette (the browser page's legend)
+    GET /info     model name, weights note, class names and palette (the browser page's legend)
     GET /         the browser demo page (static/, no CDN)
 
 Each success carries a ``Server-Timing`` header (read: body and JSON, decode, queue, infer
@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
+from fastseg.reference import weights_note
 from fastseg.results import colorize
 from fastseg.serving.batcher import Batcher, TargetSize, Ticket
 from fastseg.serving.config import ServingConfig
@@ -359,6 +360,8 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         stats = batcher.stats
         return {
             "modelName": meta.model_name,
+            "weights": meta.provenance.get("weights"),
+            "weightsNote": weights_note(meta),
             "numClasses": meta.num_classes,
             "classNames": list(meta.class_names),
             "palette": legend_rgb,

@@ -17,6 +17,8 @@ async function loadInfo() {
   $("model-name").textContent = info.modelName;
   $("model-detail").textContent = `${info.numClasses} classes · max ${info.limits.maxPixels.toLocaleString()} pixels`;
   $("key-row").hidden = !info.authRequired;
+  $("weights-note").textContent = info.weightsNote || "";
+  $("weights-note").hidden = !info.weightsNote;
 }
 
 function readAsDataURL(file) {
