@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -44,7 +42,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
@@ -54,11 +51,11 @@ from fastseg.serving.batcher import Batcher, TargetSize, Ticket
 from fastseg.serving.budget import MemoryBudget
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.docs import add_offline_docs
+from fastseg.serving.guard import INFER_ENDPOINT, Guard, error_response, new_log_id
 from fastseg.serving.inputs import ImageDecoder, ImageHeader, decode_pixels
 
 LOG = logging.getLogger("fastseg.serving")
 
-INFER_ENDPOINT = "/semantic-segmentation"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _JPEG_QUALITY = 90
 
@@ -112,56 +109,6 @@ class NoResultResponse(BaseModel):
     logId: str
     errorCode: int
     errorMsg: str
-
-
-def new_log_id() -> str:
-    return str(uuid.uuid4())
-
-
-def error_response(
-    status: int, message: str, *, retry_after: int | None = None, headers: Mapping[str, str] | None = None
-) -> Response:
-    """PaddleX's failure body: errorCode is the HTTP status."""
-    headers = dict(headers or {})
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    body = orjson.dumps({"logId": new_log_id(), "errorCode": status, "errorMsg": message})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-class _Guard:
-    """Pure ASGI middleware for the inference endpoint, run before the body is read:
-    API key (constant-time compare) and a Content-Length limit (chunked bodies are refused)."""
-
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
-        self._app = app
-        self._key = None if api_key is None else api_key.encode()
-        self._max = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != INFER_ENDPOINT or scope["method"] != "POST":
-            await self._app(scope, receive, send)
-            return
-        headers = {k.lower(): v for k, v in scope["headers"]}
-        refusal: Response | None = None
-        if self._key is not None:
-            auth = headers.get(b"authorization", b"")
-            scheme, _, token = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-                refusal = error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.")
-                refusal.headers["WWW-Authenticate"] = "Bearer"
-        if refusal is None:
-            length = headers.get(b"content-length")
-            if length is None:
-                refusal = error_response(411, "Content-Length is required (chunked request bodies are refused).")
-            elif not length.isdigit() or int(length) > self._max:
-                refusal = error_response(
-                    413, f"request body of {length.decode(errors='replace')} bytes is over the limit of {self._max}."
-                )
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
 
 
 def _labels_from_result(result: Any, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.integer]:
@@ -286,7 +233,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     app.state.batcher = batcher
     app.state.budget = budget
     app.state.config = config
-    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
