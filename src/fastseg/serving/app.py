@@ -59,7 +59,8 @@ LOG = logging.getLogger("fastseg.serving")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _JPEG_QUALITY = 90
 
-Side = Annotated[int, Field(ge=-1, le=16384)]
+Side = Annotated[int, Field(ge=1, le=16384)]
+NoResize = Literal[-1]
 
 
 class SegmenterLike(Protocol):
@@ -79,7 +80,7 @@ class InferRequest(BaseModel):
     image: str = Field(
         min_length=1, description="Base64 of the image file bytes (PNG/JPEG/BMP/WEBP), or an http(s) URL."
     )
-    targetSize: Side | tuple[Side, Side] | None = Field(
+    targetSize: Side | NoResize | tuple[Side, Side] | tuple[NoResize, NoResize] | None = Field(
         default=None,
         description="Inference size as PaddleX: an int (square) or [width, height]; -1 = no resize; "
         "default: the model's own Resize.",
