@@ -191,7 +191,7 @@ def test_page_and_assets_served_without_cdn(server: str) -> None:
     ("image", "needle"),
     [
         ("not base64 at all!!", "base64"),
-        ("", "empty"),
+        ("", "at least 1 character"),
         (b64(b"hello, this is text not an image"), "not a readable image"),
         (b64(NOISE_PNG[: len(NOISE_PNG) // 2]), "truncated"),
         (b64(NOISE_JPEG[: len(NOISE_JPEG) // 2]), "truncated"),

@@ -83,3 +83,28 @@ def test_page_uploads_image_and_renders_result(driver: Any, tmp_path: Path) -> N
                 driver.save_screenshot(shot)
     finally:
         seg.close()
+
+
+def test_docs_page_lists_the_operations_offline(driver: Any, tmp_path: Path) -> None:
+    """/docs renders Swagger UI from the packaged assets (no CDN) and lists every operation."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
+    seg = Segmenter(build_tiny_model_dir(tmp_path / "TinySeg"), device="cpu")
+    try:
+        with live_server(create_app(seg, ServingConfig())) as url:
+            driver.get(url + "/docs")
+            WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 3)
+            operations = sorted(
+                (block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
+                 block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").text)
+                for block in driver.find_elements(By.CSS_SELECTOR, ".opblock")
+            )
+            assert operations == [("GET", "/health"), ("GET", "/info"), ("POST", "/semantic-segmentation")]
+            loaded = driver.execute_script(
+                "return performance.getEntriesByType('resource').map(e => e.name);"
+            )
+            assert loaded and all(name.startswith(url) for name in loaded), loaded
+    finally:
+        seg.close()

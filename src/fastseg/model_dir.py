@@ -16,6 +16,7 @@ resized (``Resize``), then ``(pixel * scale - mean) / std`` per channel (``Norma
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from fastseg.files import write_text_atomic
 FORMAT_VERSION = 1
 META_FILE = "fastseg.json"
 ONNX_FILE = "model.onnx"
+_REFIX = "fix the value, or re-convert the model ('fastseg convert ... --force')"
 
 OutputKind = Literal["labels", "logits", "probs"]
 OUTPUT_KINDS: tuple[str, ...] = ("labels", "logits", "probs")
@@ -74,12 +76,18 @@ class ModelMeta:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> ModelMeta:
-        """Parse ``fastseg.json``'s mapping.
+    def from_json(cls, raw: Any) -> ModelMeta:
+        """Parse ``fastseg.json``'s mapping and check that its fields agree with each other.
 
         Raises:
-            ModelDirError: on an unknown format version or a missing/invalid field.
+            ModelDirError: not a JSON object, an unknown format version, a missing/invalid field,
+                or inconsistent metadata (the message names the field and the fix).
         """
+        if not isinstance(raw, dict):
+            raise ModelDirError(
+                f"{META_FILE} must hold a JSON object, got a JSON {_json_type(raw)}; re-convert the model "
+                "('fastseg convert ... --force')."
+            )
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ModelDirError(
@@ -87,13 +95,18 @@ class ModelMeta:
                 f"{FORMAT_VERSION}. Re-convert the model with this fastseg ('fastseg convert ... --force')."
             )
         try:
+            for name in ("preprocess", "provenance", "verification"):
+                if name in raw and not isinstance(raw[name], dict):
+                    raise ValueError(f"{name} must be a JSON object, got a JSON {_json_type(raw[name])}")
+            if not isinstance(raw["class_names"], list) or not all(isinstance(n, str) for n in raw["class_names"]):
+                raise ValueError("class_names must be a list of strings")
             pre = dict(raw["preprocess"])
             resize = pre.pop("resize", None)
             kind = raw["output_kind"]
             if kind not in OUTPUT_KINDS:
                 raise ValueError(f"output_kind {kind!r} not in {OUTPUT_KINDS}")
             fixed = raw.get("fixed_hw")
-            return cls(
+            meta = cls(
                 model_name=str(raw["model_name"]),
                 input_name=str(raw["input_name"]),
                 output_kind=kind,
@@ -110,7 +123,7 @@ class ModelMeta:
                     else ResizeSpec(
                         target_size=(int(resize["target_size"][0]), int(resize["target_size"][1])),
                         keep_ratio=bool(resize.get("keep_ratio", False)),
-                        size_divisor=resize.get("size_divisor"),
+                        size_divisor=None if resize.get("size_divisor") is None else int(resize["size_divisor"]),
                         interp=str(resize.get("interp", "LINEAR")),
                     ),
                 ),
@@ -120,8 +133,64 @@ class ModelMeta:
                 provenance=dict(raw.get("provenance", {})),
                 verification=dict(raw.get("verification", {})),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelDirError(f"fastseg.json is invalid ({exc!r}); re-convert the model.") from exc
+        except KeyError as exc:
+            raise ModelDirError(f"{META_FILE} lacks the field {exc}; re-convert the model ('fastseg convert ... --force').") from exc
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ModelDirError(f"{META_FILE} is invalid ({exc}); re-convert the model ('fastseg convert ... --force').") from exc
+        check_meta(meta)
+        return meta
+
+
+def check_meta(meta: ModelMeta) -> None:
+    """Refuse metadata whose fields disagree or cannot work (each message names the field).
+
+    Raises:
+        ModelDirError: e.g. 150 classes with 1 name, ``std`` 0, ``target_size`` [0, 0].
+    """
+
+    def bad(field_name: str, problem: str) -> ModelDirError:
+        return ModelDirError(f"{META_FILE}: {field_name} {problem}; {_REFIX}.")
+
+    if not meta.model_name:
+        raise bad("model_name", "is empty")
+    if not meta.input_name:
+        raise bad("input_name", "is empty")
+    if meta.num_classes < 1:
+        raise bad("num_classes", f"is {meta.num_classes}; a model has at least 1 class")
+    if len(meta.class_names) != meta.num_classes:
+        raise bad(
+            "class_names",
+            f"has {len(meta.class_names)} name(s) for num_classes {meta.num_classes}; list one name per class",
+        )
+    if meta.palette and len(meta.palette) != meta.num_classes:
+        raise bad("palette", f"has {len(meta.palette)} colour(s) for num_classes {meta.num_classes}; give one per class, or []")
+    if any(not 0 <= c <= 255 for colour in meta.palette for c in colour):
+        raise bad("palette", "has a colour component outside 0-255")
+    pre = meta.preprocess
+    if not all(math.isfinite(v) for v in (*pre.mean, *pre.std, pre.scale)):
+        raise bad("preprocess", "has a mean, std or scale that is not a finite number")
+    if any(v == 0 for v in pre.std):
+        raise bad("preprocess.std", f"is {list(pre.std)}; a zero std divides by zero (PaddleX's default is 0.5)")
+    if pre.scale <= 0:
+        raise bad("preprocess.scale", f"is {pre.scale}; it must be > 0 (1/255 for 8-bit images)")
+    if pre.resize is not None:
+        width, height = pre.resize.target_size
+        if width < 1 or height < 1:
+            raise bad(
+                "preprocess.resize.target_size",
+                f"is {[width, height]}; give [width, height] > 0, or remove resize for no resizing",
+            )
+        if pre.resize.size_divisor is not None and pre.resize.size_divisor < 1:
+            raise bad("preprocess.resize.size_divisor", f"is {pre.resize.size_divisor}; use a positive int or null")
+    if meta.fixed_hw is not None and (meta.fixed_hw[0] < 1 or meta.fixed_hw[1] < 1):
+        raise bad("fixed_hw", f"is {list(meta.fixed_hw)}; give [height, width] > 0, or null")
+    if meta.opset < 1:
+        raise bad("opset", f"is {meta.opset}")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
@@ -159,6 +228,8 @@ def read_meta(model_dir: Path) -> ModelMeta:
         )
     try:
         raw = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelDirError(f"{model_dir / META_FILE} is not UTF-8 text ({exc}); re-convert the model.") from exc
     except json.JSONDecodeError as exc:
         raise ModelDirError(f"{model_dir / META_FILE} is not valid JSON ({exc}); re-convert the model.") from exc
     return ModelMeta.from_json(raw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,24 @@ def _predict(req: dict[str, Any]) -> None:
     np.savez(req["outputs_npz"], **results)
 
 
+def die_with_parent() -> None:
+    """Make sure this child never outlives the converting parent (``kill -9`` of it included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. Then, everywhere: exit now when the parent is
+    already gone (it died before the prctl call).
+    """
+    parent = int(os.environ.get("FASTSEG_CONVERT_PARENT_PID", "0") or 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     req = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
     os.chdir(req["workdir"])  # paddle2onnx and Paddle drop temp files in the cwd
     {"to_pir": _to_pir, "export": _export, "predict": _predict}[req["cmd"]](req)

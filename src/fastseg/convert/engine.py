@@ -2,13 +2,18 @@
 
 paddle2onnx 2.x aborts the process (SIGABRT) instead of raising when a conversion fails, so
 every paddle call happens in a child; a non-zero exit becomes a ``ConversionError`` carrying
-the last lines of its stderr.
+the last lines of its stderr (or one line, for a full disk).
+
+The child runs in its own session, so a terminal's Ctrl-C reaches only the parent, which kills
+the child on the way out (``subprocess.run`` does on any exception). On Linux the child also
+asks the kernel to kill it when the parent dies (``kill -9`` included; see ``_worker.py``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import errno
 import json
 import os
 import signal
@@ -22,6 +27,8 @@ from fastseg.errors import ConversionError, MissingDependencyError
 WORKER = Path(__file__).with_name("_worker.py")
 INSTALL_HINT = 'pip install "fastseg-ort[convert]"'
 _STDERR_TAIL_LINES = 6
+PARENT_PID_ENV = "FASTSEG_CONVERT_PARENT_PID"
+_NO_SPACE = (os.strerror(errno.ENOSPC), "ENOSPC", "[Errno 28]")
 
 
 def require_convert_deps() -> None:
@@ -63,6 +70,7 @@ def run_worker(cmd: str, workdir: Path, *, what: str, timeout_s: float = 1800.0,
         TMPDIR=str(workdir),  # paddle2onnx's mkdtemp() lands here and is removed with workdir
         PYTHONWARNINGS="ignore",
     )
+    env[PARENT_PID_ENV] = str(os.getpid())
     try:
         proc = subprocess.run(
             [sys.executable, str(WORKER), str(req_file)],
@@ -72,11 +80,20 @@ def run_worker(cmd: str, workdir: Path, *, what: str, timeout_s: float = 1800.0,
             text=True,
             timeout=timeout_s,
             check=False,
+            start_new_session=True,
         )
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"{what} timed out after {timeout_s:.0f} s.") from exc
     if proc.returncode != 0:
-        tail = _tail(proc.stderr + proc.stdout)
+        output = proc.stderr + proc.stdout
+        if any(marker in output for marker in _NO_SPACE):
+            raise ConversionError(
+                f"{what} ran out of disk space in {workdir.parent} (No space left on device): free some space, "
+                "or point TMPDIR at a larger disk."
+            )
+        if proc.returncode in (-signal.SIGINT, -signal.SIGTERM) or "KeyboardInterrupt" in output[-300:]:
+            raise KeyboardInterrupt  # someone interrupted the child directly: the CLI says "Aborted!"
+        tail = _tail(output)
         if proc.returncode < 0:
             reason = f"crashed with {signal.Signals(-proc.returncode).name}"
         else:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fastseg.convert import engine, pir_program
+from fastseg.convert.scratch import new_scratch_dir, sigterm_exits_cleanly, sweep_stale_scratch
 from fastseg.convert.sources import PaddleSource, open_source, palette, read_deploy_config
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
@@ -123,6 +124,7 @@ def _num_classes(logits_model: Any, input_name: str, probe_hw: tuple[int, int]) 
     return int(out.shape[1])
 
 
+@sigterm_exits_cleanly()
 def convert_model(
     source: Path,
     output: Path | None = None,
@@ -172,7 +174,8 @@ def convert_model(
         raise ModelDirError(f"{source} does not exist; pass a Paddle inference directory or its .tar.")
     engine.require_convert_deps()
 
-    scratch = Path(tempfile.mkdtemp(prefix="fastseg-convert-"))
+    sweep_stale_scratch()  # left by conversions killed with -9
+    scratch = new_scratch_dir()
     try:
         src = open_source(source, scratch)
         config = read_deploy_config(src.config_file)

@@ -1,7 +1,8 @@
 """HTTP serving (the ``[serve]`` extra): ``create_app(segmenter, config)`` and its config."""
 
-from fastseg.serving.app import INFER_ENDPOINT, InferRequest, InferResponse, SegmenterLike, create_app
+from fastseg.serving.app import InferRequest, InferResponse, SegmenterLike, create_app
 from fastseg.serving.config import ServingConfig, ServingConfigError, UrlInputConfig, load_serving_config
+from fastseg.serving.guard import INFER_ENDPOINT
 from fastseg.serving.inputs import ImageDecoder, decode_image_bytes
 
 __all__ = [

@@ -11,20 +11,22 @@
 
 Each success carries a ``Server-Timing`` header (read: body and JSON, decode, queue, infer
 with its batch size, encode, total; milliseconds). Request flow, all CPU work off the event loop: guard middleware (API key, Content-Length
-limit) -> admission (503 + Retry-After when full) -> JSON parse and image decode in the
-thread pool -> dynamic batch on the inference thread(s) -> JSON (orjson) encode in the pool.
+limit) -> the whole body, within ``body_timeout_s`` (408), so slow senders hold no slot ->
+admission (503 + Retry-After when full) -> JSON parse and image header in the thread pool ->
+network input size check (``max_input_pixels``) -> decoded-bytes reservation
+(``decode_memory_bytes``) -> decode in the pool -> dynamic batch on the inference thread(s)
+-> JSON (orjson) encode in the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -39,23 +41,27 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
+from fastseg.processing import resize_spec_for, resized_hw
 from fastseg.reference import weights_note
 from fastseg.results import colorize
 from fastseg.serving.batcher import Batcher, TargetSize, Ticket
+from fastseg.serving.budget import MemoryBudget
 from fastseg.serving.config import ServingConfig
-from fastseg.serving.inputs import ImageDecoder
+from fastseg.serving.docs import add_offline_docs
+from fastseg.serving.guard import INFER_ENDPOINT, Guard, error_response, new_log_id
+from fastseg.serving.inputs import ImageDecoder, ImageHeader, decode_pixels
 
 LOG = logging.getLogger("fastseg.serving")
 
-INFER_ENDPOINT = "/semantic-segmentation"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _JPEG_QUALITY = 90
 
-Side = Annotated[int, Field(ge=-1, le=16384)]
+Side = Annotated[int, Field(ge=1, le=16384)]
+NoResize = Literal[-1]
 
 
 class SegmenterLike(Protocol):
@@ -72,8 +78,10 @@ class InferRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    image: str = Field(description="Base64 of the image file bytes (PNG/JPEG/BMP/WEBP), or an http(s) URL.")
-    targetSize: Side | tuple[Side, Side] | None = Field(
+    image: str = Field(
+        min_length=1, description="Base64 of the image file bytes (PNG/JPEG/BMP/WEBP), or an http(s) URL."
+    )
+    targetSize: Side | NoResize | tuple[Side, Side] | tuple[NoResize, NoResize] | None = Field(
         default=None,
         description="Inference size as PaddleX: an int (square) or [width, height]; -1 = no resize; "
         "default: the model's own Resize.",
@@ -103,52 +111,6 @@ class NoResultResponse(BaseModel):
     logId: str
     errorCode: int
     errorMsg: str
-
-
-def new_log_id() -> str:
-    return str(uuid.uuid4())
-
-
-def error_response(status: int, message: str, *, retry_after: int | None = None) -> Response:
-    """PaddleX's failure body: errorCode is the HTTP status."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    body = orjson.dumps({"logId": new_log_id(), "errorCode": status, "errorMsg": message})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-class _Guard:
-    """Pure ASGI middleware for the inference endpoint, run before the body is read:
-    API key (constant-time compare) and a Content-Length limit (chunked bodies are refused)."""
-
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
-        self._app = app
-        self._key = None if api_key is None else api_key.encode()
-        self._max = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != INFER_ENDPOINT or scope["method"] != "POST":
-            await self._app(scope, receive, send)
-            return
-        headers = {k.lower(): v for k, v in scope["headers"]}
-        refusal: Response | None = None
-        if self._key is not None:
-            auth = headers.get(b"authorization", b"")
-            scheme, _, token = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-                refusal = error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.")
-                refusal.headers["WWW-Authenticate"] = "Bearer"
-        if refusal is None:
-            length = headers.get(b"content-length")
-            if length is None:
-                refusal = error_response(411, "Content-Length is required (chunked request bodies are refused).")
-            elif not length.isdigit() or int(length) > self._max:
-                refusal = error_response(
-                    413, f"request body of {length.decode(errors='replace')} bytes is over the limit of {self._max}."
-                )
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
 
 
 def _labels_from_result(result: Any, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.integer]:
@@ -202,6 +164,25 @@ def _parse_request(body: bytes) -> InferRequest:
         raise InputError(f"invalid request body: {reasons}.") from exc
 
 
+def _network_hw(meta: ModelMeta, target: TargetSize, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the tensor the network will get for this image and targetSize."""
+    if meta.fixed_hw is not None and not meta.dynamic_hw:
+        return meta.fixed_hw
+    return resized_hw(image_hw, resize_spec_for(meta.preprocess.resize, target))
+
+
+def _check_network_input(meta: ModelMeta, target: TargetSize, header: ImageHeader, limit: int) -> None:
+    """Refuse a network input over ``limit`` pixels (a small image with a huge targetSize)."""
+    height, width = _network_hw(meta, target, (header.height, header.width))
+    if height * width > limit:
+        shown = list(target) if isinstance(target, tuple) else target  # as the client wrote it (JSON)
+        asked = "the model's own Resize" if target is None else f"targetSize {shown!r}"
+        raise InputError(
+            f"{asked} on this {header.width}x{header.height} image gives a {width}x{height} network input "
+            f"= {width * height} pixels, over this server's max_input_pixels of {limit}; send a smaller targetSize."
+        )
+
+
 def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) -> FastAPI:
     """Build the serving app for ``segmenter``.
 
@@ -220,6 +201,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     # The colours actually drawn (colorize falls back to PaddleX's palette), for the page legend.
     legend_rgb = colorize(np.arange(max(meta.num_classes, 1), dtype=np.int64)[None, :], palette)[0].tolist()
     decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=config.max_pixels, url_inputs=config.url_inputs)
+    budget = MemoryBudget(config.decode_memory_bytes)
 
     def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
         results = segmenter.predict_images(list(images), target_size=target_size)
@@ -246,14 +228,18 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         summary=f"PaddleX-compatible semantic segmentation: {meta.model_name}",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by add_offline_docs from packaged assets, not a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.batcher = batcher
+    app.state.budget = budget
     app.state.config = config
-    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)  # 405 keeps its Allow
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -264,8 +250,8 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         LOG.error("unhandled error: %r", exc)
         return error_response(500, "Internal server error")
 
-    async def handle(request: Request, log_id: str, started: float, ticket: Ticket) -> Response:
-        req = _parse_request(await request.body())
+    async def handle(body: bytes, log_id: str, started: float, ticket: Ticket) -> Response:
+        req = _parse_request(body)
         t0 = time.perf_counter()
         if req.labelMapFormat == "png" and not config.allow_compact_format:
             raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
@@ -273,18 +259,22 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         sides = () if target is None else (target,) * 2 if isinstance(target, int) else target
         if 0 in sides or (-1 in sides and len(set(sides)) > 1):
             raise InputError(f"targetSize {req.targetSize!r} is invalid: use sides > 0, or -1 for no resize.")
-        if sides and sides[0] > 0 and sides[0] * sides[1] > config.max_pixels:
-            raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {config.max_pixels}.")
-        image = await run_in_threadpool(decoder.decode, req.image)
-        t1 = time.perf_counter()
-        done = await batcher.submit(ticket, image, target)
-        t2 = time.perf_counter()
-        visualize = config.visualize if req.visualize is None else req.visualize
-        content = await run_in_threadpool(
-            _encode_success, log_id, done.labels_hw, palette=palette, visualize=visualize,
-            label_format=req.labelMapFormat,
-        )
-        t3 = time.perf_counter()
+        # a URL fetch ends with the request (its thread is not left reading after the answer)
+        fetch_deadline = time.monotonic() + max(config.request_timeout_s - (t0 - started), 0.0)
+        data, header = await run_in_threadpool(partial(decoder.load, req.image, deadline=fetch_deadline))
+        _check_network_input(meta, target, header, config.max_input_pixels)
+        async with budget.reserve(header.decoded_bytes):
+            image = await run_in_threadpool(decode_pixels, data, header)
+            del data
+            t1 = time.perf_counter()
+            done = await batcher.submit(ticket, image, target)
+            t2 = time.perf_counter()
+            visualize = config.visualize if req.visualize is None else req.visualize
+            content = await run_in_threadpool(
+                _encode_success, log_id, done.labels_hw, palette=palette, visualize=visualize,
+                label_format=req.labelMapFormat,
+            )
+            t3 = time.perf_counter()
         timing = ", ".join(
             [
                 f"read;dur={(t0 - started) * 1000:.2f}",
@@ -307,8 +297,13 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             for s, d in (
                 (401, "API key missing or wrong"),
                 (411, "no Content-Length"),
+                (408, "body not received within body_timeout_s"),
                 (413, "body over max_body_bytes"),
-                (422, "invalid input: bad base64, not an image, truncated, zero size, over max_pixels, refused URL"),
+                (
+                    422,
+                    "invalid input: bad base64, not an image, truncated or corrupt container, zero size, over "
+                    "max_pixels or max_input_pixels, refused or slow URL",
+                ),
                 (503, "overloaded or timed out; see Retry-After"),
                 (500, "server fault"),
             )
@@ -323,6 +318,20 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
         log_id = new_log_id()
+        # The whole body first, outside admission: a slow sender holds a connection, never a slot.
+        try:
+            body = await asyncio.wait_for(request.body(), config.body_timeout_s)
+        except TimeoutError:
+            return error_response(
+                408,
+                f"the request body did not arrive within {config.body_timeout_s:g}s (body_timeout_s); "
+                "send it faster or make it smaller.",
+                headers={"Connection": "close"},
+            )
+        except ClientDisconnect:
+            client = request.client
+            LOG.info("client %s hung up before sending its whole body", f"{client.host}:{client.port}" if client else "?")
+            return error_response(400, "client disconnected")
         ticket = batcher.try_admit()
         if ticket is None:
             return error_response(
@@ -332,7 +341,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
                 retry_after=config.retry_after_s,
             )
         try:
-            return await asyncio.wait_for(handle(request, log_id, started, ticket), config.request_timeout_s)
+            return await asyncio.wait_for(handle(body, log_id, started, ticket), config.request_timeout_s)
         except TimeoutError:
             return error_response(
                 503,
@@ -367,7 +376,14 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             "palette": legend_rgb,
             "visualize": config.visualize,
             "authRequired": config.api_key is not None,
-            "limits": {"maxBodyBytes": config.max_body_bytes, "maxPixels": config.max_pixels},
+            "limits": {
+                "maxBodyBytes": config.max_body_bytes,
+                "maxPixels": config.max_pixels,
+                "maxInputPixels": config.max_input_pixels,
+                "decodeMemoryBytes": config.decode_memory_bytes,
+                "bodyTimeoutS": config.body_timeout_s,
+            },
+            "decodeMemory": {"reservedBytes": budget.used, "waiting": budget.waiting},
             "batching": {
                 "maxBatch": config.max_batch,
                 "maxWaitMs": config.max_wait_ms,

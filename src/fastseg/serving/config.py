@@ -8,6 +8,9 @@ leave a limit at its default).
       visualize: true            # return the colour map as base64 JPEG in result.image
       max_body_bytes: 20971520   # request body limit (413 above)
       max_pixels: 40000000       # decoded width*height limit, read from the image header (422 above)
+      max_input_pixels: 4194304  # network input width*height after Resize/targetSize (422 above)
+      decode_memory_bytes: 536870912  # decoded pixels (w*h*3) held by in-flight requests at once
+      body_timeout_s: 20         # the whole body must arrive within this (408 above), before admission
       max_batch: 8               # dynamic batching: at most this many images per inference call
       max_wait_ms: 5             # ... waiting at most this long for a batch to fill
       queue_size: 32             # requests admitted at once (decoding, queued or running); 503 above
@@ -54,6 +57,9 @@ class ServingConfig:
     visualize: bool = True
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_input_pixels: int = 4_194_304
+    decode_memory_bytes: int = 512 * 1024 * 1024
+    body_timeout_s: float = 20.0
     max_batch: int = 8
     max_wait_ms: float = 5.0
     queue_size: int = 32
@@ -65,10 +71,21 @@ class ServingConfig:
     url_inputs: UrlInputConfig = field(default_factory=UrlInputConfig)
 
     def __post_init__(self) -> None:
-        positive = ("max_body_bytes", "max_pixels", "max_batch", "queue_size", "workers", "request_timeout_s")
+        positive = (
+            "max_body_bytes", "max_pixels", "max_input_pixels", "decode_memory_bytes", "body_timeout_s",
+            "max_batch", "queue_size", "workers", "request_timeout_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ServingConfigError(f"serving config: {name} must be > 0, got {getattr(self, name)!r}.")
+        if self.decode_memory_bytes < 3 * self.max_pixels:
+            raise ServingConfigError(
+                f"serving config: decode_memory_bytes ({self.decode_memory_bytes}) must be at least "
+                f"3 * max_pixels ({3 * self.max_pixels}) so that an image at the pixel limit can be decoded; "
+                "raise decode_memory_bytes or lower max_pixels."
+            )
+        if self.url_inputs.timeout_s <= 0:
+            raise ServingConfigError(f"serving config: url_inputs.timeout_s must be > 0, got {self.url_inputs.timeout_s!r}.")
         if self.max_wait_ms < 0 or self.retry_after_s < 0:
             raise ServingConfigError("serving config: max_wait_ms and retry_after_s must be >= 0.")
         if self.api_key is not None and not self.api_key:

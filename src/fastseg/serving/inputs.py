@@ -2,9 +2,11 @@
 
 Runs in a worker thread (it decodes and may fetch). Every refusal is an ``InputError`` whose
 message says what was wrong; the app answers it with 422. Order of checks, cheapest first:
-base64 (or URL policy, DNS, fetch with a byte cap) -> image header (format, width, height,
-pixel limit, read without decoding pixels: decompression bombs stop here) -> full decode
-(truncated files fail here).
+base64 (or URL policy, DNS, fetch with a byte cap and a whole-fetch deadline) -> image header
+(format, width, height, pixel limit, read without decoding pixels: decompression bombs stop
+here) -> container sanity (PNG chunk lengths must fit in the file; a JPEG must end after its
+last scan) -> full decode (truncated files fail here). ``probe_image_bytes`` does the checks up
+to the decode, so the app can reserve the decoded size from its memory budget first.
 """
 
 from __future__ import annotations
@@ -13,20 +15,37 @@ import binascii
 import io
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import cv2
-import httpx
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from fastseg.errors import InputError
 from fastseg.serving.config import UrlInputConfig
+from fastseg.serving.fetch import fetch_bytes
 
 #: Formats the server decodes. Others (TIFF, PSD, ...) are refused to keep the decoder surface small.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk's length field
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says about an image, read before any pixel is decoded."""
+
+    format: str
+    width: int
+    height: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded HxWx3 uint8 array (what the memory budget reserves)."""
+        return self.width * self.height * 3
 
 
 @dataclass(frozen=True)
@@ -44,8 +63,22 @@ class ImageDecoder:
             InputError: bad base64, refused or failed URL, not an image, too many pixels,
                 zero size, truncated or corrupt file.
         """
-        data = self._fetch(field) if _is_url(field) else self._from_base64(field)
-        return decode_image_bytes(data, max_pixels=self.max_pixels)
+        data, header = self.load(field)
+        return decode_pixels(data, header)
+
+    def load(self, field: str, *, deadline: float | None = None) -> tuple[bytes, ImageHeader]:
+        """``field`` -> (file bytes, checked header), decoding no pixels.
+
+        Args:
+            field: base64 file bytes or an http(s) URL.
+            deadline: ``time.monotonic()`` by which a URL fetch must have finished (it is also
+                bounded by ``url_inputs.timeout_s``).
+
+        Raises:
+            InputError: as ``decode``, except failures that only a full decode finds.
+        """
+        data = self._fetch(field, deadline) if _is_url(field) else self._from_base64(field)
+        return data, probe_image_bytes(data, max_pixels=self.max_pixels)
 
     def _from_base64(self, field: str) -> bytes:
         text = field.strip()
@@ -66,7 +99,7 @@ class ImageDecoder:
             raise InputError("'image' decodes to zero bytes: send the base64 of an image file.")
         return data
 
-    def _fetch(self, url: str) -> bytes:
+    def _fetch(self, url: str, deadline: float | None) -> bytes:
         policy = self.url_inputs
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
@@ -84,26 +117,12 @@ class ImageDecoder:
         except ValueError as exc:
             raise InputError(f"'image' URL {url!r} has an invalid port.") from exc
         _check_addresses(host, port, allow_private=policy.allow_private_addresses)
-        try:
-            with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client:
-                with client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise InputError(
-                            f"fetching {url!r} answered HTTP {response.status_code} (redirects are not followed)."
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    for chunk in response.iter_bytes():
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise InputError(f"the image at {url!r} is larger than {self.max_bytes} bytes.")
-                        chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise InputError(f"cannot fetch {url!r}: {exc.__class__.__name__}: {exc}.") from exc
-        data = b"".join(chunks)
-        if not data:
-            raise InputError(f"the resource at {url!r} is empty.")
-        return data
+        own_deadline = time.monotonic() + policy.timeout_s
+        return fetch_bytes(
+            url,
+            deadline=own_deadline if deadline is None else min(deadline, own_deadline),
+            max_bytes=self.max_bytes,
+        )
 
 
 def _is_url(field: str) -> bool:
@@ -133,10 +152,23 @@ def _check_addresses(host: str, port: int, *, allow_private: bool) -> None:
 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]:
-    """Image file bytes -> HxWx3 uint8 BGR, checking the header (Pillow, lazy) before OpenCV decodes.
+    """Image file bytes -> HxWx3 uint8 BGR: ``probe_image_bytes``, then ``decode_pixels``.
 
     Raises:
         InputError: not an accepted image format, zero or too many pixels, truncated/corrupt.
+    """
+    return decode_pixels(data, probe_image_bytes(data, max_pixels=max_pixels))
+
+
+def probe_image_bytes(data: bytes, *, max_pixels: int) -> ImageHeader:
+    """Check an image file without decoding its pixels: format, size, pixel limit, container.
+
+    Memory stays bounded by the file size: the header is parsed by Pillow (lazy), PNG chunk
+    lengths are checked against the bytes present (OpenCV would allocate whatever a chunk's
+    length field claims: 4 GB for ``ff ff ff ff``), and a JPEG must end after its last scan.
+
+    Raises:
+        InputError: not an accepted image format, zero or too many pixels, corrupt container.
     """
     try:
         # Image.open reads only the header; the pixel check below runs before any decoding.
@@ -151,7 +183,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]
         raise InputError(f"'image' has a corrupt header: {exc}.") from exc
     with image:
         width, height = image.size
-        fmt = image.format
+        fmt = str(image.format)
     if width <= 0 or height <= 0:
         raise InputError(f"image has zero size ({width}x{height}).")
     if width * height > max_pixels:
@@ -159,13 +191,45 @@ def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]
             f"image is {width}x{height} = {width * height} pixels, over this server's limit of "
             f"{max_pixels}; downscale it first."
         )
+    if fmt == "PNG":
+        _check_png_chunks(data, width, height)
     if fmt == "JPEG" and not _jpeg_complete(data):
         raise InputError(f"JPEG image {width}x{height} is truncated (no end-of-image marker after its last scan).")
+    return ImageHeader(fmt, width, height)
+
+
+def decode_pixels(data: bytes, header: ImageHeader) -> npt.NDArray[np.uint8]:
+    """Decode a file that ``probe_image_bytes`` accepted into HxWx3 uint8 BGR.
+
+    Raises:
+        InputError: the pixel data is truncated or corrupt.
+    """
     # OpenCV decodes as PaddleX's serving does (EXIF orientation applied, alpha dropped, BGR).
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if array is None or array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise InputError(f"{fmt} image {width}x{height} could not be decoded (truncated or corrupt).")
+        raise InputError(
+            f"{header.format} image {header.width}x{header.height} could not be decoded (truncated or corrupt)."
+        )
     return np.asarray(array, dtype=np.uint8)  # already uint8: no copy
+
+
+def _check_png_chunks(data: bytes, width: int, height: int) -> None:
+    """Walk the PNG chunks: every length must fit in the bytes that follow, up to IEND."""
+    if not data.startswith(_PNG_SIGNATURE):
+        raise InputError("PNG image has no PNG signature.")
+    pos, size = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8].decode("latin-1")
+        if length > _PNG_MAX_CHUNK or pos + 12 + length > size:
+            raise InputError(
+                f"PNG image {width}x{height} is truncated or corrupt: its {kind!r} chunk at byte {pos} "
+                f"declares {length} bytes, but only {max(size - pos - 12, 0)} follow."
+            )
+        if kind == "IEND":
+            return
+        pos += 12 + length
+    raise InputError(f"PNG image {width}x{height} is truncated (no IEND chunk).")
 
 
 def _jpeg_complete(data: bytes) -> bool:
