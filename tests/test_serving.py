@@ -445,7 +445,7 @@ def test_cli_serve_runs_uvicorn_with_config(tiny_dir: Path, tmp_path: Path) -> N
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()
-    assert "fastseg serve: TinySeg on http://127.0.0.1:" in out
+    assert "fastseg serve: TinySeg (fp32, ort) on http://127.0.0.1:" in out
 
 
 @pytest.mark.parametrize("target", [16, [32, 24], -1])
