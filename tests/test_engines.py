@@ -283,3 +283,23 @@ def test_the_gate_accepts_the_real_pp_humanseg(humanseg_dir: Path, shared_data: 
     assert result.gated and result.passed and result.agreement_pct >= 99.0 and result.val_images == 3
     with Segmenter(out) as seg:
         assert seg.precision == "int8" and seg.precision_label.startswith("int8 (keeps 99.")
+
+
+@needs_quant
+def test_bench_int8_quantizes_reference_weights_ungated_once_and_labels_the_row(tmp_path: Path) -> None:
+    from fastseg.bench.engines import prepare_sources, worker_engine
+    from fastseg.bench.models import ModelSource, make_image
+    from fastseg.bench.report import REFERENCE_WEIGHTS
+
+    model = random_net_dir(tmp_path / "models" / "random-net")
+    image = make_image(tmp_path / "bench.png", size=(48, 64))
+    src = ModelSource("random-net", onnx_dir=model, paddle_dir=None, weights=REFERENCE_WEIGHTS)
+    (out,) = prepare_sources([src], "int8", image, threads=1, size=(48, 64))
+    assert out.error == "" and out.onnx_dir != model and out.weights == "reference weights, int8 UNGATED"
+    made = (out.onnx_dir / "model.onnx").stat().st_mtime_ns
+    (again,) = prepare_sources([src], "openvino-int8", image, threads=1, size=(48, 64))
+    assert again.onnx_dir == out.onnx_dir and (out.onnx_dir / "model.onnx").stat().st_mtime_ns == made  # reused
+    assert not (model / tuning.VARIANTS_FILE).exists()  # ungated: never a tune candidate
+    assert (worker_engine("int8"), worker_engine("openvino-int8"), worker_engine("auto")) == ("ort", "openvino", "auto")
+    (tuned,) = prepare_sources([src], "auto", image, threads=1, size=(48, 64))
+    assert tuned == src and (model / tuning.TUNING_FILE).is_file()

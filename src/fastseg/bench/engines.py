@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import REFERENCE_WEIGHTS
@@ -88,10 +89,26 @@ def _prepare(
     target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{INT8_DIR}"
     if progress:
         progress(f"quantizing {src.name} ({'ungated: reference weights' if reference else 'gated'})")
-    with tempfile.TemporaryDirectory(prefix="fastseg-calib-") as tmp:
-        result = quantize_model(
-            src.onnx_dir, calibration_dir(image, Path(tmp)), target, engine=worker_engine(engine),
-            min_agreement=0.0 if reference else 99.0, force=True, register=not reference,
-        )
-    label = "int8 UNGATED" if not result.gated else f"int8, keeps {result.agreement_pct:.2f}%"
+    gate = _reusable_gate(src.onnx_dir, target)
+    if gate is None:
+        with tempfile.TemporaryDirectory(prefix="fastseg-calib-") as tmp:
+            result = quantize_model(
+                src.onnx_dir, calibration_dir(image, Path(tmp)), target, engine=worker_engine(engine),
+                min_agreement=0.0 if reference else 99.0, augment=not reference, force=True, register=not reference,
+            )
+        gate = result.to_json()
+    label = "int8 UNGATED" if not gate.get("gated") else f"int8, keeps {float(gate['agreement_pct']):.2f}%"
     return replace(src, onnx_dir=target, weights=f"{src.weights}, {label}")
+
+
+def _reusable_gate(fp32_dir: Path, int8_dir: Path) -> dict[str, Any] | None:
+    """The gate of an int8 bench variant already made from this very fp32 model (newer than it), else None."""
+    from fastseg.model_dir import ONNX_FILE, is_model_dir, read_meta
+
+    if not is_model_dir(int8_dir) or (int8_dir / ONNX_FILE).stat().st_mtime < (fp32_dir / ONNX_FILE).stat().st_mtime:
+        return None
+    meta = read_meta(int8_dir)
+    gate = meta.verification.get("int8_gate")
+    if not gate or meta.provenance.get("quantized_from") != str(fp32_dir.resolve()):
+        return None
+    return dict(gate)
