@@ -32,17 +32,20 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
               help="Held-out images for the gate [default: every 4th --calib image, not calibrated on].")
 @click.option("--max-side", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Downscale larger images first (models without their own Resize); 0 = full size.")
+@click.option("--calib-method", type=click.Choice(["percentile", "minmax", "entropy"]), default="percentile",
+              show_default=True, help="Activation ranges: 99.99th percentile, min/max, or entropy.")
+@click.option("--no-augment", is_flag=True, help="Calibrate on the images alone (not also their mirror and 0.8x/1.2x brightness).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def quantize_cmd(
     model_dir: Path, calib_dir: Path, out_dir: Path, engine: str, min_agreement: float,
-    val_dir: Path | None, max_side: int, force: bool,
+    val_dir: Path | None, max_side: int, calib_method: str, no_augment: bool, force: bool,
 ) -> None:
     """Static int8 quantization of MODEL_DIR, gated on held-out label agreement with fp32."""
     from fastseg.quantize import quantize_model
 
     result = quantize_model(
         model_dir, calib_dir, out_dir, engine=engine, min_agreement=min_agreement,
-        val_dir=val_dir, max_side=max_side or None, force=force,
+        val_dir=val_dir, max_side=max_side or None, method=calib_method, augment=not no_augment, force=force,
     )
     gate = (f"gate {min_agreement:.2f}% passed" if result.gated else "UNGATED (--min-agreement 0): marked so in its metadata")
     click.echo(
