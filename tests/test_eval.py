@@ -286,17 +286,12 @@ def test_without_pillow_and_matplotlib(model_dir: Path, tmp_path: Path, monkeypa
     assert json.loads((tmp_path / "o" / "eval.json").read_text())["miou"] == pytest.approx(sum(EXPECTED_IOU) / 3)
 
 
-def test_engine_option_passes_through_or_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    import inspect
-
-    from fastseg.segmenter import Segmenter
-
+def test_the_engine_option_reaches_the_segmenter_and_the_report(model_dir: Path, tmp_path: Path) -> None:
     root = _tiny_dataset(tmp_path / "ds")
-    if "engine" in inspect.signature(Segmenter).parameters:
-        assert evaluate(model_dir, root, engine="ort").engine == "ort"
-    else:
-        with pytest.raises(InputError, match="engine='openvino': this fastseg's Segmenter has no engine option"):
-            evaluate(model_dir, root, engine="openvino")
+    assert evaluate(model_dir, root, engine="ort").engine == "ort"
+    pytest.importorskip("openvino", reason="the OpenVINO engine needs the [openvino] extra")
+    report = evaluate(model_dir, root, engine="openvino")
+    assert report.engine == "openvino" and report.metrics.miou == evaluate(model_dir, root).metrics.miou
 
 
 @pytest.mark.slow

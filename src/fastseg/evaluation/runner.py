@@ -123,30 +123,13 @@ def _agreeing(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> int:
     return int(np.count_nonzero(a == b))
 
 
-def _engine_option(engine: str | None, *, required: bool) -> dict[str, Any]:
-    """``{"engine": engine}`` when this fastseg's Segmenter takes an engine (else an error if
-    ``required``, or nothing: ONNX Runtime is then the only engine)."""
-    from fastseg.segmenter import Segmenter
-
-    if engine is None:
-        return {}
-    import inspect
-
-    if "engine" in inspect.signature(Segmenter).parameters:
-        return {"engine": engine}
-    if required:
-        raise InputError(f"engine={engine!r}: this fastseg's Segmenter has no engine option.")
-    return {}
-
-
 def _segmenter(model: str | Path | Segmenter, device: str, batch_size: int, engine: str | None) -> tuple[Segmenter, bool]:
     """(segmenter, owned): build one from a name/dir, or use the caller's as it is."""
     from fastseg.segmenter import Segmenter
 
     if isinstance(model, Segmenter):
         return model, False
-    extra = _engine_option(engine, required=True)
-    return Segmenter(model, device=device, batch_size=batch_size, **extra), True
+    return Segmenter(model, device=device, batch_size=batch_size, engine=engine or "auto"), True
 
 
 def evaluate(
@@ -253,6 +236,6 @@ def _against(
         ref = stack.enter_context(PaddleReference(seg.meta))
         return _PaddleLabeler(ref, name=ref.name)
     # the baseline is fp32 ONNX Runtime even when the evaluated model runs on another engine
-    other = Segmenter(against, device=device, batch_size=batch_size, **_engine_option("ort", required=False))
+    other = Segmenter(against, device=device, batch_size=batch_size, engine="ort")
     stack.callback(other.close)
     return _against(other, seg, device, batch_size, stack)
