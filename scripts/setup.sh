@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[convert,serve,bench,dev]"
+.venv/bin/python -m pip install -q -e ".[convert,serve,bench,ray,dev]"
 # PaddleSeg 2.8.0 (model code for the reference builds in converters/) pins opencv-python<=4.6,
 # which breaks with numpy 2: install it without its pins, plus what it really imports.
 .venv/bin/python -m pip install -q --no-deps paddleseg==2.8.0
