@@ -265,6 +265,7 @@ def segment(
             files, model, workers=workers, batch_size=batch_size, device=device, save_path=str(save_path),
             overlay=overlay, save_json=save_json, target_size=target_size, segmenter_kwargs=dict(segmenter_kwargs),
         )
+        ds.context.enable_progress_bars = False  # this dataset's own context: on_progress reports instead
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for path, ok, error in zip(batch["path"], batch["ok"], batch["error"]):
                 if not ok:

@@ -3,6 +3,7 @@ options and calls these), with the same progress bar and summary line as the loc
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def run_predict(
     if Path(str(model_arg)).is_dir():
         model_arg = Path(str(model_arg))
     files, missing = list_inputs(input_)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and summary replace its progress logs
     with tqdm(total=len(files) + len(missing), unit="img", desc="ray", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -81,7 +83,6 @@ def run_serve(
 ) -> None:
     """Deploy ``create_app`` on Ray Serve and block until Ctrl-C (then shut Serve down)."""
     require_ray("'fastseg serve --ray' (or a device list such as gpu:0,1)")
-    import logging
     import time
 
     from fastseg.ray.cluster import ray_session
