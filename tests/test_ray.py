@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -111,11 +112,12 @@ def test_serve_answers_the_paddlex_client_like_the_local_server(
     from serving_fixtures import free_port, live_server
 
     from fastseg.ray import build_serve_app
-    from fastseg.serving import create_app
+    from fastseg.serving import ServingConfig, create_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_serve_app(model_dir, replicas=1), name="fastseg", route_prefix="/")
+    config = ServingConfig(max_batch=4, max_wait_ms=250)  # long wait: concurrent requests share a batch
+    serve.run(build_serve_app(model_dir, config=config, replicas=1), name="fastseg", route_prefix="/")
     api_url = f"http://127.0.0.1:{port}/semantic-segmentation"
 
     # PaddleX's documented Python client (docs/serving.md), unchanged but for a timeout.
@@ -135,8 +137,11 @@ def test_serve_answers_the_paddlex_client_like_the_local_server(
     bad = requests.post(api_url, json={"image": "bm90IGFuIGltYWdl"}, timeout=60)
     assert (bad.status_code, bad.json()["errorCode"]) == (422, 422) == (bad_local.status_code, 422)
     assert bad.json()["errorMsg"] == bad_local.json()["errorMsg"]
-    info = requests.get(f"http://127.0.0.1:{port}/info", timeout=30).json()
-    assert info["modelName"] == "tiny-colour" and info["batching"]["images"] >= 1  # ran through @serve.batch
+    with ThreadPoolExecutor(4) as pool:  # four clients at once: @serve.batch groups them
+        answers = list(pool.map(lambda _: requests.post(api_url, json=payload, timeout=60), range(4)))
+    assert all(a.json()["result"]["labelMap"] == expected["labelMap"] for a in answers)
+    batching = requests.get(f"http://127.0.0.1:{port}/info", timeout=30).json()["batching"]
+    assert batching["images"] == 5 and batching["maxBatchSeen"] >= 2 and batching["maxBatch"] == 4
     page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
     assert page.status_code == 200 and "Content-Security-Policy" in page.headers
     serve.delete("fastseg")
