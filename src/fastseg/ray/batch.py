@@ -60,7 +60,8 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> tuple[list[str], l
     URI Ray can list (``s3://bucket/prefix/``), or a list of these.
 
     Raises:
-        InputError: an http(s) URL, an empty directory, or a glob/list that matches nothing.
+        InputError: an http(s) URL, a missing path or empty directory given directly, or a
+            glob/list that matches no existing file.
     """
     files: list[str] = []
     missing: list[tuple[str, str]] = []
@@ -85,10 +86,10 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> tuple[list[str], l
                     files.append(name)
                 else:
                     missing.append((name, "no such file"))
-        elif not Path(text).exists():
-            missing.append((text, "no such file"))
-        else:
+        else:  # a file or a directory, as `fastseg predict`; a missing one is an error here too
             files.extend(item.source for item in expand_inputs(text) if item.source is not None)
+    if not files:
+        raise InputError(f"None of the {len(missing)} listed input(s) exists, e.g. {missing[0][0]!r}.")
     return files, missing
 
 

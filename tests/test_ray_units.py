@@ -1,5 +1,5 @@
-"""fastseg.ray.devices: device lists and worker placement against given cluster resources
-(pure functions: no Ray cluster), and the error when Ray is missing."""
+"""fastseg.ray without a cluster: device lists and worker placement against given resources,
+input listing, and the error when Ray is missing."""
 
 from __future__ import annotations
 
@@ -97,3 +97,25 @@ def test_device_list_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(main, ["predict", "--input", str(tmp_path), "--device", "gpu:0,1"])
     assert result.exit_code == 2
     assert "pip install 'fastseg-ort[ray]'" in result.output
+
+
+def test_list_inputs_forms(tmp_path: Path) -> None:
+    from fastseg.errors import InputError
+    from fastseg.ray.batch import list_inputs
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/a.png", "d/sub/b.jpg", "d/notes.md"):
+        (tmp_path / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# frames\n{tmp_path / 'd/a.png'}\n\n{tmp_path / 'gone.png'}\ns3://bucket/x.png\n")
+    assert list_inputs(tmp_path / "d") == ([str(tmp_path / "d/a.png"), str(tmp_path / "d/sub/b.jpg")], [])
+    assert list_inputs(str(tmp_path / "d/**/*.jpg"))[0] == [str(tmp_path / "d/sub/b.jpg")]
+    assert list_inputs(listing) == (
+        [str(tmp_path / "d/a.png"), "s3://bucket/x.png"], [(str(tmp_path / "gone.png"), "no such file")]
+    )
+    with pytest.raises(InputError, match="does not exist"):
+        list_inputs(tmp_path / "nope")
+    with pytest.raises(InputError, match="not http"):
+        list_inputs(["https://example.com/a.png"])
+    with pytest.raises(InputError, match="matches no files"):
+        list_inputs(str(tmp_path / "*.webp"))
