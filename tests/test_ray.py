@@ -27,7 +27,10 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(
+        num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False,
+        logging_level=logging.WARNING, log_to_driver=False,
+    )
     try:
         yield
     finally:
