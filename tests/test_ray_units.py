@@ -119,3 +119,18 @@ def test_list_inputs_forms(tmp_path: Path) -> None:
         list_inputs(["https://example.com/a.png"])
     with pytest.raises(InputError, match="matches no files"):
         list_inputs(str(tmp_path / "*.webp"))
+
+
+def test_worker_error_rebuilds_the_fastseg_error_from_rays_report() -> None:
+    from fastseg.ray.cluster import worker_error
+
+    report = RuntimeError(
+        "The actor died because of an error raised in its creation task ...\nTraceback (most recent call last):\n"
+        '  File "runtime.py", line 205, in _unavailable\n'
+        "fastseg.errors.DeviceError: Device 'openvino:NPU' needs OpenVINOExecutionProvider. Install it.\n"
+    )
+    err = worker_error(report)
+    assert isinstance(err, DeviceError)
+    assert str(err) == "Device 'openvino:NPU' needs OpenVINOExecutionProvider. Install it. (in a Ray worker)"
+    assert worker_error(RuntimeError("ray.exceptions.OutOfMemoryError: node died")) is None
+    assert worker_error(RuntimeError("fastseg.errors.NoSuchError: x")) is None

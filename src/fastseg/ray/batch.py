@@ -22,7 +22,14 @@ import numpy.typing as npt
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.processing import TargetSize, decode_image
-from fastseg.ray.cluster import ModelFiles, WorkerSegmenter, cluster_resources, fetch_model, ray_session
+from fastseg.ray.cluster import (
+    ModelFiles,
+    WorkerSegmenter,
+    cluster_resources,
+    fetch_model,
+    ray_session,
+    worker_error,
+)
 from fastseg.ray.devices import WorkerPlan, plan_workers
 from fastseg.results import SegResult
 from fastseg.segmenter import InputItem, expand_inputs
@@ -267,13 +274,19 @@ def segment(
             overlay=overlay, save_json=save_json, target_size=target_size, segmenter_kwargs=dict(segmenter_kwargs),
         )
         ds.context.enable_progress_bars = False  # this dataset's own context: on_progress reports instead
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for path, ok, error in zip(batch["path"], batch["ok"], batch["error"]):
-                if not ok:
-                    failed.append((str(path), str(error)))
-            done += len(batch["path"])
-            if on_progress is not None:
-                on_progress(done, total)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for path, ok, error in zip(batch["path"], batch["ok"], batch["error"]):
+                    if not ok:
+                        failed.append((str(path), str(error)))
+                done += len(batch["path"])
+                if on_progress is not None:
+                    on_progress(done, total)
+        except Exception as exc:  # an actor that cannot start (device, model): say why in one line
+            cause = worker_error(exc)
+            if cause is None:
+                raise
+            raise cause from None
     return BatchReport(
         total=total,
         succeeded=total - len(failed),

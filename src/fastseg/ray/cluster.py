@@ -12,13 +12,15 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastseg.errors import ModelDirError
+from fastseg import errors
+from fastseg.errors import FastSegError, ModelDirError
 from fastseg.model_dir import read_meta
 from fastseg.ray.devices import ClusterResources, cluster_resources_from, require_ray, visible_devices_env
 from fastseg.runtime import RuntimeOptions
@@ -27,6 +29,8 @@ from fastseg.segmenter import Segmenter, resolve_model_dir
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 2 * 1024**3  # the object store takes more, but a model this big is a mistake
+# Ray reports a worker's exception as text ending in its traceback's last line.
+_FASTSEG_ERROR_LINE = re.compile(r"^fastseg\.errors\.(\w+): (.+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,20 @@ def fetch_model(model: ModelFiles | Any) -> ModelFiles:
     if not isinstance(fetched, ModelFiles):
         raise TypeError(f"expected ModelFiles from the object store, got {type(fetched).__name__}")
     return fetched
+
+
+def worker_error(report: BaseException | str) -> FastSegError | None:
+    """The fastseg error that made a Ray worker fail (e.g. a device it cannot use), rebuilt from
+    Ray's report (an exception or its text) as the same class with its one-line message; None
+    when the failure was something else."""
+    found = _FASTSEG_ERROR_LINE.findall(str(report))
+    if not found:
+        return None
+    name, message = found[-1]
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, FastSegError):
+        return cls(f"{message} (in a Ray worker)")
+    return None
 
 
 def cluster_resources() -> ClusterResources:

@@ -85,7 +85,7 @@ def run_serve(
     require_ray("'fastseg serve --ray' (or a device list such as gpu:0,1)")
     import time
 
-    from fastseg.ray.cluster import ray_session
+    from fastseg.ray.cluster import ray_session, worker_error
     from fastseg.runtime import RuntimeOptions
 
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
@@ -102,7 +102,18 @@ def run_serve(
         serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": log_level.upper()})
         logging.getLogger("ray.serve").setLevel(log_level.upper())
         try:
-            serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
+            try:
+                serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
+            except Exception as exc:  # a replica that cannot start (device, model): say why in one line
+                report = str(exc)
+                try:  # serve.run's error names no cause; the deployment's status holds the traceback
+                    report += "\n" + serve.status().applications[DEPLOYMENT_NAME].deployments[DEPLOYMENT_NAME].message
+                except Exception:  # noqa: BLE001 - the status is only a better message
+                    pass
+                cause = worker_error(report)
+                if cause is None:
+                    raise
+                raise cause from None
             click.echo(
                 f"fastseg serve --ray: {model} on http://{host}:{port}/ (POST /semantic-segmentation, docs at /docs; "
                 f"Ray Serve batching max_batch={config.max_batch}, max_wait_ms={config.max_wait_ms:g}; "
