@@ -21,7 +21,7 @@ if .venv/bin/python -m pip show -q paddleseg >/dev/null 2>&1; then
        "PaddleSeg is installed without its pins on purpose (see scripts/setup.sh); fastseg does not use them."
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[convert,serve,bench,eval,openvino,quantize,dev]"
+.venv/bin/python -m pip install -q -e ".[convert,serve,bench,eval,openvino,quantize,ray,dev]"
 # PaddleSeg 2.8.0 (model code for the reference builds in converters/) pins opencv-python<=4.6,
 # which breaks with numpy 2: install what it really imports, then PaddleSeg itself without its
 # pins, last (pip checks pins after an install that resolves dependencies, not after --no-deps,

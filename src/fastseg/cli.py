@@ -160,6 +160,10 @@ def _weights_model(model: str, weights: str) -> str | Path:
 @click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
               help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
+@click.option("--ray", "use_ray", is_flag=True, help="Run on Ray Data (the [ray] extra); implied by a device list such as gpu:0,1.")
+@click.option("--ray-address", default=None, help="Ray cluster address (with --ray) [default: start a local Ray].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ray actors (with --ray) [default: one per listed device, or one per node on CPU].")
 def predict_cmd(
     input_: str | None,
     model: str | None,
@@ -173,6 +177,9 @@ def predict_cmd(
     allow_fallback: bool,
     no_json: bool,
     engine: str,
+    use_ray: bool,
+    ray_address: str | None,
+    workers: int | None,
 ) -> None:
     """Segment images and save PaddleX-style pseudo-colour maps and JSON.
 
@@ -188,6 +195,16 @@ def predict_cmd(
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
 
     ts = _parse_target_size_opt(target_size)
+    if use_ray or ray_address or "," in device:
+        from fastseg.ray.commands import run_predict
+
+        run_predict(
+            input_=input_ if input_ is not None else str(demo_image()),
+            model=None if model is None else str(_weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
+            batch_size=batch_size, target_size=ts, overlay=overlay, no_json=no_json, workers=workers,
+            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine},
+        )
+        return
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
@@ -249,6 +266,12 @@ def get_config_cmd(pipeline: str, save_path: str) -> None:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
               help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
+@click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve (the [ray] extra); implied by a device list such as gpu:0,1.")
+@click.option("--replicas", type=click.IntRange(min=1), default=None,
+              help="Ray Serve replicas [default: one per listed device, or one per node on CPU].")
+@click.option("--max-ongoing-requests", type=click.IntRange(min=1), default=None,
+              help="Requests one replica works on at once (with --ray) [default: 2 x max_batch].")
+@click.option("--ray-address", default=None, help="Ray cluster address (with --ray) [default: start a local Ray].")
 def serve_cmd(
     model: str,
     weights: str,
@@ -261,6 +284,10 @@ def serve_cmd(
     threads: int | None,
     log_level: str,
     engine: str,
+    use_ray: bool,
+    replicas: int | None,
+    max_ongoing_requests: int | None,
+    ray_address: str | None,
 ) -> None:
     """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
     try:
@@ -283,10 +310,19 @@ def serve_cmd(
     config = load_serving_config(config_path) if config_path else ServingConfig()
     if api_key:
         config = config.replace(api_key=api_key)
-    ensure_port_free(host, port)  # before loading a model and printing the banner
     model_arg = _weights_model(model, weights)
     if isinstance(model_arg, str) and Path(model_arg).is_dir():
         model_arg = Path(model_arg)
+    if use_ray or ray_address or replicas or "," in device:
+        from fastseg.ray.commands import run_serve
+
+        run_serve(
+            model=str(model_arg), device=device, host=host, port=port, config=config, replicas=replicas,
+            max_ongoing_requests=max_ongoing_requests, address=ray_address, threads=threads, log_level=log_level,
+            segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine},
+        )
+        return
+    ensure_port_free(host, port)  # before loading a model and printing the banner
     segmenter = Segmenter(
         model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
         allow_fallback=allow_fallback, engine=engine,

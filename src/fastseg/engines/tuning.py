@@ -101,12 +101,18 @@ def write_record(model_dir: Path, winner: EngineChoice, table: list[dict[str, An
         "tuning_version": TUNING_VERSION,
         "fingerprint": machine_fingerprint(),
         "conditions": conditions,
-        "winner": {**asdict(winner), "model_dir": str(Path(winner.model_dir).resolve())},
+        # "." = this directory, so a copied or shipped model dir (Ray workers) keeps its fp32 winner
+        "winner": {**asdict(winner), "model_dir": _relative_winner(model_dir, winner.model_dir)},
         "table": table,
     }
     target = Path(model_dir) / TUNING_FILE
     write_text_atomic(target, json.dumps(record, indent=2) + "\n")
     return target
+
+
+def _relative_winner(model_dir: Path, winner_dir: Path) -> str:
+    same = Path(winner_dir).resolve() == Path(model_dir).resolve()
+    return "." if same else str(Path(winner_dir).resolve())
 
 
 def _fp32(model_dir: Path, engine: str, reason: str) -> EngineChoice:
@@ -130,7 +136,7 @@ def recorded_choice(model_dir: Path) -> EngineChoice:
         engine = check_engine(str(win["engine"]))
         if engine not in ENGINES:
             raise ValueError(f"winner engine {engine!r}")
-        winner_dir = Path(str(win["model_dir"]))
+        winner_dir = Path(model_dir) if win["model_dir"] == "." else Path(str(win["model_dir"]))
         precision = str(win["precision"])
     except Exception as exc:  # noqa: BLE001 - any damage to the record means "not tuned"
         log.warning("Ignoring %s (%s); running ONNX Runtime. Re-run 'fastseg tune %s'.", path, exc, model_dir)

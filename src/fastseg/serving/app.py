@@ -24,7 +24,8 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -48,7 +49,7 @@ from fastseg.model_dir import ModelMeta
 from fastseg.processing import resize_spec_for, resized_hw
 from fastseg.reference import weights_note
 from fastseg.results import colorize
-from fastseg.serving.batcher import Batcher, TargetSize, Ticket
+from fastseg.serving.batcher import Batcher, PredictFn, TargetSize, Ticket
 from fastseg.serving.budget import MemoryBudget
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.docs import add_offline_docs
@@ -183,13 +184,32 @@ def _check_network_input(meta: ModelMeta, target: TargetSize, header: ImageHeade
         )
 
 
-def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) -> FastAPI:
+#: (predict, config) -> the batch runner the app submits to (Ray Serve plugs in its own).
+BatcherFactory = Callable[[PredictFn, ServingConfig], Batcher]
+
+
+def default_batcher(predict: PredictFn, config: ServingConfig) -> Batcher:
+    """The home-made dynamic batcher on ``config.workers`` inference threads."""
+    return Batcher(
+        predict,
+        max_batch=config.max_batch,
+        max_wait_s=config.max_wait_ms / 1000.0,
+        capacity=config.queue_size,
+        workers=config.workers,
+    )
+
+
+def create_app(
+    segmenter: SegmenterLike, config: ServingConfig | None = None, *, batcher_factory: BatcherFactory | None = None
+) -> FastAPI:
     """Build the serving app for ``segmenter``.
 
     Args:
         segmenter: a ``fastseg.segmenter.Segmenter`` (or anything with ``meta`` and
             ``predict_images``). The app does not own it: close it after the server stops.
         config: limits, batching and security (default: ``ServingConfig()``, the safe defaults).
+        batcher_factory: builds the batch runner (default: ``default_batcher``); a subclass of
+            ``Batcher`` may batch differently, e.g. with Ray Serve's ``@serve.batch``.
 
     Returns:
         The FastAPI app; its lifespan starts and stops the batching threads, so run it under
@@ -207,13 +227,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         results = segmenter.predict_images(list(images), target_size=target_size)
         return [_labels_from_result(r, img) for r, img in zip(results, images)]
 
-    batcher = Batcher(
-        predict,
-        max_batch=config.max_batch,
-        max_wait_s=config.max_wait_ms / 1000.0,
-        capacity=config.queue_size,
-        workers=config.workers,
-    )
+    batcher = (batcher_factory or default_batcher)(predict, config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
