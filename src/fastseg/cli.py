@@ -38,6 +38,7 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def models_cmd(fmt: str) -> None:
     """List the 18 PaddleX models with PaddleX's published figures."""
+    import dataclasses
     import json
 
     from rich.console import Console
@@ -59,14 +60,18 @@ def models_cmd(fmt: str) -> None:
                 "cpu_ms": s.published.cpu_ms,
                 "size_mb": s.published.size_mb,
                 "converted": is_model_dir(converted_model_dir(s.name)),
+                "protocol": None if s.protocol is None else dataclasses.asdict(s.protocol),
             }
             for s in zoo.models.values()
         ]
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="PaddleX semantic segmentation models (published figures)")
-    for col in ("Model", "Family", "Dataset", "Classes", "mIoU %", "T4 GPU ms", "Xeon CPU ms", "Size MB", "Converted"):
-        table.add_column(col, justify="right" if col not in ("Model", "Family", "Dataset") else "left")
+    for col in ("Model", "Family", "Dataset", "Classes", "mIoU %", "T4 GPU ms", "Xeon CPU ms", "Size MB", "Converted", "Published protocol"):
+        table.add_column(
+            col, justify="right" if col not in ("Model", "Family", "Dataset", "Published protocol") else "left",
+            no_wrap=col in ("Model", "Published protocol"),
+        )
     for s in zoo.models.values():
         p = s.published
         table.add_row(
@@ -79,13 +84,15 @@ def models_cmd(fmt: str) -> None:
             f"{p.cpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.size_mb:.1f}",
             "yes" if is_model_dir(converted_model_dir(s.name)) else "no",
+            "-" if s.protocol is None else s.protocol.describe(),
         )
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(150, Console().width))  # 10 columns plus the protocol
     console.print(table)
     console.print(
         "GPU: " + zoo.published_conditions.get("gpu_ms", "") + "; CPU: " + zoo.published_conditions.get("cpu_ms", "")
     )
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
+    console.print("Published protocol: how PaddleSeg's config evaluated the mIoU ('predict --protocol published' applies it).")
 
 # ---------------------------------------------------------------- predict / get-config (runtime)
 def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
@@ -103,6 +110,9 @@ def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
     raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)")
 
 
+LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
+
+
 @main.command("predict")
 @click.option("--input", "input_", required=True, help="Image file, directory (recursive) or http(s) URL.")
 @click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
@@ -117,6 +127,12 @@ def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
               help="Run on the CPU (with a warning) when the requested accelerator is missing.")
 @click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
+@click.option("--json", "force_json", is_flag=True,
+              help="Write <stem>_res.json even for images over 16 MP (skipped by default: ~200 MB for 8000x8000).")
+@click.option("--slide", default=None, help="Sliding windows HxW at network resolution (PaddleSeg slide_inference).")
+@click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide].")
+@click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
+              help="paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models).")
 def predict_cmd(
     input_: str,
     model: str | None,
@@ -128,6 +144,10 @@ def predict_cmd(
     overlay: bool,
     allow_fallback: bool,
     no_json: bool,
+    force_json: bool,
+    slide: str | None,
+    slide_stride: str | None,
+    protocol: str,
 ) -> None:
     """Segment images and save PaddleX-style pseudo-colour maps and JSON."""
     import time
@@ -136,25 +156,41 @@ def predict_cmd(
     from tqdm import tqdm
 
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
+    from fastseg.slide import parse_hw, protocol_kwargs
 
     ts = _parse_target_size_opt(target_size)
+    windows = {
+        k: v for k, v in (
+            ("slide", parse_hw(slide, name="--slide") if slide else None),
+            ("slide_stride", parse_hw(slide_stride, name="--slide-stride") if slide_stride else None),
+        ) if v is not None
+    }
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
+        if windows or protocol != "paddlex":
+            raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback)
     else:
-        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback)
+        kwargs = {**protocol_kwargs(model or DEFAULT_MODEL, protocol), **windows}
+        if ts is not None:  # an explicit --target_size wins over the protocol's
+            kwargs.pop("target_size", None)
+        seg = Segmenter(model or DEFAULT_MODEL, device=device, allow_fallback=allow_fallback, **kwargs)
     out_dir = Path(save_path)
     providers = seg.providers
     with seg:
         items = expand_inputs(input_)
         start = time.perf_counter()
-        count = 0
+        count = skipped_json = 0
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
             for res in seg.predict(items, batch_size=batch_size, target_size=ts):
                 res.save_to_img(out_dir, overlay=overlay)
-                if not no_json:
+                if no_json:
+                    pass
+                elif force_json or res.pred.size <= LARGE_JSON_PIXELS:
                     res.save_to_json(out_dir)
+                else:
+                    skipped_json += 1
                 count += 1
                 bar.update(1)
         elapsed = time.perf_counter() - start
@@ -163,6 +199,11 @@ def predict_cmd(
         f"including reading and saving) with {seg.meta.model_name} on {device} "
         f"({', '.join(providers)}) -> {out_dir}"
     )
+    if skipped_json:
+        click.echo(
+            f"Skipped <stem>_res.json for {skipped_json} image(s) over {LARGE_JSON_PIXELS // 1_000_000} MP "
+            "(the PNG has the labels' colours; pass --json to write the JSON anyway)."
+        )
 
 
 @main.command("get-config")
@@ -228,7 +269,8 @@ def serve_cmd(
         config = config.replace(api_key=api_key)
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
     segmenter = Segmenter(
-        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads)
+        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
+        slide=config.slide, slide_stride=config.slide_stride,
     )
     try:
         app = create_app(segmenter, config)

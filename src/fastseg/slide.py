@@ -273,3 +273,34 @@ def slide_image(
             for k, window in enumerate(chunk):
                 acc.add(window, logits[k])
     return acc.finish()
+
+
+# ----------------------------------------------------------------------------- published protocol
+PROTOCOLS = ("paddlex", "published")
+
+
+def protocol_kwargs(model: str | Path, protocol: str, *, home: Path | None = None) -> dict[str, Any]:
+    """``Segmenter`` keyword arguments for ``protocol``: ``paddlex`` (the model's inference.yml:
+    nothing to add) or ``published`` (the zoo's PaddleSeg test protocol for ``model``).
+
+    ``model`` is a zoo name or a converted directory (its ``fastseg.json`` names the zoo model).
+
+    Raises:
+        InputError: an unknown protocol, or a model the zoo has no published protocol for.
+    """
+    from fastseg.model_dir import is_model_dir, read_meta
+    from fastseg.zoo import load_zoo
+
+    if protocol not in PROTOCOLS:
+        raise InputError(f"Unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}.")
+    if protocol == "paddlex":
+        return {}
+    path = Path(str(model)).expanduser()
+    name = read_meta(path).model_name if is_model_dir(path) else str(model)
+    zoo = load_zoo()
+    if name not in zoo.models or zoo.models[name].protocol is None:
+        raise InputError(
+            f"No published protocol for {name!r}: only the {len(zoo.models)} zoo models have one "
+            "(fastseg models); set --slide/--target_size yourself."
+        )
+    return zoo.models[name].protocol.segmenter_kwargs()  # type: ignore[union-attr]

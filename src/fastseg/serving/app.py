@@ -218,7 +218,9 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
     palette = meta.palette or None
     # The colours actually drawn (colorize falls back to PaddleX's palette), for the page legend.
     legend_rgb = colorize(np.arange(max(meta.num_classes, 1), dtype=np.int64)[None, :], palette)[0].tolist()
-    decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=config.max_pixels, url_inputs=config.url_inputs)
+    # Sliding windows bound inference memory, so a slide segmenter accepts larger images.
+    max_pixels = config.slide_max_pixels if getattr(segmenter, "slide", None) is not None else config.max_pixels
+    decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=max_pixels, url_inputs=config.url_inputs)
 
     def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
         results = segmenter.predict_images(list(images), target_size=target_size)
@@ -272,8 +274,8 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
         sides = () if target is None else (target,) * 2 if isinstance(target, int) else target
         if 0 in sides or (-1 in sides and len(set(sides)) > 1):
             raise InputError(f"targetSize {req.targetSize!r} is invalid: use sides > 0, or -1 for no resize.")
-        if sides and sides[0] > 0 and sides[0] * sides[1] > config.max_pixels:
-            raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {config.max_pixels}.")
+        if sides and sides[0] > 0 and sides[0] * sides[1] > max_pixels:
+            raise InputError(f"targetSize {req.targetSize!r} is over the pixel limit of {max_pixels}.")
         image = await run_in_threadpool(decoder.decode, req.image)
         t1 = time.perf_counter()
         done = await batcher.submit(ticket, image, target)
@@ -364,7 +366,7 @@ def create_app(segmenter: SegmenterLike, config: ServingConfig | None = None) ->
             "palette": legend_rgb,
             "visualize": config.visualize,
             "authRequired": config.api_key is not None,
-            "limits": {"maxBodyBytes": config.max_body_bytes, "maxPixels": config.max_pixels},
+            "limits": {"maxBodyBytes": config.max_body_bytes, "maxPixels": max_pixels},
             "batching": {
                 "maxBatch": config.max_batch,
                 "maxWaitMs": config.max_wait_ms,
