@@ -35,6 +35,32 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def unbounded_check(seg: Segmenter, img: np.ndarray, labels: np.ndarray) -> dict[str, object]:
+    """PaddleSeg's slide_inference with a full canvas (float64, as there) on the same logits model."""
+    import onnxruntime as ort
+
+    from fastseg.processing import preprocess_batch
+    from fastseg.slide import slide_model_path
+
+    path, _ = slide_model_path(seg.model_dir / "model.onnx", seg.meta, seg.slide, None, None)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = preprocess_batch([img], seg.meta.preprocess, resize=seg.meta.preprocess.resize)
+    h, w = batch.shape[2:]
+    canvas: np.ndarray | None = None
+    count = np.zeros((h, w))
+    assert seg.slide is not None
+    for y0, y1, x0, x1 in window_layout((h, w), seg.slide):
+        logit = sess.run(None, {seg.meta.input_name: np.ascontiguousarray(batch[:, :, y0:y1, x0:x1])})[0]
+        if canvas is None:
+            canvas = np.zeros((logit.shape[1], h, w))
+        canvas[:, y0:y1, x0:x1] += logit[0]
+        count[y0:y1, x0:x1] += 1
+    assert canvas is not None
+    expected = (canvas / count).argmax(axis=0)
+    differ = int((expected != labels).sum())
+    return {"canvas_mb": round(canvas.nbytes / 2**20), "differing_labels": differ, "identical": differ == 0}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="Converted model directory or zoo name.")
@@ -47,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--save", type=Path, help="Also write the colour PNG here (checks large outputs).")
     ap.add_argument("--out", type=Path, help="Append the JSON line to this file.")
+    ap.add_argument("--check", action="store_true",
+                    help="Also compute PaddleSeg's unbounded formula (a full float64 canvas) and count differing labels.")
     args = ap.parse_args(argv)
 
     h, w = parse_hw(args.size, name="--size")
@@ -76,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             target = res.save_to_img(args.save)
             save_s = time.perf_counter() - start
+    check = unbounded_check(seg, img, res.pred[0]) if args.check and seg.slide else None
     row = {
         "model": seg.meta.model_name,
         "size": [h, w],
@@ -90,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_load_mb": round(rss_loaded),
         "pred_shape": list(res.pred.shape),
         "classes_seen": int(len(np.unique(res.pred[0, :: max(1, h // 512), :: max(1, w // 512)]))),
+        "unbounded_check": check,
         "png": None if args.save is None else {"path": str(target), "bytes": target.stat().st_size, "seconds": round(save_s or 0, 2)},
     }
     line = json.dumps(row)
