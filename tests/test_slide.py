@@ -212,3 +212,13 @@ def test_a_graph_without_a_recognisable_head_is_refused(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     with pytest.raises(ModelDirError, match="--head logits"):
         logits_model(path, tmp_path / "cache")
+
+
+def test_fixed_shape_models_cannot_slide(tmp_path: Path) -> None:
+    from fastseg.model_dir import write_meta
+
+    model_dir = random_conv_model_dir(tmp_path / "fixed")
+    meta = read_meta(model_dir)
+    write_meta(model_dir, type(meta)(**{**meta.__dict__, "dynamic_hw": False, "fixed_hw": (32, 32)}))
+    with pytest.raises(InputError, match="dynamic H and W"):
+        Segmenter(model_dir, options=OPTS, slide=(16, 16), home=tmp_path)
