@@ -316,7 +316,7 @@ class Segmenter:
         self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None
     ) -> list[SegResult]:
         if self.slide is not None:
-            return self._run_slide(images, sources, resize)
+            return self._run_slide(images, sources, resize, self.slide)
         session = self.session
         meta = self._meta
         src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
@@ -341,13 +341,17 @@ class Segmenter:
         return [r for r in results if r is not None]
 
     def _run_slide(
-        self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        sources: Sequence[str | None],
+        resize: ResizeSpec | None,
+        slide: SlideConfig,
     ) -> list[SegResult]:
         """Each image by sliding windows (``fastseg.slide``); ``batch_size`` windows per network call."""
         results = []
         for image, source in zip(images, sources, strict=True):
             labels, scores = slide_image(
-                image, self.session, config=self.slide,  # type: ignore[arg-type]
+                image, self.session, config=slide,
                 preprocess=self._meta.preprocess, resize=resize, batch_size=self.batch_size,
                 buffer=self._buffer, with_score=self.return_score,
             )

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ from fastseg.errors import InputError
 from fastseg.graph_edit import logits_model
 from fastseg.model_dir import ModelMeta, PreprocessSpec, ResizeSpec
 from fastseg.processing import INTERPOLATIONS, preprocess_into, resized_hw
-from fastseg.runtime import RuntimeOptions, Session
+from fastseg.runtime import RuntimeOptions
 from fastseg.zoo import cache_home
 
 FINALISE_CHUNK_ROWS = 64  # rows divided/argmaxed at once: bounds the temporaries to C x 64 x W
@@ -226,9 +226,19 @@ def resize_for_network(
 BufferFactory = Callable[[int, int, int], npt.NDArray[np.float32]]
 
 
+class WindowSession(Protocol):
+    """What ``slide_image`` needs from a session (``runtime.Session`` or any engine's):
+    ``run`` and a ``runner`` with ``lock`` and ``mode`` (IO binding reuses its output buffer)."""
+
+    @property
+    def runner(self) -> Any: ...
+
+    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]: ...
+
+
 def slide_image(
     image_bgr: npt.NDArray[np.uint8],
-    session: Session,
+    session: WindowSession,
     *,
     config: SlideConfig,
     preprocess: PreprocessSpec,
