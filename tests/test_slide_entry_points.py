@@ -130,3 +130,20 @@ def test_serving_slide_config_and_pixel_limit(model_dir: Path, tmp_path: Path) -
             big = np.zeros((80, 80, 3), np.uint8)  # 6400 px > slide_max_pixels
             resp = httpx.post(url + "/semantic-segmentation", json={"image": base64.b64encode(png_bytes(big)).decode()}, timeout=30)
             assert resp.status_code == 422 and "5000" in resp.text
+
+
+def test_predict_protocol_published_applies_the_zoo_settings(
+    model_dir: Path, image_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTSEG_HOME", str(tmp_path / "home"))
+    named = tmp_path / "PP-LiteSeg-T"  # a converted zoo model: protocol = resize to 1024x512 (keep ratio)
+    named.mkdir()
+    (named / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes())
+    meta = read_meta(model_dir)
+    write_meta(named, type(meta)(**{**meta.__dict__, "model_name": "PP-LiteSeg-T"}))
+    out = tmp_path / "out"
+    args = ["predict", "--input", str(image_path), "--model", str(named), "--save_path", str(out)]
+    assert CliRunner().invoke(main, [*args, "--protocol", "published"]).exit_code == 0
+    saved = np.asarray(json.loads((out / "noise_res.json").read_text())["pred"])[0]
+    assert np.array_equal(saved, labels_of(named, image_path, tmp_path / "home", target_size=(1024, 512)))
+    assert not np.array_equal(saved, labels_of(named, image_path, tmp_path / "home"))
