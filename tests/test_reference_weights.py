@@ -76,7 +76,7 @@ def test_models_table_and_json_tell_reference_from_official(built: Path, home: P
     result = CliRunner().invoke(main, ["models"], terminal_width=200)
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if f" {NAME} " in line)
-    assert row.rstrip(" │").endswith("reference")
+    assert "│ reference │" in row  # the Converted column (the published protocol follows)
     assert "UNTRAINED reference weights" in result.output
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["models", "--format", "json"]).output)}
     assert rows[NAME]["converted"] is False and rows[NAME]["converted_weights"] == "reference"

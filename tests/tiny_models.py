@@ -95,3 +95,49 @@ def colour_model_dir(
     )
     write_meta(root, meta)
     return root
+
+
+def random_conv_model(path: Path, *, kind: str = "labels", classes: int = 5, seed: int = 0) -> Path:
+    """Two random 3x3 convs (5x5 receptive field): logits differ per pixel and near window borders,
+    so sliding windows give different sums than one pass. Heads as in ``colour_model``; the
+    labels head is ArgMax + Cast(int32), as ``fastseg convert`` writes it."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((classes, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["logits"], pads=[1, 1, 1, 1]),
+    ]
+    if kind == "labels":
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["head/argmax"], axis=1, keepdims=0))
+        nodes.append(helper.make_node("Cast", ["head/argmax"], ["labels"], to=TensorProto.INT32))
+        out = helper.make_tensor_value_info("labels", TensorProto.INT32, ["N", "H", "W"])
+    elif kind == "probs":
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+        out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes, "H", "W"])
+    else:
+        out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    return _save(helper.make_graph(nodes, "randconv", [x], [out], initializer=[w1, w2]), path)
+
+
+def random_conv_model_dir(
+    root: Path, *, kind: str = "labels", classes: int = 5, resize: ResizeSpec | None = None
+) -> Path:
+    """A converted-model directory around ``random_conv_model``."""
+    root.mkdir(parents=True, exist_ok=True)
+    random_conv_model(root / "model.onnx", kind=kind, classes=classes)
+    meta = ModelMeta(
+        model_name="tiny-randconv",
+        input_name="x",
+        output_kind=kind,  # type: ignore[arg-type]
+        num_classes=classes,
+        class_names=tuple(f"c{i}" for i in range(classes)),
+        palette=tuple((i * 40, 255 - i * 40, i * 20) for i in range(classes)),
+        preprocess=PreprocessSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=resize),
+        opset=13,
+        provenance={"source": "tests/tiny_models.py"},
+    )
+    write_meta(root, meta)
+    return root

@@ -33,6 +33,7 @@ class BatchOutcome:
     written: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    skipped_json: int = 0
 
 
 def predict_to_dir(
@@ -44,6 +45,7 @@ def predict_to_dir(
     target_size: TargetSize | None = None,
     overlay: bool = False,
     write_json: bool = True,
+    json_max_pixels: int | None = None,
     on_item: Callable[[], None] | None = None,
 ) -> BatchOutcome:
     """Segment ``items`` into ``out_dir`` (``<stem>_res.png``, ``<stem>_res.json``), skipping bad ones.
@@ -51,6 +53,7 @@ def predict_to_dir(
     Images are read one batch at a time, as ``Segmenter.predict`` reads them; an ``InputError``
     (missing, unreadable or corrupt image, failed URL) marks that input failed and the run goes
     on. Errors that are not about one input (disk full, a broken model) still stop the run.
+    A label map over ``json_max_pixels`` gets its PNG only (counted in ``skipped_json``).
     """
     outcome = BatchOutcome()
     step = batch_size or seg.batch_size
@@ -66,8 +69,10 @@ def predict_to_dir(
                     on_item()
         for res in seg.predict(ready, batch_size=step, target_size=target_size) if ready else ():
             res.save_to_img(out_dir, overlay=overlay)
-            if write_json:
+            if write_json and (json_max_pixels is None or res.pred.size <= json_max_pixels):
                 res.save_to_json(out_dir)
+            elif write_json:
+                outcome.skipped_json += 1
             outcome.written += 1
             if on_item is not None:
                 on_item()
@@ -80,9 +85,10 @@ def summary_line(outcome: BatchOutcome, seg: Segmenter, *, device: str, out_dir:
     count = outcome.written
     note = weights_note(seg.meta)
     weights = f" [{note}]" if note else ""
+    precision = f" ({seg.precision_label})" if seg.precision != "fp32" else ""  # int8, gated or UNGATED
     return (
         f"{count} image(s) in {outcome.seconds:.2f} s ({1000 * outcome.seconds / max(count, 1):.1f} ms/image, "
-        f"including reading and saving) with {seg.meta.model_name}{weights} ({seg.precision_label}) on {device} "
+        f"including reading and saving) with {seg.meta.model_name}{weights}{precision} on {device} "
         f"({seg.engine_name}: {', '.join(seg.providers)}) -> {out_dir}"
     )
 

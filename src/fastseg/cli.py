@@ -48,6 +48,7 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def models_cmd(fmt: str) -> None:
     """List the 18 PaddleX models with PaddleX's published figures."""
+    import dataclasses
     import json
 
     from rich.console import Console
@@ -71,14 +72,18 @@ def models_cmd(fmt: str) -> None:
                 "converted": converted_status(s.name).startswith("yes"),  # official weights converted
                 "converted_weights": converted_status(s.name),
                 "inference_urls": list(s.inference_urls),
+                "protocol": None if s.protocol is None else dataclasses.asdict(s.protocol),
             }
             for s in zoo.models.values()
         ]
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="PaddleX semantic segmentation models (published figures)")
-    for col in ("Model", "Family", "Dataset", "Classes", "mIoU %", "T4 GPU ms", "Xeon CPU ms", "Size MB", "Converted"):
-        table.add_column(col, justify="right" if col not in ("Model", "Family", "Dataset") else "left")
+    for col in ("Model", "Family", "Dataset", "Classes", "mIoU %", "T4 GPU ms", "Xeon CPU ms", "Size MB", "Converted", "Published protocol"):
+        table.add_column(
+            col, justify="right" if col not in ("Model", "Family", "Dataset", "Published protocol") else "left",
+            no_wrap=col in ("Model", "Published protocol"),
+        )
     for s in zoo.models.values():
         p = s.published
         table.add_row(
@@ -91,8 +96,9 @@ def models_cmd(fmt: str) -> None:
             f"{p.cpu_ms:.2f}" + ("*" if p.latency_note else ""),
             f"{p.size_mb:.1f}",
             converted_status(s.name),
+            "-" if s.protocol is None else s.protocol.describe(),
         )
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(150, Console().width))  # 10 columns plus the protocol
     console.print(table)
     console.print(
         "GPU: " + zoo.published_conditions.get("gpu_ms", "") + "; CPU: " + zoo.published_conditions.get("cpu_ms", "")
@@ -100,6 +106,8 @@ def models_cmd(fmt: str) -> None:
     console.print("* latency measured by PaddleX on sliced (cropped) inputs.")
     if any("reference" in converted_status(s.name) for s in zoo.models.values()):
         console.print("Converted 'reference': UNTRAINED reference weights (random; --weights reference), not the official model.")
+    console.print("Published protocol: how PaddleSeg's config evaluated the mIoU ('predict --protocol published' applies it).")
+
 
 # ---------------------------------------------------------------- predict / get-config (runtime)
 def _parse_target_size_opt(value: str | None) -> int | tuple[int, int] | None:
@@ -140,6 +148,9 @@ def _weights_model(model: str, weights: str) -> str | Path:
     return model_dir
 
 
+LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
+
+
 @main.command("predict")
 @click.option("--input", "input_", default=None,
               help="Image file, directory (recursive) or http(s) URL [default: the demo street photo shipped "
@@ -164,6 +175,12 @@ def _weights_model(model: str, weights: str) -> str | Path:
 @click.option("--ray-address", default=None, help="Ray cluster address (with --ray) [default: start a local Ray].")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Ray actors (with --ray) [default: one per listed device, or one per node on CPU].")
+@click.option("--json", "force_json", is_flag=True,
+              help="Write <stem>_res.json even for images over 16 MP (skipped by default: ~200 MB for 8000x8000).")
+@click.option("--slide", default=None, help="Sliding windows HxW at network resolution (PaddleSeg slide_inference).")
+@click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide].")
+@click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
+              help="paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models).")
 def predict_cmd(
     input_: str | None,
     model: str | None,
@@ -180,6 +197,10 @@ def predict_cmd(
     use_ray: bool,
     ray_address: str | None,
     workers: int | None,
+    force_json: bool,
+    slide: str | None,
+    slide_stride: str | None,
+    protocol: str,
 ) -> None:
     """Segment images and save PaddleX-style pseudo-colour maps and JSON.
 
@@ -193,8 +214,15 @@ def predict_cmd(
     from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
+    from fastseg.slide import parse_hw, protocol_kwargs
 
     ts = _parse_target_size_opt(target_size)
+    windows = {
+        k: v for k, v in (
+            ("slide", parse_hw(slide, name="--slide") if slide else None),
+            ("slide_stride", parse_hw(slide_stride, name="--slide-stride") if slide_stride else None),
+        ) if v is not None
+    }
     if use_ray or ray_address or "," in device:
         from fastseg.ray.commands import run_predict
 
@@ -202,7 +230,7 @@ def predict_cmd(
             input_=input_ if input_ is not None else str(demo_image()),
             model=None if model is None else str(_weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
             batch_size=batch_size, target_size=ts, overlay=overlay, no_json=no_json, workers=workers,
-            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine},
+            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine, **windows},
         )
         return
     if pipeline is not None:
@@ -210,19 +238,30 @@ def predict_cmd(
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
         if weights != "official":
             raise click.UsageError("--weights reference needs --model NAME, not --pipeline.")
+        if windows or protocol != "paddlex":
+            raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
     else:
+        kwargs = {**protocol_kwargs(model or DEFAULT_MODEL, protocol), **windows}
+        if ts is not None:  # an explicit --target_size wins over the protocol's
+            kwargs.pop("target_size", None)
         model_arg = _weights_model(model or DEFAULT_MODEL, weights)
-        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine)
+        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
     out_dir = Path(save_path)
     with seg:
         items = expand_inputs(input_ if input_ is not None else str(demo_image()))
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
             outcome = predict_to_dir(
                 seg, items, out_dir, batch_size=batch_size, target_size=ts, overlay=overlay,
-                write_json=not no_json, on_item=lambda: bar.update(1),
+                write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS,
+                on_item=lambda: bar.update(1),
             )
         click.echo(summary_line(outcome, seg, device=device, out_dir=out_dir))
+    if outcome.skipped_json:
+        click.echo(
+            f"Skipped <stem>_res.json for {outcome.skipped_json} image(s) over {LARGE_JSON_PIXELS // 1_000_000} MP "
+            "(the PNG has the labels' colours; pass --json to write the JSON anyway)."
+        )
     if outcome.failures:
         click.echo(failures_text(outcome), err=True)
         raise SystemExit(1)
@@ -325,7 +364,7 @@ def serve_cmd(
     ensure_port_free(host, port)  # before loading a model and printing the banner
     segmenter = Segmenter(
         model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
-        allow_fallback=allow_fallback, engine=engine,
+        allow_fallback=allow_fallback, engine=engine, slide=config.slide, slide_stride=config.slide_stride,
     )
     try:
         app = create_app(segmenter, config)

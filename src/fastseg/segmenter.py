@@ -46,6 +46,7 @@ from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.runtime import RuntimeOptions, parse_device
+from fastseg.slide import SlideConfig, slide_image, slide_model_path
 from fastseg.zoo import ModelSpec, converted_model_dir, load_zoo
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,10 @@ class Segmenter:
         allow_fallback: run on the CPU (with a warning) when the accelerator is missing.
         home: fastseg's cache directory (default ``$FASTSEG_HOME`` or ``~/.cache/fastseg``).
         return_score: also return each pixel's winning-class probability (logit/prob models).
+        slide: (height, width) of sliding windows at network resolution (PaddleSeg's
+            ``slide_inference``: logits averaged over overlaps, bounded memory; see
+            ``fastseg.slide``); None = whole-image inference.
+        slide_stride: (height, width) step between windows (default: ``slide``, no overlap).
 
     Raises:
         UnknownModelError, ModelDirError, MissingDependencyError, DeviceError, InputError.
@@ -235,6 +240,8 @@ class Segmenter:
         home: Path | None = None,
         return_score: bool = False,
         engine: str = "auto",
+        slide: tuple[int, int] | None = None,
+        slide_stride: tuple[int, int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -245,8 +252,12 @@ class Segmenter:
         self.batch_size = batch_size
         self.return_score = return_score
         self._resize = self._base_resize(target_size)
+        self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
+        model_path, options = slide_model_path(
+            self.engine_choice.model_dir / ONNX_FILE, self._meta, self.slide, options, home
+        )
         self._session: EngineSession | None = open_session(
-            self.engine_choice.model_dir / ONNX_FILE,
+            model_path,
             spec,
             options,
             engine=self.engine_choice.engine,
@@ -332,6 +343,8 @@ class Segmenter:
     def _run(
         self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None
     ) -> list[SegResult]:
+        if self.slide is not None:
+            return self._run_slide(images, sources, resize, self.slide)
         session = self.session
         meta = self._meta
         src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
@@ -355,6 +368,32 @@ class Segmenter:
                     weights=meta.provenance.get("weights"),
                 )
         return [r for r in results if r is not None]
+
+    def _run_slide(
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        sources: Sequence[str | None],
+        resize: ResizeSpec | None,
+        slide: SlideConfig,
+    ) -> list[SegResult]:
+        """Each image by sliding windows (``fastseg.slide``); ``batch_size`` windows per network call."""
+        results = []
+        for image, source in zip(images, sources, strict=True):
+            labels, scores = slide_image(
+                image, self.session, config=slide,
+                preprocess=self._meta.preprocess, resize=resize, batch_size=self.batch_size,
+                buffer=self._buffer, with_score=self.return_score,
+            )
+            src_hw = (int(image.shape[0]), int(image.shape[1]))
+            results.append(SegResult(
+                input_path=source,
+                input_img=image,
+                pred=restore_size(labels, src_hw)[None],
+                score=None if scores is None else restore_size(scores, src_hw)[None],
+                class_names=self._meta.class_names,
+                weights=self._meta.provenance.get("weights"),
+            ))
+        return results
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None

@@ -47,6 +47,39 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """How PaddleSeg evaluated the published mIoU, read from its config (``config``).
+
+    ``target_size`` is (width, height) as PaddleSeg writes it, applied with keep_ratio and
+    size_divisor 32 (PaddleX's target_size defaults); ``slide``/``slide_stride`` are
+    (height, width) windows on the resized image; ``test_scale`` is PaddleSeg's
+    ``test_config.scales`` (recorded; fastseg applies it as ``target_size`` for the
+    dataset's frame size). None everywhere = the whole image at its own resolution.
+    """
+
+    config: str
+    target_size: tuple[int, int] | None = None
+    test_scale: float | None = None
+    slide: tuple[int, int] | None = None
+    slide_stride: tuple[int, int] | None = None
+    note: str | None = None
+
+    def describe(self) -> str:
+        """A short human form: ``slide 1024x1024/768x768``, ``resize 1024x512`` (WxH) or ``whole image``."""
+        parts = []
+        if self.target_size is not None:
+            parts.append(f"resize {self.target_size[0]}x{self.target_size[1]}")
+        if self.slide is not None:
+            stride = self.slide_stride or self.slide
+            parts.append(f"slide {self.slide[0]}x{self.slide[1]}/{stride[0]}x{stride[1]}")
+        return ", ".join(parts) or "whole image"
+
+    def segmenter_kwargs(self) -> dict[str, Any]:
+        """``Segmenter`` keyword arguments that apply this protocol (``target_size``, ``slide``, ``slide_stride``)."""
+        return {"target_size": self.target_size, "slide": self.slide, "slide_stride": self.slide_stride}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One zoo entry: what the model is, where its official files live, what PaddleX published."""
 
@@ -58,6 +91,7 @@ class ModelSpec:
     inference_sha256: str | None
     pretrained_url: str
     published: Published
+    protocol: Protocol | None = None
 
 
 OTHERWISE_MODEL_DIR = "or pass a converted model directory."
@@ -108,6 +142,23 @@ def _dataset(name: str, raw: Mapping[str, Any]) -> Dataset:
     )
 
 
+def _pair(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def _protocol(raw: Mapping[str, Any] | None) -> Protocol | None:
+    if raw is None:
+        return None
+    return Protocol(
+        config=str(raw["config"]),
+        target_size=_pair(raw.get("target_size")),
+        test_scale=None if raw.get("test_scale") is None else float(raw["test_scale"]),
+        slide=_pair(raw.get("slide")),
+        slide_stride=_pair(raw.get("slide_stride")),
+        note=raw.get("note"),
+    )
+
+
 def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
     """Build a ``Zoo`` from the YAML's parsed mapping (validates the cross references)."""
     datasets = {name: _dataset(name, d) for name, d in raw["datasets"].items()}
@@ -129,6 +180,7 @@ def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
                 size_mb=float(pub["size_mb"]),
                 latency_note=pub.get("latency_note"),
             ),
+            protocol=_protocol(m.get("protocol")),
         )
     return Zoo(
         models=MappingProxyType(models),

@@ -220,7 +220,11 @@ def create_app(
     palette = meta.palette or None
     # The colours actually drawn (colorize falls back to PaddleX's palette), for the page legend.
     legend_rgb = colorize(np.arange(max(meta.num_classes, 1), dtype=np.int64)[None, :], palette)[0].tolist()
-    decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=config.max_pixels, url_inputs=config.url_inputs)
+    # Sliding windows bound inference memory, so a slide segmenter accepts larger images.
+    sliding = getattr(segmenter, "slide", None) is not None
+    max_pixels = config.slide_max_pixels if sliding else config.max_pixels
+    max_input_pixels = config.slide_max_pixels if sliding else config.max_input_pixels
+    decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=max_pixels, url_inputs=config.url_inputs)
     budget = MemoryBudget(config.decode_memory_bytes)
 
     def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
@@ -276,7 +280,7 @@ def create_app(
         # a URL fetch ends with the request (its thread is not left reading after the answer)
         fetch_deadline = time.monotonic() + max(config.request_timeout_s - (t0 - started), 0.0)
         data, header = await run_in_threadpool(partial(decoder.load, req.image, deadline=fetch_deadline))
-        _check_network_input(meta, target, header, config.max_input_pixels)
+        _check_network_input(meta, target, header, max_input_pixels)
         async with budget.reserve(header.decoded_bytes):
             image = await run_in_threadpool(decode_pixels, data, header)
             del data
@@ -392,8 +396,8 @@ def create_app(
             "authRequired": config.api_key is not None,
             "limits": {
                 "maxBodyBytes": config.max_body_bytes,
-                "maxPixels": config.max_pixels,
-                "maxInputPixels": config.max_input_pixels,
+                "maxPixels": max_pixels,
+                "maxInputPixels": max_input_pixels,
                 "decodeMemoryBytes": config.decode_memory_bytes,
                 "bodyTimeoutS": config.body_timeout_s,
             },

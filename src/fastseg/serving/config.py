@@ -19,6 +19,9 @@ leave a limit at its default).
       retry_after_s: 1           # Retry-After header on 503
       api_key: null              # when set: 'Authorization: Bearer <key>' required on inference
       allow_compact_format: true # accept "labelMapFormat": "png"
+      slide: null                # [h, w]: sliding windows (bounded memory); then images up to
+      slide_stride: null         #   slide_max_pixels are accepted instead of max_pixels
+      slide_max_pixels: 100000000
       url_inputs:
         allowed_hosts: []        # empty: URL inputs are refused; "*" allows any host
         allow_private_addresses: false  # loopback/private/link-local refused after DNS unless true
@@ -69,11 +72,14 @@ class ServingConfig:
     api_key: str | None = None
     allow_compact_format: bool = True
     url_inputs: UrlInputConfig = field(default_factory=UrlInputConfig)
+    slide: tuple[int, int] | None = None
+    slide_stride: tuple[int, int] | None = None
+    slide_max_pixels: int = 100_000_000
 
     def __post_init__(self) -> None:
         positive = (
             "max_body_bytes", "max_pixels", "max_input_pixels", "decode_memory_bytes", "body_timeout_s",
-            "max_batch", "queue_size", "workers", "request_timeout_s",
+            "max_batch", "queue_size", "workers", "request_timeout_s", "slide_max_pixels",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -90,6 +96,15 @@ class ServingConfig:
             raise ServingConfigError("serving config: max_wait_ms and retry_after_s must be >= 0.")
         if self.api_key is not None and not self.api_key:
             raise ServingConfigError("serving config: api_key is empty; remove it or set a non-empty key.")
+        if self.slide_stride is not None and self.slide is None:
+            raise ServingConfigError("serving config: slide_stride needs slide ([h, w] windows).")
+        if self.slide is not None:
+            stride = self.slide_stride or self.slide
+            if min(*self.slide, *stride) < 1 or stride[0] > self.slide[0] or stride[1] > self.slide[1]:
+                raise ServingConfigError(
+                    f"serving config: slide {list(self.slide)} / slide_stride {list(stride)} must be positive "
+                    "with the stride <= the window (else pixels between windows are never predicted)."
+                )
 
     def replace(self, **changes: Any) -> ServingConfig:
         """A copy with ``changes`` applied (validated again)."""
@@ -114,6 +129,12 @@ def _build(cls: type[Any], raw: Any, where: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
                 raise ServingConfigError(f"serving config: {where}.allowed_hosts must be a list of host names.")
             kwargs[name] = tuple(h.lower() for h in value)
+        elif name in ("slide", "slide_stride"):
+            if value is not None and (
+                not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            ):
+                raise ServingConfigError(f"serving config: {where}.{name} must be [height, width] integers or null, got {value!r}.")
+            kwargs[name] = None if value is None else (value[0], value[1])
         elif name == "api_key":
             kwargs[name] = None if value is None else str(value)
         elif isinstance(default, bool):
