@@ -17,6 +17,7 @@ its time writing and re-reading C*H*W floats (SeaFormer_tiny, 150 classes at 102
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -73,7 +74,8 @@ def resize_argmax(
         return labels
     rows = band_rows or max(1, 131072 // out_w)
     bands = [(y, min(y + rows, out_h)) for y in range(0, out_h, rows)]
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    workers = max(1, min(threads, len(bands)))
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         for i in range(n):
             x_chw = np.ascontiguousarray(logits_nchw[i], dtype=np.float32)
             if spec.select_last_index:  # the last max = the first max of the reversed classes
@@ -87,7 +89,11 @@ def resize_argmax(
                 ax = linear_axis(spec.coordinate_mode, out_w, w, sw)
                 plan = _CellPlan.build(x_chw, ay, ax)
                 out = labels[i]
-                list(pool.map(lambda band: plan.fill(out, band[0], band[1]), bands))
+                if pool is None:
+                    for y0, y1 in bands:
+                        plan.fill(out, y0, y1)
+                else:
+                    list(pool.map(lambda band: plan.fill(out, band[0], band[1]), bands))
             if spec.select_last_index:
                 labels[i] = (c - 1) - labels[i]
     return labels
