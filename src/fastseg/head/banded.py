@@ -167,9 +167,9 @@ class _CellPlan:
         contested = np.flatnonzero(band < 0)
         many = band[contested] == -2
         n_many = int(np.count_nonzero(many))
-        # Rough relative costs per pixel (measured): dense ~1 per class; a few-candidate
-        # pixel ~30 in all; a many-candidate pixel ~5 per class (gathers of whole vectors).
-        if 30 * (contested.size - n_many) + 5 * c * n_many > c * band.size:
+        # CPU cost per pixel, measured in ns: dense ~c + 10; a few-candidate pixel ~130; a
+        # many-candidate pixel ~6 per class (it gathers whole class vectors).
+        if 130 * (contested.size - n_many) + 6 * c * n_many > (c + 10) * band.size:
             out_hw[y0:y1] = self._dense(y0, y1)
             return
         if contested.size:
