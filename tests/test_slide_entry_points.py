@@ -147,3 +147,15 @@ def test_predict_protocol_published_applies_the_zoo_settings(
     saved = np.asarray(json.loads((out / "noise_res.json").read_text())["pred"])[0]
     assert np.array_equal(saved, labels_of(named, image_path, tmp_path / "home", target_size=(1024, 512)))
     assert not np.array_equal(saved, labels_of(named, image_path, tmp_path / "home"))
+
+
+def test_slide_runs_the_graph_logits_and_refuses_the_banded_head(tmp_path: Path) -> None:
+    from fastseg.errors import InputError
+    from fastseg.segmenter import Segmenter
+    from tiny_models import colour_model_dir
+
+    model = colour_model_dir(tmp_path / "colour")
+    with pytest.raises(InputError, match="head='banded' cannot be combined with slide"):
+        Segmenter(model, slide=(8, 8), head="banded")
+    with Segmenter(model, slide=(8, 8), head="auto") as seg:
+        assert seg.head == "graph"

@@ -29,6 +29,7 @@ from fastseg.errors import (
     UnknownModelError,
 )
 from fastseg.files import write_text_atomic
+from fastseg.head import HeadMode, prepare_head
 from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, is_model_dir, read_meta
 from fastseg.processing import (
     IMAGE_SUFFIXES,
@@ -223,6 +224,10 @@ class Segmenter:
             ``slide_inference``: logits averaged over overlaps, bounded memory; see
             ``fastseg.slide``); None = whole-image inference.
         slide_stride: (height, width) step between windows (default: ``slide``, no overlap).
+        head: ``graph`` runs the model's own Resize+ArgMax head; ``banded`` runs the graph cut
+            before it and computes the same labels in bands (fastseg.head; much faster for
+            many classes); ``auto`` = banded on CPU with ONNX Runtime for a supported tail
+            with >= 32 classes.
 
     Raises:
         UnknownModelError, ModelDirError, MissingDependencyError, DeviceError, InputError.
@@ -242,6 +247,7 @@ class Segmenter:
         engine: str = "auto",
         slide: tuple[int, int] | None = None,
         slide_stride: tuple[int, int] | None = None,
+        head: HeadMode = "auto",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -253,9 +259,18 @@ class Segmenter:
         self.return_score = return_score
         self._resize = self._base_resize(target_size)
         self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
-        model_path, options = slide_model_path(
-            self.engine_choice.model_dir / ONNX_FILE, self._meta, self.slide, options, home
+        if self.slide is not None and head == "banded":
+            raise InputError("head='banded' cannot be combined with slide: sliding windows average the graph's logits.")
+        self._head = prepare_head(
+            self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
+            output_kind=self._meta.output_kind, device=device,
+            engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else "int8",
+            num_classes=self._meta.num_classes, home=home,
+            threads=options.intra_op_threads if options else None,
         )
+        model_path = self._head.model_path
+        if self.slide is not None:  # windows need logits: the graph with its ArgMax stripped
+            model_path, options = slide_model_path(model_path, self._meta, self.slide, options, home)
         self._session: EngineSession | None = open_session(
             model_path,
             spec,
@@ -297,6 +312,11 @@ class Segmenter:
         if self._session is None:
             raise InputError("This Segmenter is closed; create a new one.")
         return self._session
+
+    @property
+    def head(self) -> str:
+        """The head in use: ``banded`` (fastseg.head) or ``graph`` (the model's own)."""
+        return "banded" if self._head.banded else "graph"
 
     @property
     def providers(self) -> list[str]:
@@ -355,7 +375,7 @@ class Segmenter:
             batch = preprocess_into([images[i] for i in idx], self._buffer(len(idx), h, w), meta.preprocess, resize=resize)
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
-                labels, scores = labels_from_output(session.run(batch), meta.output_kind, with_score=self.return_score)
+                labels, scores = labels_from_output(self.infer(batch), meta.output_kind, with_score=self.return_score)
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
                 score = None if scores is None else restore_size(scores[k], src_hw[i])
@@ -394,6 +414,10 @@ class Segmenter:
                 weights=self._meta.provenance.get("weights"),
             ))
         return results
+    def infer(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """The model's output for a preprocessed float32 [N,3,H,W] batch: its graph's, or the
+        same computed by the body and the banded head (``head``). May be a reused buffer."""
+        return self._head.finish(self.session.run(batch_nchw), tuple(batch_nchw.shape))
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None

@@ -112,7 +112,7 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine)
     ran = "ort" if experiment else seg.engine_name
     meta = seg.meta
-    run: Callable[[Any], Any] = seg.session.run
+    run: Callable[[Any], Any] = seg.infer  # the session, plus the banded head when Segmenter uses it
     if experiment:
         so = _ort_session_options(ort, threads, {"graph_optimization_level": rt_options.graph_optimization, **experiment})
         model_path = Path(experiment.get("use_optimized_model") or Path(spec["onnx_dir"]) / ONNX_FILE)

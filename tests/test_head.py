@@ -1,0 +1,208 @@
+"""fastseg.head: the banded Resize->ArgMax head gives exactly the graph's labels, and any tail
+it cannot reproduce runs the graph's own head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from fastseg.errors import InputError
+from fastseg.head import ResizeSpec, head_cache_dir, prepare_head, resize_argmax
+from fastseg.head.banded import _CellPlan
+from fastseg.head.interp import linear_axis, size_scale
+from fastseg.segmenter import Segmenter
+from head_models import tail_model, tail_model_dir
+
+SHAPES = [(1, 3, 37, 53), (2, 3, 64, 96), (1, 3, 5, 131)]
+
+
+def _session(path: Path | bytes) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _graph_vs_banded(model: Path, home: Path, shapes: list[tuple[int, int, int, int]], **head_kw: Any) -> None:
+    head = prepare_head(model, head="banded", home=home, **head_kw)
+    assert head.banded and head.model_path != model
+    full, body = _session(model), _session(head.model_path)
+    rng = np.random.default_rng(1)
+    for shape in shapes:
+        x = (rng.standard_normal(shape) * 2).astype(np.float32)
+        want = full.run(None, {"x": x})[0]
+        got = head.finish(body.run(None, {"x": x})[0], x.shape)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+VARIANTS = {
+    "half_pixel": {},
+    "pytorch_half_pixel": {"coordinate_mode": "pytorch_half_pixel"},
+    "align_corners": {"coordinate_mode": "align_corners"},
+    "asymmetric": {"coordinate_mode": "asymmetric"},
+    "scales": {"size_from": "scales", "stride": 3},
+    "cast_int32": {"cast": TensorProto.INT32},
+    "keepdims_last_index": {"keepdims": 1, "select_last_index": 1},
+    "nearest": {"mode": "nearest", "coordinate_mode": "asymmetric"},
+    "nearest_half_pixel": {"mode": "nearest"},
+    "identity_between": {"between": "Identity"},
+    "size_casts": {"size_casts": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_banded_head_equals_graph(variant: str, tmp_path: Path) -> None:
+    model = tail_model(tmp_path / "m.onnx", **VARIANTS[variant])
+    _graph_vs_banded(model, tmp_path / "home", SHAPES)
+
+
+def test_band_height_and_threads_do_not_change_labels(tmp_path: Path) -> None:
+    model = tail_model(tmp_path / "m.onnx", classes=64)
+    for rows, threads in ((1, 3), (7, 2), (1000, 1)):
+        _graph_vs_banded(model, tmp_path / "home", [(1, 3, 45, 77)], band_rows=rows, threads=threads)
+
+
+def _resize_argmax_graph(mode: str, coord: str, select_last: int = 0) -> Any:
+    """ORT's own Resize -> ArgMax on given logits, the reference for resize_argmax."""
+    logits = helper.make_tensor_value_info("L", TensorProto.FLOAT, ["N", "C", "h", "w"])
+    sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])
+    out = helper.make_tensor_value_info("A", TensorProto.INT64, None)
+    nodes = [
+        helper.make_node("Resize", ["L", "", "", "sizes"], ["R"], mode=mode, coordinate_transformation_mode=coord),
+        helper.make_node("ArgMax", ["R"], ["A"], axis=1, keepdims=0, select_last_index=select_last),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [logits, sizes], [out]), opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return _session(model.SerializeToString())
+
+
+def _smooth_logits(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarray:
+    """Low-frequency class fields (like a trained model's): most cells have one clear winner."""
+    coarse = rng.standard_normal((1, c, h // 8 + 2, w // 8 + 2)).astype(np.float32) * 4
+    ys = np.linspace(0, coarse.shape[2] - 1.001, h)
+    xs = np.linspace(0, coarse.shape[3] - 1.001, w)
+    rows = coarse[:, :, ys.astype(int)] * (1 - (ys % 1))[:, None] + coarse[:, :, ys.astype(int) + 1] * (ys % 1)[:, None]
+    smooth = rows[..., xs.astype(int)] * (1 - xs % 1) + rows[..., xs.astype(int) + 1] * (xs % 1)
+    winner = smooth.argmax(axis=1)  # regions with one confident class, contested only at borders
+    smooth += 10 * (np.arange(c)[None, :, None, None] == winner[:, None])
+    return np.ascontiguousarray(smooth, dtype=np.float32)
+
+
+@pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "pytorch_half_pixel"])
+def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str) -> None:
+    rng = np.random.default_rng(0)
+    graph, graph_last = _resize_argmax_graph("linear", coord), _resize_argmax_graph("linear", coord, 1)
+    cases = {
+        "smooth": _smooth_logits(rng, 32, 32, 48),  # mostly the cell path
+        "noise": rng.standard_normal((2, 48, 16, 20)).astype(np.float32),  # mostly the dense path
+        "ties": rng.integers(0, 3, (1, 32, 12, 16)).astype(np.float32),  # exact ties everywhere
+        "constant": np.zeros((1, 7, 5, 6), np.float32),
+    }
+    for name, logits in cases.items():
+        n, c, h, w = logits.shape
+        for out_hw in ((8 * h, 8 * w), (3 * h + 1, 5 * w - 3), (h, w), (h // 2 + 1, w // 3 + 1)):
+            feed = {"L": logits, "sizes": np.array([n, c, *out_hw], np.int64)}
+            for last, sess in ((False, graph), (True, graph_last)):
+                got = resize_argmax(logits, out_hw, ResizeSpec("linear", coord, select_last_index=last), threads=2)
+                np.testing.assert_array_equal(got, sess.run(None, feed)[0], err_msg=f"{name} {out_hw} last={last}")
+
+
+def test_both_paths_are_exercised() -> None:
+    rng = np.random.default_rng(0)
+    for logits, expect_cells in ((_smooth_logits(rng, 32, 32, 48)[0], True), (rng.standard_normal((48, 16, 20)).astype(np.float32), False)):
+        c, h, w = logits.shape
+        plan = _CellPlan.build(logits, linear_axis("half_pixel", 8 * h, h, size_scale(h, 8 * h)), linear_axis("half_pixel", 8 * w, w, size_scale(w, 8 * w)))
+        assert ((plan.single >= 0).mean() > 0.5) == expect_cells
+        assert (plan.single == -1).any()  # some cells with a few candidates
+
+
+UNSUPPORTED = {
+    "cubic": ({"mode": "cubic"}, "mode 'cubic'"),
+    "antialias": ({"antialias": 1, "opset": 18}, "antialias"),
+    "softmax_between": ({"between": "Softmax"}, "not Resize"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(UNSUPPORTED))
+def test_unsupported_tail_runs_the_graph(variant: str, tmp_path: Path) -> None:
+    kwargs, reason = UNSUPPORTED[variant]
+    model = tail_model(tmp_path / "m.onnx", **kwargs)
+    head = prepare_head(model, head="auto", home=tmp_path / "home")
+    assert not head.banded and head.model_path == model and reason in head.reason
+    x = np.random.default_rng(0).standard_normal((1, 3, 20, 28)).astype(np.float32)
+    out = _session(model).run(None, {"x": x})[0]
+    assert head.finish(out, x.shape) is out  # the graph's own output, untouched
+    with pytest.raises(InputError, match="not possible"):
+        prepare_head(model, head="banded", home=tmp_path / "home")
+
+
+def test_auto_choice(tmp_path: Path) -> None:
+    many = tail_model(tmp_path / "many.onnx", classes=40)
+    few = tail_model(tmp_path / "few.onnx", classes=8)
+    home = tmp_path / "home"
+    assert prepare_head(many, home=home).banded
+    assert "classes" in prepare_head(few, home=home).reason
+    assert not prepare_head(many, home=home, device="gpu").banded
+    assert not prepare_head(many, home=home, engine="openvino").banded
+    assert not prepare_head(many, home=home, output_kind="logits").banded
+    assert not prepare_head(many, home=home, head="graph").banded
+    with pytest.raises(InputError, match="head must be one of"):
+        prepare_head(many, head="fast")
+
+
+def test_body_is_cached_outside_the_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir = tmp_path / "model"
+    model = tail_model(model_dir / "model.onnx")
+    home = tmp_path / "home"
+    head = prepare_head(model, head="banded", home=home)
+    cache = head_cache_dir(model, home)
+    assert head.model_path == cache / "body.onnx" and cache.parent == home / "heads"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.onnx"]
+    record = json.loads((cache / "head.json").read_text())
+    assert record["supported"] and record["tail"]["num_classes"] == 40
+    import fastseg.head.tail as tail_module
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("analysed again despite the cache")
+
+    monkeypatch.setattr(tail_module, "find_tail", fail)
+    monkeypatch.setattr(tail_module, "cut_body", fail)
+    assert prepare_head(model, head="banded", home=home).model_path == head.model_path
+
+
+def test_segmenter_head_option(tmp_path: Path) -> None:
+    model_dir = tail_model_dir(tmp_path / "model", classes=40)
+    image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    with Segmenter(model_dir, home=tmp_path / "home") as auto, Segmenter(model_dir, head="graph") as graph:
+        assert (auto.head, graph.head) == ("banded", "graph")
+        want = next(graph.predict(image)).pred
+        got = next(auto.predict(image)).pred
+        batch = np.random.default_rng(1).standard_normal((2, 3, 33, 41)).astype(np.float32)
+        np.testing.assert_array_equal(auto.infer(batch), graph.infer(batch))  # what fastseg bench times
+    assert got.dtype == want.dtype and got.shape == (1, 45, 70)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_without_onnx_a_cached_model_still_runs_banded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fastseg.errors import MissingDependencyError
+
+    cached, fresh = tail_model(tmp_path / "a.onnx", size_casts=True), tail_model(tmp_path / "b.onnx", seed=1)
+    home = tmp_path / "home"
+    prepare_head(cached, head="banded", home=home)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    head = prepare_head(cached, head="auto", home=home)
+    assert head.banded
+    x = np.random.default_rng(0).standard_normal((1, 3, 29, 31)).astype(np.float32)
+    np.testing.assert_array_equal(head.finish(_session(head.model_path).run(None, {"x": x})[0], x.shape),
+                                  _session(cached).run(None, {"x": x})[0])
+    assert "onnx is not installed" in prepare_head(fresh, head="auto", home=home).reason
+    with pytest.raises(MissingDependencyError):
+        prepare_head(fresh, head="banded", home=home)
