@@ -214,15 +214,13 @@ def predict_cmd(
     from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
-    from fastseg.slide import parse_hw, protocol_kwargs
+    from fastseg.slide import window_options
 
     ts = _parse_target_size_opt(target_size)
-    windows = {
-        k: v for k, v in (
-            ("slide", parse_hw(slide, name="--slide") if slide else None),
-            ("slide_stride", parse_hw(slide_stride, name="--slide-stride") if slide_stride else None),
-        ) if v is not None
-    }
+    kwargs = window_options(
+        model or DEFAULT_MODEL, slide=slide, slide_stride=slide_stride, protocol=protocol,
+        keep_target_size=ts is not None,
+    )
     if use_ray or ray_address or "," in device:
         from fastseg.ray.commands import run_predict
 
@@ -230,7 +228,7 @@ def predict_cmd(
             input_=input_ if input_ is not None else str(demo_image()),
             model=None if model is None else str(_weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
             batch_size=batch_size, target_size=ts, overlay=overlay, no_json=no_json, workers=workers,
-            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine, **windows},
+            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine, **kwargs},
         )
         return
     if pipeline is not None:
@@ -238,13 +236,10 @@ def predict_cmd(
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
         if weights != "official":
             raise click.UsageError("--weights reference needs --model NAME, not --pipeline.")
-        if windows or protocol != "paddlex":
+        if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
     else:
-        kwargs = {**protocol_kwargs(model or DEFAULT_MODEL, protocol), **windows}
-        if ts is not None:  # an explicit --target_size wins over the protocol's
-            kwargs.pop("target_size", None)
         model_arg = _weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
     out_dir = Path(save_path)

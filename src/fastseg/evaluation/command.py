@@ -25,6 +25,10 @@ import click
 @click.option("--against", default=None,
               help="Also evaluate 'paddle' (the source Paddle model, from the provenance) or another model "
                    "name/dir (fp32 ONNX Runtime), and print both mIoUs, the label agreement and the delta.")
+@click.option("--slide", default=None, help="Sliding windows HxW at network resolution (PaddleSeg slide_inference).")
+@click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide].")
+@click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
+              help="paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models).")
 def eval_cmd(
     model: str,
     dataset_dir: Path,
@@ -35,6 +39,9 @@ def eval_cmd(
     batch_size: int,
     ignore_index: int,
     against: str | None,
+    slide: str | None,
+    slide_stride: str | None,
+    protocol: str,
 ) -> None:
     """mIoU, Acc, Kappa and Dice of MODEL on a labelled dataset, exactly as PaddleSeg computes them."""
     from rich.console import Console
@@ -44,7 +51,10 @@ def eval_cmd(
     from fastseg.evaluation.report import comparison_lines, render_table, summary_line, warnings_for
     from fastseg.evaluation.runner import evaluate
 
+    from fastseg.slide import window_options
+
     data = load_dataset(dataset_dir, val_list=val_list)  # list errors before a model loads
+    options = window_options(model, slide=slide, slide_stride=slide_stride, protocol=protocol)
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
     against_arg: str | Path | None = against
     if against is not None and against != "paddle" and Path(against).is_dir():
@@ -52,7 +62,7 @@ def eval_cmd(
     with tqdm(total=len(data), unit="img", desc="eval", disable=None) as bar:
         report = evaluate(
             model_arg, data, device=device, engine=engine, batch_size=batch_size, ignore_index=ignore_index,
-            against=against_arg, out_dir=out_dir, progress=bar.update,
+            against=against_arg, out_dir=out_dir, progress=bar.update, segmenter_options=options,
         )
     console = Console(width=max(100, Console().width))
     console.print(render_table(report))

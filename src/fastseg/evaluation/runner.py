@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,13 +123,15 @@ def _agreeing(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> int:
     return int(np.count_nonzero(a == b))
 
 
-def _segmenter(model: str | Path | Segmenter, device: str, batch_size: int, engine: str | None) -> tuple[Segmenter, bool]:
+def _segmenter(
+    model: str | Path | Segmenter, device: str, batch_size: int, engine: str | None, extra: Mapping[str, Any]
+) -> tuple[Segmenter, bool]:
     """(segmenter, owned): build one from a name/dir, or use the caller's as it is."""
     from fastseg.segmenter import Segmenter
 
     if isinstance(model, Segmenter):
         return model, False
-    return Segmenter(model, device=device, batch_size=batch_size, engine=engine or "auto"), True
+    return Segmenter(model, device=device, batch_size=batch_size, engine=engine or "auto", **extra), True
 
 
 def evaluate(
@@ -144,6 +146,7 @@ def evaluate(
     against: str | Path | Segmenter | None = None,
     out_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    segmenter_options: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """PaddleSeg's mIoU (and Acc, Kappa, Dice, per class) of ``model`` on a labelled dataset.
 
@@ -157,6 +160,8 @@ def evaluate(
             name/directory (run on ``device`` with ONNX Runtime), or a ``Segmenter``.
         out_dir: write ``eval.json`` and ``confusion.png`` there (atomically).
         progress: called with the number of images finished after each chunk.
+        segmenter_options: more ``Segmenter`` arguments for a name/directory ``model`` (``slide``,
+            ``slide_stride``, ``target_size``: what ``--slide`` and ``--protocol published`` set).
 
     Raises:
         InputError: a bad dataset or list line, unreadable label, label size != image size.
@@ -166,7 +171,7 @@ def evaluate(
     if not data.samples:
         raise InputError(f"Dataset {data.root} has no images.")
     with contextlib.ExitStack() as stack:
-        seg, owned = _segmenter(model, device, batch_size, engine)
+        seg, owned = _segmenter(model, device, batch_size, engine, segmenter_options or {})
         if owned:
             stack.callback(seg.close)
         meta = seg.meta
