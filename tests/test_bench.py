@@ -338,3 +338,22 @@ def test_cli_engine_choices() -> None:
 
     result = CliRunner().invoke(main, ["bench", "--engine", "tensorrt"])
     assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8'" in result.output
+
+
+def test_sliding_window_rows_time_the_whole_call_and_say_so(tiny_model_dir: Path, tmp_path: Path) -> None:
+    report = _run_tiny(tiny_model_dir, tmp_path, None, slide="16x16", slide_stride="8x8")
+    fs = report.models[0].backends["fastseg"]
+    assert fs.status == "ok", fs.detail
+    assert "sliding windows 16x16 step 8x8" in fs.versions["mode"]
+    assert "slide 16x16 step 8x8" in bench.conditions_text(report)
+    assert "e2e" in fs.stats and fs.stats["infer"].median > 0
+
+
+def test_bench_refuses_a_malformed_slide_before_any_work(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fastseg.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "--slide", "big", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--slide 'big': use HxW" in result.output
+    assert not (tmp_path / "o").exists()

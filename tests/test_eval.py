@@ -318,3 +318,15 @@ def test_against_paddle_on_a_converted_reference_model(reference_tarball: Any, t
     assert abs(a.delta.miou) < 1e-3
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())["against"]
     assert saved["label_agreement"] == a.label_agreement and "delta" in saved
+
+
+def test_eval_slides_windows_and_refuses_an_unknown_protocol(model_dir: Path, tmp_path: Path) -> None:
+    """The colour model is per pixel, so windows must give the whole-image metrics exactly."""
+    root = _tiny_dataset(tmp_path / "ds")
+    args = ["eval", "--model", str(model_dir), "--dataset", str(root)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "w"), "--slide", "4x4", "--slide-stride", "3x3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "w" / "eval.json").read_text())
+    assert data["class_iou"] == pytest.approx(EXPECTED_IOU)
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "p"), "--protocol", "published"])
+    assert bad.exit_code == 2 and "No published protocol for 'tiny-colour'" in bad.output

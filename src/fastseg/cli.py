@@ -432,6 +432,10 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8", "openvino-int8"]), default="ort", show_default=True,
               help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8: quantized, UNGATED on reference weights); each row records what ran.")
+@click.option("--slide", default=None, help="fastseg rows: sliding windows HxW (PaddleSeg slide_inference).")
+@click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide].")
+@click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
+              help="fastseg rows: paddlex (inference.yml) or each model's published PaddleSeg test protocol.")
 def bench_cmd(
     models_arg: str,
     device: str,
@@ -448,6 +452,9 @@ def bench_cmd(
     paddlex_python: str | None,
     reference_dir: str | None,
     engine: str,
+    slide: str | None,
+    slide_stride: str | None,
+    protocol: str,
 ) -> None:
     """Time fastseg per stage, side by side with Paddle Inference and PaddleX on the same files."""
     from pathlib import Path
@@ -460,6 +467,11 @@ def bench_cmd(
     from fastseg.zoo import cache_home, downloads_dir, load_zoo
 
     size = _parse_size(size_arg)
+    from fastseg.slide import parse_hw
+
+    for text, flag in ((slide, "--slide"), (slide_stride, "--slide-stride")):
+        if text:
+            parse_hw(text, name=flag)  # a malformed size fails here, not in every worker
     others = tuple(a.strip() for a in against.split(",") if a.strip())
     for a in others:
         if a not in bench.AGAINST:
@@ -519,6 +531,7 @@ def bench_cmd(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
         against=others, peak_gflops=peak_gflops, paddlex_python=paddlex_python,
         engine=worker_engine(engine) if engine != "auto" else "auto",
+        slide=slide, slide_stride=slide_stride, protocol=protocol,
     )
 
     def published(name: str) -> dict[str, object]:

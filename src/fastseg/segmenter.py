@@ -323,6 +323,11 @@ class Segmenter:
         """The execution providers ONNX Runtime actually uses."""
         return self.session.providers
 
+    @property
+    def resize(self) -> ResizeSpec | None:
+        """The Resize every image gets (the model's, ``target_size``'s, or a fixed input's)."""
+        return self._resize
+
     # -- resize policy
     def _base_resize(self, target_size: TargetSize | None) -> ResizeSpec | None:
         meta = self._meta

@@ -77,11 +77,18 @@ def conditions_text(report: BenchReport) -> str:
     """The line that says under which conditions the numbers were taken."""
     c, mach = report.config, report.machine
     h, w = c["size"]
+    windows = ""
+    if c.get("slide") or c.get("slide_stride") or c.get("protocol", "paddlex") != "paddlex":
+        windows = (
+            f"fastseg rows: protocol {c.get('protocol', 'paddlex')}"
+            + (f", slide {c.get('slide')} step {c.get('slide_stride') or c.get('slide')}" if c.get("slide") else "")
+            + " (Paddle/PaddleX rows: whole image); "
+        )
     return (
         f"{mach.get('cpu')} ({mach.get('logical_cores')} logical cores), device {c['device']}, "
         f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH), engine {c.get('engine', 'ort')}, "
         f"{'fp32, ' if c.get('engine', 'ort') in ('ort', 'openvino') else ''}"
-        f"{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
+        f"{windows}{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
         f"fastseg/PaddleX end to end (file in, label map out); < 1 means fastseg is faster. "
         f"GFLOPs: Conv/ConvTranspose/MatMul/Gemm, 1 MAC = 2 FLOPs; % peak of {c['peak_gflops']:.0f} GFLOP/s."
     )

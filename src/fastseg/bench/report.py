@@ -75,6 +75,9 @@ class BenchConfig:
     paddlex_python: str | None = None
     ort_options: Mapping[str, Any] = field(default_factory=dict)
     worker_timeout_s: float = 3600.0
+    slide: str | None = None
+    slide_stride: str | None = None
+    protocol: str = "paddlex"
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,16 @@ def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> Bac
     )
 
 
+def _segmenter_options(src: ModelSource, config: BenchConfig) -> dict[str, Any]:
+    """``--slide``/``--protocol`` as JSON-able Segmenter arguments for ``src`` (fastseg rows only)."""
+    if config.slide is None and config.slide_stride is None and config.protocol == "paddlex":
+        return {}
+    from fastseg.slide import window_options
+
+    opts = window_options(src.name, slide=config.slide, slide_stride=config.slide_stride, protocol=config.protocol)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
+
+
 def run_bench(
     sources: Sequence[ModelSource],
     image: Path,
@@ -115,6 +125,7 @@ def run_bench(
                     "device": config.device,
                     "engine": config.engine,
                     "ort_options": dict(config.ort_options),
+                    "segmenter_options": _segmenter_options(src, config) if backend == "fastseg" else {},
                 }
                 backends[backend] = run_worker(spec, python=python, timeout_s=config.worker_timeout_s)
             if progress is not None:

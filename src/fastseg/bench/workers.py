@@ -109,7 +109,10 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     experiment = {k: options.pop(k) for k in list(options) if k in _EXPERIMENT_KEYS}
     rt_options = RuntimeOptions(**{"intra_op_threads": threads, **options})
     engine = str(spec.get("engine", "ort"))
-    seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine)
+    extra: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in dict(spec.get("segmenter_options") or {}).items()
+    }
+    seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine, **extra)
     ran = "ort" if experiment else seg.engine_name
     meta = seg.meta
     run: Callable[[Any], Any] = seg.infer  # the session, plus the banded head when Segmenter uses it
@@ -125,8 +128,15 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
 
     path = Path(spec["image"])
     batch = int(spec["batch"])
-    resize = meta.preprocess.resize
+    resize = seg.resize
     buffers: dict[tuple[int, int], Any] = {}
+    if seg.slide is not None:  # windows: preprocessing, network and labels are one call, timed as "infer"
+        def decode() -> Any:
+            return [decode_image(path.read_bytes(), source=str(path)) for _ in range(batch)]
+
+        (ch, cw), (sh, sw) = seg.slide.crop_hw, seg.slide.stride_hw
+        mode = f"Segmenter, sliding windows {ch}x{cw} step {sh}x{sw} (pre+network+labels timed as infer)"
+        return decode, seg.predict_images, (lambda x, y: y), {"onnxruntime": ort.__version__, "mode": mode, "engine": ran}
 
     def pre() -> Any:
         images = [decode_image(path.read_bytes(), source=str(path)) for _ in range(batch)]
