@@ -89,7 +89,7 @@ def summary_line(outcome: BatchOutcome, seg: Segmenter, *, device: str, out_dir:
     return (
         f"{count} image(s) in {outcome.seconds:.2f} s ({1000 * outcome.seconds / max(count, 1):.1f} ms/image, "
         f"including reading and saving) with {seg.meta.model_name}{weights}{precision} on {device} "
-        f"({seg.engine_name}: {', '.join(seg.providers)}) -> {out_dir}"
+        f"({', '.join(seg.providers)}) -> {out_dir}"  # OpenVINO's reads "OpenVINO:CPU"
     )
 
 
