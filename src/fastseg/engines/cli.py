@@ -75,7 +75,7 @@ def tune_cmd(
 
     from fastseg.tune import tune
 
-    console = Console(stderr=False)
+    console = Console(width=max(120, Console().width))  # the table unwrapped
     timings, winner, record = tune(
         model_dir, size=_parse_hw(size_arg), threads=threads, runs=runs, warmup=warmup, image=image,
         variants=variants, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"),
@@ -83,11 +83,11 @@ def tune_cmd(
     fastest = min(t.median_ms for t in timings if t.median_ms is not None)
     table = Table(title=f"fastseg tune {model_dir.name} (end to end, ms, {threads} threads)")
     for col in ("engine", "precision", "median", "p90", "vs fastest", "labels = ort fp32", "model dir"):
-        table.add_column(col, justify="left" if col in ("engine", "precision", "model dir") else "right")
+        table.add_column(col, justify="left" if col in ("engine", "precision", "model dir") else "right", no_wrap=True)
     for t in timings:
         c = t.candidate
         ok = t.median_ms is not None
-        precision = c.precision if c.precision == "fp32" else f"{c.precision} ({c.gate.split('keeps ')[-1].split(' of')[0]} agree)"
+        precision = c.precision if c.precision == "fp32" else f"{c.precision} (gate {c.gate.split('keeps ')[-1].split(' of')[0]})"
         table.add_row(
             c.engine, precision,
             f"{t.median_ms:.1f}" if ok else "failed", f"{t.p90_ms:.1f}" if t.p90_ms is not None else "-",
