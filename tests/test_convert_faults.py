@@ -46,8 +46,13 @@ FAKE_WORKER = textwrap.dedent(
 # A `fastseg convert --from SRC -o OUT` whose source-opening step runs the fake child for 30 s.
 PARENT = textwrap.dedent(
     """
-    import sys
+    import signal, sys
     from pathlib import Path
+
+    # As at a terminal: a process started in the background of a non-interactive shell (how CI
+    # runners may start the suite) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; the test is about what Ctrl-C does, so give it Ctrl-C's handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from fastseg.cli import main
     from fastseg.convert import engine, pipeline
 
