@@ -303,3 +303,32 @@ def test_bench_int8_quantizes_reference_weights_ungated_once_and_labels_the_row(
     assert (worker_engine("int8"), worker_engine("openvino-int8"), worker_engine("auto")) == ("ort", "openvino", "auto")
     (tuned,) = prepare_sources([src], "auto", image, threads=1, size=(48, 64))
     assert tuned == src and (model / tuning.TUNING_FILE).is_file()
+
+
+@needs_quant
+def test_percentile_calibration_that_cannot_bin_falls_back_to_minmax(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ORT's histogram fails on too narrow a tensor range (seen on PP-LiteSeg-B): MinMax, said and recorded."""
+    from onnxruntime import quantization
+
+    from fastseg.quantize import quantize_model
+
+    real = quantization.quantize_static
+    methods: list[object] = []
+
+    def narrow_range_once(*args: object, **kwargs: object) -> object:
+        methods.append(kwargs["calibrate_method"])
+        if kwargs["calibrate_method"] == quantization.CalibrationMethod.Percentile:
+            args[0].graph.ClearField("initializer")  # type: ignore[attr-defined]  # as ORT's own in-place edits do
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize_static", narrow_range_once)
+    model = random_net_dir(tmp_path / "fp32")
+    with caplog.at_level(logging.WARNING, logger="fastseg.quantize"):
+        result = quantize_model(model, photo_dir(tmp_path / "calib", 4), tmp_path / "int8", min_agreement=0, augment=False)
+    assert methods == [quantization.CalibrationMethod.Percentile, quantization.CalibrationMethod.MinMax]
+    assert result.calibration == "minmax" and "calibrating with MinMax instead" in caplog.text
+    gate = json.loads((tmp_path / "int8" / "fastseg.json").read_text())["verification"]["int8_gate"]
+    assert gate["calibration"] == "minmax"

@@ -21,6 +21,7 @@ from fastseg.errors import (
     InputError,
     MissingDependencyError,
     ModelDirError,
+    QuantizationGateError,
     UnknownModelError,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "ModelDirError",
+    "QuantizationGateError",
     "RuntimeOptions",
     "SegResult",
     "Segmenter",

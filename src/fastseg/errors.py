@@ -9,6 +9,7 @@ for user input.
     ├── ModelDirError            a directory that is not a converted model / Paddle model
     ├── DownloadError            network, resume or checksum failure
     ├── ConversionError          Paddle -> ONNX failed, or verification below threshold
+    │   └── QuantizationGateError  int8 kept too few of fp32's labels (nothing written)
     ├── MissingDependencyError   an optional extra (convert, serve, gpu) is not installed
     ├── DeviceError              a device string that cannot be parsed or served
     └── InputError               an image that is missing, unreadable or of the wrong type
@@ -38,6 +39,10 @@ class DownloadError(FastSegError):
 
 class ConversionError(FastSegError):
     """Paddle -> ONNX conversion or its verification failed."""
+
+
+class QuantizationGateError(ConversionError):
+    """An int8 model kept too few of its fp32 model's labels on held-out images; nothing was written."""
 
 
 class MissingDependencyError(FastSegError, ImportError):

@@ -30,17 +30,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import FastSegError, InputError, MissingDependencyError, ModelDirError
+from fastseg.errors import InputError, MissingDependencyError, ModelDirError, QuantizationGateError
 from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta, write_meta
 from fastseg.processing import IMAGE_SUFFIXES, decode_image, preprocess_batch
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'fastseg-ort[quantize]'"
-
-
-class QuantizationGateError(FastSegError):
-    """The int8 model kept too few of the fp32 model's labels; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -187,13 +183,15 @@ def _import_quantization() -> Any:
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 
 
-def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, *, method: str = "percentile") -> None:
-    """Write the QDQ int8 model of ``src`` to ``dst``, calibrated on ``calib``.
+def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, *, method: str = "percentile") -> str:
+    """Write the QDQ int8 model of ``src`` to ``dst``, calibrated on ``calib``; returns the method used.
 
     ``percentile`` (99.99th, the default) clips activation outliers that MinMax lets stretch the
     int8 grid. Calibration runs one image at a time (``CalibStridedMinMax`` = 1, which ONNX
     Runtime applies to every calibrator), so histogram methods do not hold every image's
-    activations at once.
+    activations at once. ONNX Runtime's histogram cannot bin a tensor whose range is too narrow
+    for its 2048 bins (numpy's "Too many bins for data range", seen on PP-LiteSeg-B); such a
+    model is calibrated with MinMax instead, with a warning, and the gate then judges it.
     """
     q = _import_quantization()
     import onnx
@@ -232,22 +230,37 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, 
         except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation only
             log.info("quant_pre_process skipped (%s); quantizing the model as is", exc)
             pre = Path(src)
-        model = onnx.load(str(pre))
+        keep_float = head_nodes(onnx.load(str(pre)))
         chatter = io.StringIO()  # ORT's calibrators print progress to stdout; keep it for debugging only
-        with contextlib.redirect_stdout(chatter):
-            q.quantize_static(
-                model,
-                str(dst),
-                Reader(),
-                quant_format=q.QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=q.QuantType.QUInt8,
-                weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=head_nodes(model),
-                calibrate_method=calibrate_method,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1, **extra},
-            )
+
+        def run(calibrate_method: Any, extra: dict[str, Any]) -> None:
+            # A fresh ModelProto per attempt: quantize_static may move its weights to external
+            # data in a temp dir it deletes, which would leave a retry pointing at nothing.
+            model = onnx.load(str(pre))
+            with contextlib.redirect_stdout(chatter):
+                q.quantize_static(
+                    model,
+                    str(dst),
+                    Reader(),
+                    quant_format=q.QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=q.QuantType.QUInt8,
+                    weight_type=q.QuantType.QInt8,
+                    nodes_to_exclude=keep_float,
+                    calibrate_method=calibrate_method,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1, **extra},
+                )
+
+        try:
+            run(calibrate_method, extra)
+        except ValueError as exc:
+            if method == "minmax" or "bins" not in str(exc):
+                raise
+            log.warning("%s calibration failed (%s); calibrating with MinMax instead.", method, exc)
+            run(q.CalibrationMethod.MinMax, {})
+            method = "minmax"
         log.debug("ONNX Runtime calibration output:\n%s", chatter.getvalue())
+    return method
 
 
 def label_agreement(fp32: Any, int8: Any, images: Sequence[Path], max_side: int | None) -> tuple[float, float]:
@@ -322,7 +335,7 @@ def quantize_model(
     try:
         log.info("Calibrating on %d image(s), gating on %d held-out image(s)", len(calib), len(val))
         calib_set = CalibrationSet(calib, meta, max_side, augment=augment)
-        quantize_onnx(model_dir / ONNX_FILE, staging / ONNX_FILE, calib_set, meta.input_name, method=method)
+        method = quantize_onnx(model_dir / ONNX_FILE, staging / ONNX_FILE, calib_set, meta.input_name, method=method)
         write_meta(staging, meta)  # the gate's Segmenter needs a model dir; the gate is added below
         with Segmenter(model_dir, engine=engine) as fp32, Segmenter(staging, engine=engine) as int8:
             pooled, worst = label_agreement(fp32, int8, val, max_side)
