@@ -70,7 +70,7 @@ def test_predict_refuses_gaps_and_bad_sizes(model_dir: Path, image_path: Path, t
 def test_large_label_maps_skip_json_unless_asked(
     model_dir: Path, image_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("fastseg.cli.LARGE_JSON_PIXELS", 100)  # the 40x50 test image counts as "large"
+    monkeypatch.setattr("fastseg.cli.predict.LARGE_JSON_PIXELS", 100)  # the 40x50 test image counts as "large"
     out = tmp_path / "out"
     args = ["predict", "--input", str(image_path), "--model", str(model_dir), "--save_path", str(out)]
     result = CliRunner().invoke(main, args)

@@ -1,11 +1,13 @@
-"""The ``fastseg eval`` command (registered by ``fastseg.cli``). Parsing and printing only;
-``runner.evaluate`` does the work. Heavy modules are imported when the command runs."""
+"""``fastseg eval``: parsing and printing only; ``fastseg.evaluation.runner.evaluate`` does the
+work. Heavy modules are imported when the command runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from fastseg.cli.options import device_option, slide_options
 
 
 @click.command("eval")
@@ -16,7 +18,7 @@ import click
               help="List file, relative to --dataset or a path [default: val_list.txt, else Cityscapes layout].")
 @click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for eval.json and confusion.png.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+@device_option()
 @click.option("--engine", default=None, help="Inference engine (auto, ort, openvino, ...) [default: the Segmenter's].")
 @click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per network call.")
@@ -25,10 +27,7 @@ import click
 @click.option("--against", default=None,
               help="Also evaluate 'paddle' (the source Paddle model, from the provenance) or another model "
                    "name/dir (fp32 ONNX Runtime), and print both mIoUs, the label agreement and the delta.")
-@click.option("--slide", default=None, help="Sliding windows HxW at network resolution (PaddleSeg slide_inference).")
-@click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide].")
-@click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
-              help="paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models).")
+@slide_options()
 def eval_cmd(
     model: str,
     dataset_dir: Path,

@@ -1,0 +1,113 @@
+"""The options several commands share, declared once so their names, defaults and help agree,
+and the parsers of the command line's size arguments (the one home for them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., object])
+
+WEIGHTS_HELP = (
+    "official: the zoo model's published weights (downloaded on first use). reference: the same "
+    "architecture with UNTRAINED random weights, built on demand for offline use and labelled as such."
+)
+SLIDE_HELP = "Sliding windows HxW at network resolution (PaddleSeg slide_inference)."
+PROTOCOL_HELP = "paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models)."
+
+
+# ---------------------------------------------------------------- shared options
+def device_option() -> Callable[[F], F]:
+    """``--device``: where the model runs (predict, serve, bench, eval)."""
+    return click.option("--device", default="cpu", show_default=True, help="cpu, gpu, gpu:N, npu:N, trt:N, openvino[:CPU|GPU].")
+
+
+def allow_fallback_option() -> Callable[[F], F]:
+    """``--allow_fallback``: run on the CPU, with a warning, when the accelerator is missing."""
+    return click.option("--allow_fallback", "--allow-fallback", "allow_fallback", is_flag=True,
+                        help="Run on the CPU (with a warning) when the requested accelerator is missing.")
+
+
+def weights_option(*, help_suffix: str = "") -> Callable[[F], F]:
+    """``--weights official|reference``; ``help_suffix`` adds what this command does with a reference build."""
+    return click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+                        help=WEIGHTS_HELP + help_suffix)
+
+
+def engine_option() -> Callable[[F], F]:
+    """``--engine auto|ort|openvino`` for the commands that run a model (predict, serve)."""
+    return click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
+                        help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
+
+
+def ray_address_option() -> Callable[[F], F]:
+    """``--ray-address``: the Ray cluster a ``--ray`` run joins."""
+    return click.option("--ray-address", default=None, help="Ray cluster address (with --ray) [default: start a local Ray].")
+
+
+def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL_HELP) -> Callable[[F], F]:
+    """``--slide``, ``--slide-stride`` and ``--protocol`` (fastseg.slide.window_options reads them)."""
+    options = (
+        click.option("--slide", default=None, help=slide_help),
+        click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide]."),
+        click.option("--protocol", type=click.Choice(["paddlex", "published"]), default="paddlex", show_default=True,
+                     help=protocol_help),
+    )
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):  # click lists the last applied first
+            func = option(func)
+        return func
+
+    return decorate
+
+
+# ---------------------------------------------------------------- --weights
+def weights_model(model: str, weights: str) -> str | Path:
+    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name."""
+    if weights != "reference":
+        return model
+    if Path(model).expanduser().exists():
+        raise click.UsageError("--weights reference builds a zoo model: give --model NAME (see 'fastseg models').")
+    from fastseg.reference import build_reference_model, reference_model_dir
+
+    click.echo(
+        f"Using untrained reference weights for {model} (random: not the official model); "
+        f"built once into {reference_model_dir(model)} ...",
+        err=True,
+    )
+    model_dir, _ = build_reference_model(model)
+    return model_dir
+
+
+# ---------------------------------------------------------------- size parsers
+def parse_target_size(value: str | None) -> int | tuple[int, int] | None:
+    """``--target_size``: ``N`` or ``W,H`` (``WxH`` too)."""
+    if value is None:
+        return None
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)") from None
+    if len(nums) == 1:
+        return nums[0]
+    if len(nums) == 2:
+        return (nums[0], nums[1])
+    raise click.BadParameter(f"{value!r}: use N or W,H (e.g. 512 or 1024,512)")
+
+
+def parse_hw_size(value: str) -> tuple[int, int]:
+    """An image size ``HxW`` of at least 8x8 (bench --size, convert --fixed-shape)."""
+    h, sep, w = value.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 8 or int(w) < 8:
+        raise click.BadParameter(f"{value!r}: use HxW, e.g. 1024x2048 (height x width, at least 8x8)")
+    return int(h), int(w)
+
+
+def hw_size_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """:func:`parse_hw_size` as a click callback for an optional option."""
+    return None if value is None else parse_hw_size(value)
