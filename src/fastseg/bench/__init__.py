@@ -24,7 +24,7 @@ Modules (imports point down the list):
 - ``render``: table rows, rich table, Markdown, PNG chart, the written files.
 
 The package returns data (and renders it on request: rich and matplotlib are imported only
-there); it reads no environment variables, ``fastseg bench`` (cli.py) does. Top-level imports
+there); it reads no environment variables, ``fastseg bench`` (fastseg.cli.bench) does. Top-level imports
 are the standard library and numpy only, because the PaddleX worker runs under another
 interpreter (a separate venv) that has no onnx/onnxruntime/rich.
 """

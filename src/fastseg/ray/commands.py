@@ -1,4 +1,4 @@
-"""The bodies of ``fastseg predict --ray`` and ``fastseg serve --ray`` (cli.py only parses the
+"""The bodies of ``fastseg predict --ray`` and ``fastseg serve --ray`` (fastseg.cli only parses the
 options and calls these), with the same progress bar and summary line as the local commands."""
 
 from __future__ import annotations
