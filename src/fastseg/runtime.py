@@ -1,10 +1,8 @@
-"""ONNX Runtime sessions: device string -> execution providers, session creation, run loop.
+"""ONNX Runtime sessions: device -> execution providers, session creation, run loop.
 
-Device strings are the ones PaddleX users type (``cpu``, ``gpu``, ``gpu:1``, ``npu:0``) plus
-explicit ``openvino[:CPU|GPU|NPU]`` and ``trt[:N]``/``tensorrt[:N]``. ``parse_device`` and
-``resolve_providers`` are pure functions so every form is tested against a given list of
-available providers; ``create_session`` is the only place that touches onnxruntime's
-global provider list.
+Devices are parsed by ``fastseg.device_spec`` (re-exported here). ``resolve_providers`` is a
+pure function so every device form is tested against a given list of available providers;
+``create_session`` is the only place that touches onnxruntime's global provider list.
 
 Never imports cv2, zoo or processing (see STYLE.md's layout).
 """
@@ -12,24 +10,44 @@ Never imports cv2, zoo or processing (see STYLE.md's layout).
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from fastseg.device_spec import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse_device, physical_cores
 from fastseg.errors import DeviceError, ModelDirError
+from fastseg.session_base import SessionBase, TensorInfo, contiguous_float32
 
 log = logging.getLogger(__name__)
 
-DeviceKind = Literal["cpu", "gpu", "npu", "openvino", "tensorrt"]
+# Re-exported: callers import device parsing and TensorInfo from fastseg.runtime.
+__all__ = [
+    "ACCEPTED_FORMS",
+    "CANN_EP",
+    "CPU_EP",
+    "CUDA_EP",
+    "OPENVINO_EP",
+    "TRT_EP",
+    "DeviceKind",
+    "DeviceSpec",
+    "Runner",
+    "RuntimeOptions",
+    "Session",
+    "TensorInfo",
+    "choose_run_mode",
+    "create_session",
+    "parse_device",
+    "physical_cores",
+    "resolve_providers",
+    "session_options",
+]
+
 RunMode = Literal["auto", "iobinding", "plain"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 ConvAlgoSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]
@@ -39,63 +57,10 @@ CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
 CANN_EP = "CANNExecutionProvider"
 OPENVINO_EP = "OpenVINOExecutionProvider"
-
-ACCEPTED_FORMS = (
-    "'cpu', 'gpu', 'gpu:N', 'npu', 'npu:N', 'trt', 'trt:N' (= 'tensorrt:N'), "
-    "'openvino', 'openvino:CPU', 'openvino:GPU', 'openvino:NPU' (N = device index >= 0)"
-)
-_DEVICE_RE = re.compile(r"^(?P<kind>[a-z]+)(?::(?P<arg>[^:]+))?$")
-_OPENVINO_TARGETS = ("CPU", "GPU", "NPU")
 # Measured on CPU (docs/runtime.md, "IO binding"): plain session.run is as fast or faster,
 # so "auto" binds only on accelerators, where it saves a host<->device copy per output.
 _AUTO_IOBINDING = frozenset({"gpu", "tensorrt", "npu"})
 _MAX_CACHED_SHAPES = 8
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """A parsed device string: what kind of accelerator, which index, which OpenVINO target."""
-
-    kind: DeviceKind
-    index: int = 0
-    openvino_target: str = "CPU"
-
-    def __str__(self) -> str:
-        if self.kind == "cpu":
-            return "cpu"
-        if self.kind == "openvino":
-            return f"openvino:{self.openvino_target}"
-        return f"{self.kind}:{self.index}"
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads counted once), at least 1.
-
-    Uses psutil when installed, else the Linux CPU topology of the affinity set, else
-    ``os.cpu_count()``.
-    """
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        allowed = list(range(os.cpu_count() or 1))
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-        if physical:
-            return max(1, min(int(physical), len(allowed)))
-    except ImportError:
-        pass
-    cores: set[tuple[str, str]] = set()
-    for cpu in allowed:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(
-                ((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip())
-            )
-        except OSError:
-            return max(1, len(allowed))
-    return max(1, len(cores))
 
 
 @dataclass(frozen=True)
@@ -148,47 +113,6 @@ class RuntimeOptions:
             raise DeviceError(f"ort_log_level must be 0 (verbose) .. 4 (fatal), got {self.ort_log_level}.")
         if self.io_binding not in ("auto", "iobinding", "plain"):
             raise DeviceError(f"io_binding {self.io_binding!r} is not one of 'auto', 'iobinding', 'plain'.")
-
-
-def parse_device(device: str) -> DeviceSpec:
-    """Parse a PaddleX-style device string.
-
-    Raises:
-        DeviceError: the string is not one of the accepted forms (listed in the message).
-    """
-    if not isinstance(device, str):
-        raise DeviceError(f"Device must be a string, got {type(device).__name__}. Accepted: {ACCEPTED_FORMS}.")
-    text = device.strip()
-    m = _DEVICE_RE.match(text.lower())
-    if not m:
-        raise DeviceError(f"Cannot parse device {device!r}. Accepted: {ACCEPTED_FORMS}.")
-    kind, arg = m.group("kind"), m.group("arg")
-    if kind == "cuda":
-        kind = "gpu"
-    if kind == "trt":
-        kind = "tensorrt"
-    if kind == "cpu":
-        if arg not in (None, "0"):
-            raise DeviceError(f"Cannot parse device {device!r}: 'cpu' takes no index. Accepted: {ACCEPTED_FORMS}.")
-        return DeviceSpec("cpu")
-    if kind == "openvino":
-        target = (arg or "CPU").upper()
-        if target not in _OPENVINO_TARGETS:
-            raise DeviceError(
-                f"Unknown OpenVINO target in {device!r}; use one of {', '.join(_OPENVINO_TARGETS)}. "
-                f"Accepted: {ACCEPTED_FORMS}."
-            )
-        return DeviceSpec("openvino", openvino_target=target)
-    if kind in ("gpu", "npu", "tensorrt"):
-        if arg is None:
-            return DeviceSpec(kind)  # type: ignore[arg-type]
-        if not arg.isdigit():
-            raise DeviceError(
-                f"Cannot parse device {device!r}: the index must be an integer >= 0. Accepted: {ACCEPTED_FORMS}."
-            )
-        return DeviceSpec(kind, index=int(arg))  # type: ignore[arg-type]
-    raise DeviceError(f"Unknown device kind {kind!r} in {device!r}. Accepted: {ACCEPTED_FORMS}.")
-
 
 def _unavailable(spec: DeviceSpec, wanted: str, available: Sequence[str], allow_fallback: bool) -> None:
     msg = (
@@ -257,15 +181,6 @@ def resolve_providers(
     return providers
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape (ints, or None/str for dynamic dims) and ORT type string of a model input/output."""
-
-    name: str
-    shape: tuple[int | str | None, ...]
-    type: str
-
-
 class Runner:
     """Runs one float32 NCHW batch through a session, plain or with IO binding.
 
@@ -292,8 +207,7 @@ class Runner:
 
     def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output."""
-        if batch_nchw.dtype != np.float32 or not batch_nchw.flags.c_contiguous:
-            batch_nchw = np.ascontiguousarray(batch_nchw, dtype=np.float32)
+        batch_nchw = contiguous_float32(batch_nchw)
         if self._binding is None:
             return self._session.run([self._output], {self._input: batch_nchw})[0]  # type: ignore[no-any-return]
         with self.lock:
@@ -326,7 +240,7 @@ class Runner:
 
 
 @dataclass
-class Session:
+class Session(SessionBase):
     """An ONNX Runtime session with its IO description and run loop; close it or use ``with``."""
 
     engine: ClassVar[str] = "ort"
@@ -338,19 +252,9 @@ class Session:
     runner: Runner
     _ort: Any = field(repr=False)
 
-    @property
-    def input_name(self) -> str:
-        return self.inputs[0].name
-
-    @property
-    def output_name(self) -> str:
-        return self.outputs[0].name
-
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """Run one batch (see ``Runner.run``)."""
+    def _check_open(self) -> None:
         if self._ort is None:
             raise DeviceError(f"Session for {self.model_path} is closed; create a new one.")
-        return self.runner.run(batch_nchw)
 
     def close(self) -> None:
         """Release the session (ends profiling, frees device memory)."""
@@ -360,14 +264,6 @@ class Session:
             self._ort = None
             self.runner._session = None
             self.runner._binding = None
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def choose_run_mode(

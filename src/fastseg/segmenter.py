@@ -1,8 +1,8 @@
 """``Segmenter``: the one place the pipeline is wired (model dir -> preprocess -> run -> postprocess
 -> ``SegResult``), and ``create_pipeline`` for PaddleX pipeline YAMLs.
 
-Inputs follow PaddleX's predict(): BGR uint8 arrays, paths, http(s) URLs, directories
-(recursive, image suffixes, sorted), ``{"img": ...}`` dicts, and lists of these.
+Inputs follow PaddleX's predict() (``fastseg.inputs``); a model is a zoo name or a converted
+directory (``fastseg.model_resolution``); pipeline YAMLs are read by ``fastseg.pipeline_config``.
 """
 
 from __future__ import annotations
@@ -10,32 +10,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
-from fastseg.errors import (
-    InputError,
-    MissingDependencyError,
-    ModelDirError,
-    UnknownModelError,
+from fastseg.errors import InputError
+from fastseg.head import Head, HeadMode, prepare_head
+from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url
+from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta
+from fastseg.model_resolution import DEFAULT_MODEL, resolve_model_dir
+from fastseg.pipeline_config import (
+    DEFAULT_PIPELINE_YAML,
+    PIPELINE_NAME,
+    load_pipeline_config,
+    parse_target_size,
+    write_pipeline_config,
 )
-from fastseg.files import write_text_atomic
-from fastseg.head import HeadMode, prepare_head
-from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, is_model_dir, read_meta
 from fastseg.processing import (
-    IMAGE_SUFFIXES,
     TargetSize,
     as_bgr,
-    decode_image,
     group_by_shape,
     labels_from_output,
     preprocess_into,
@@ -46,161 +43,26 @@ from fastseg.processing import (
 from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.tuning import EngineChoice, choose_engine
-from fastseg.runtime import RuntimeOptions, parse_device
+from fastseg.runtime import DeviceSpec, RuntimeOptions, parse_device
 from fastseg.slide import SlideConfig, slide_image, slide_model_path
-from fastseg.zoo import ModelSpec, converted_model_dir, load_zoo
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "PP-LiteSeg-T"
-URL_TIMEOUT_S = 30.0
-PIPELINE_NAME = "semantic_segmentation"
-DEFAULT_PIPELINE_YAML = f"""\
-pipeline_name: {PIPELINE_NAME}
-
-SubModules:
-  SemanticSegmentation:
-    module_name: semantic_segmentation
-    model_name: {DEFAULT_MODEL}
-    model_dir: null      # a converted fastseg model directory; null = the zoo model above
-    batch_size: 1
-    target_size: null    # int or [width, height]; null = the model's own Resize
-"""
-
-
-# ----------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class InputItem:
-    """One image to segment: in memory (``image``), a file (``path``) or a URL (``url``)."""
-
-    source: str | None
-    image: npt.NDArray[np.uint8] | None = None
-    path: Path | None = None
-    url: str | None = None
-
-    def load(self) -> npt.NDArray[np.uint8]:
-        """Read/decode the image as BGR uint8 HxWx3.
-
-        Raises:
-            InputError: unreadable/corrupt file, unreachable URL, wrong array.
-        """
-        if self.image is not None:
-            return as_bgr(self.image)
-        if self.path is not None:
-            try:
-                data = self.path.read_bytes()
-            except OSError as exc:
-                raise InputError(f"Cannot read image {str(self.path)!r}: {exc.strerror or exc}.") from exc
-            return decode_image(data, source=repr(str(self.path)))
-        if self.url is not None:
-            return decode_image(fetch_url(self.url), source=self.url)
-        raise InputError("Empty input item.")
-
-
-def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """GET ``url`` (http/https) with a timeout.
-
-    Raises:
-        InputError: network error, HTTP error or timeout (the message names the URL).
-    """
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked by caller)
-            return resp.read()  # type: ignore[no-any-return]
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise InputError(f"Cannot download image {url}: {exc}. Check the URL or download it and pass the file.") from exc
-
-
-def _image_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def expand_inputs(inputs: Any) -> list[InputItem]:
-    """Flatten what ``predict`` accepts into ``InputItem``s (files are checked, not read).
-
-    Raises:
-        InputError: missing path, empty directory, unsupported type.
-    """
-    items: list[InputItem] = []
-    _expand(inputs, items)
-    return items
-
-
-def _expand(x: Any, items: list[InputItem]) -> None:
-    if isinstance(x, InputItem):  # already expanded (the CLI counts items first)
-        items.append(x)
-    elif isinstance(x, np.ndarray):
-        items.append(InputItem(source=None, image=x))
-    elif isinstance(x, dict):
-        if "img" not in x:
-            raise InputError(f"A dict input needs an 'img' key (PaddleX style), got keys {sorted(x)}.")
-        _expand(x["img"], items)
-    elif isinstance(x, (list, tuple)):
-        for sub in x:
-            _expand(sub, items)
-    elif isinstance(x, (str, Path)):
-        text = str(x)
-        if isinstance(x, str) and text.lower().startswith(("http://", "https://")):
-            items.append(InputItem(source=text, url=text))
-            return
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = _image_files(path)
-            if not files:
-                raise InputError(
-                    f"Directory {text!r} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)."
-                )
-            items.extend(InputItem(source=str(f), path=f) for f in files)
-        elif path.is_file():
-            items.append(InputItem(source=str(path), path=path))
-        else:
-            raise InputError(f"Input {text!r} does not exist (not a file, directory or http(s) URL).")
-    else:
-        raise InputError(
-            f"Unsupported input type {type(x).__name__}: pass a BGR uint8 numpy array, a path, a directory, "
-            "an http(s) URL, a {'img': ...} dict, or a list of these."
-        )
-
-
-# ----------------------------------------------------------------------------- model dirs
-def resolve_model_dir(model: str | Path, *, home: Path | None = None) -> Path:
-    """A converted model directory for ``model`` (a zoo name or a directory), converting on demand.
-
-    Raises:
-        UnknownModelError: not a directory and not a zoo name (nearest names suggested).
-        ModelDirError: a directory that is not a converted model (e.g. a Paddle model).
-        MissingDependencyError: a zoo model not converted yet and the converter is not installed.
-    """
-    text = str(model)
-    path = Path(text).expanduser()
-    looks_like_path = isinstance(model, Path) or "/" in text or "\\" in text or text.startswith(".")
-    if path.is_file() and path.suffix == ".onnx":  # model.onnx given: use its directory
-        path = path.parent
-    if path.exists() or looks_like_path:
-        read_meta(path)  # validates; says "convert it first" for Paddle model dirs
-        return path
-    spec = load_zoo().get(text)
-    target = converted_model_dir(spec.name, home)
-    if is_model_dir(target):
-        return target
-    return _convert_zoo_model(spec, target, home=home)
-
-
-def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> Path:
-    try:
-        from fastseg.convert import convert_model
-        from fastseg.convert.engine import require_convert_deps
-        from fastseg.download import fetch_model_tarball
-
-        require_convert_deps()  # before a download of hundreds of MB, not after
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"Model {spec.name!r} is not converted yet ({target} does not exist) and converting it needs the "
-            "[convert] extra: pip install 'fastseg-ort[convert]', or pass a converted model directory."
-        ) from exc
-    log.info("Model %s is not converted yet: downloading and converting into %s", spec.name, target)
-    tarball = fetch_model_tarball(spec, home=home)  # its DownloadError is already one line with the ways forward
-    convert_model(tarball, target, model_name=spec.name)
-    return target
+# Re-exported: callers import these from fastseg.segmenter.
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PIPELINE_YAML",
+    "PIPELINE_NAME",
+    "URL_TIMEOUT_S",
+    "InputItem",
+    "Segmenter",
+    "create_pipeline",
+    "expand_inputs",
+    "fetch_url",
+    "load_pipeline_config",
+    "resolve_model_dir",
+    "write_pipeline_config",
+]
 
 
 # ----------------------------------------------------------------------------- Segmenter
@@ -261,28 +123,43 @@ class Segmenter:
         self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
         if self.slide is not None and head == "banded":
             raise InputError("head='banded' cannot be combined with slide: sliding windows average the graph's logits.")
-        self._head = prepare_head(
-            self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
-            output_kind=self._meta.output_kind, device=device,
-            engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else "int8",
-            num_classes=self._meta.num_classes, home=home,
-            threads=options.intra_op_threads if options else None,
-        )
-        model_path = self._head.model_path
-        if self.slide is not None:  # windows need logits: the graph with its ArgMax stripped
-            model_path, options = slide_model_path(model_path, self._meta, self.slide, options, home)
-        self._session: EngineSession | None = open_session(
-            model_path,
-            spec,
-            options,
-            engine=self.engine_choice.engine,
-            allow_fallback=allow_fallback,
+        self._head = self._prepare_head(head, device=device, options=options, home=home)
+        self._session: EngineSession | None = self._open_session(
+            spec, options, home=home, allow_fallback=allow_fallback
         )
         log.info(
             "%s runs on %s with %s %s (%s)",
             self._meta.model_name, spec, self._session.engine, self.engine_choice.precision, self.engine_choice.reason,
         )
         self._buffers = threading.local()
+
+    # -- wiring (called once by __init__)
+    def _prepare_head(
+        self, head: HeadMode, *, device: str, options: RuntimeOptions | None, home: Path | None
+    ) -> Head:
+        """The head that turns the network's output into labels (``graph`` under sliding windows)."""
+        return prepare_head(
+            self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
+            output_kind=self._meta.output_kind, device=device,
+            engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else "int8",
+            num_classes=self._meta.num_classes, home=home,
+            threads=options.intra_op_threads if options else None,
+        )
+
+    def _open_session(
+        self, spec: DeviceSpec, options: RuntimeOptions | None, *, home: Path | None, allow_fallback: bool
+    ) -> EngineSession:
+        """The engine session on the head's model (for sliding windows: its logits variant)."""
+        model_path = self._head.model_path
+        if self.slide is not None:  # windows need logits: the graph with its ArgMax stripped
+            model_path, options = slide_model_path(model_path, self._meta, self.slide, options, home)
+        return open_session(
+            model_path,
+            spec,
+            options,
+            engine=self.engine_choice.engine,
+            allow_fallback=allow_fallback,
+        )
 
     # -- properties
     @property
@@ -419,6 +296,7 @@ class Segmenter:
                 weights=self._meta.provenance.get("weights"),
             ))
         return results
+
     def infer(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         """The model's output for a preprocessed float32 [N,3,H,W] batch: its graph's, or the
         same computed by the body and the banded head (``head``). May be a reused buffer."""
@@ -484,48 +362,6 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- pipelines
-def _parse_target_size(value: Any) -> TargetSize | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    raise InputError(f"Pipeline target_size must be null, an int or [width, height], got {value!r}.")
-
-
-def load_pipeline_config(pipeline: str | Path) -> dict[str, Any]:
-    """PaddleX's ``SubModules.SemanticSegmentation`` settings for a pipeline name or YAML path.
-
-    Raises:
-        UnknownModelError: an unknown pipeline name; ModelDirError: an unreadable/invalid YAML.
-    """
-    text = str(pipeline)
-    if text == PIPELINE_NAME:
-        raw = yaml.safe_load(DEFAULT_PIPELINE_YAML)
-    else:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise UnknownModelError(
-                f"Unknown pipeline {text!r}: use {PIPELINE_NAME!r} or a pipeline YAML path "
-                f"(write the default with: fastseg get-config {PIPELINE_NAME} --save_path ./)."
-            )
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ModelDirError(f"Cannot read pipeline YAML {text!r}: {exc}") from exc
-    try:
-        name = raw.get("pipeline_name")
-        if name != PIPELINE_NAME:
-            raise ModelDirError(f"Pipeline {text!r} is {name!r}; fastseg runs only {PIPELINE_NAME!r}.")
-        return dict(raw["SubModules"]["SemanticSegmentation"])
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise ModelDirError(
-            f"Pipeline YAML {text!r} lacks SubModules.SemanticSegmentation ({exc!r}); "
-            f"compare with: fastseg get-config {PIPELINE_NAME}"
-        ) from exc
-
-
 def create_pipeline(
     pipeline: str | Path = PIPELINE_NAME,
     *,
@@ -546,20 +382,10 @@ def create_pipeline(
         model,
         device=device,
         batch_size=int(sub.get("batch_size") or 1),
-        target_size=_parse_target_size(sub.get("target_size")),
+        target_size=parse_target_size(sub.get("target_size")),
         options=options,
         allow_fallback=allow_fallback,
         home=home,
         engine=engine,
     )
-
-
-def write_pipeline_config(save_path: Path, *, pipeline: str = PIPELINE_NAME) -> Path:
-    """Write the default pipeline YAML (PaddleX's ``get-config``); a directory gets ``<pipeline>.yaml``."""
-    if pipeline != PIPELINE_NAME:
-        raise UnknownModelError(f"Unknown pipeline {pipeline!r}; fastseg provides {PIPELINE_NAME!r}.")
-    save_path = Path(save_path)
-    target = save_path if save_path.suffix in (".yaml", ".yml") else save_path / f"{pipeline}.yaml"
-    write_text_atomic(target, DEFAULT_PIPELINE_YAML)
-    return target
 

@@ -2,7 +2,7 @@
 
 An engine turns ``model.onnx`` into a session with ``run(batch_nchw) -> output``, ``close()``,
 ``providers`` and a ``runner`` (its ``lock`` and ``mode``), which is all ``Segmenter``'s run
-loop uses. Two engines exist:
+loop uses; the part every engine shares is ``fastseg.session_base.SessionBase``. Two engines exist:
 
 - ``ort``: ONNX Runtime (``fastseg.runtime``), every device string (CPU, CUDA, TensorRT, CANN,
   ONNX Runtime's own OpenVINO provider when that build is installed).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy.typing as npt
 
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
 from fastseg.runtime import DeviceSpec, RuntimeOptions, TensorInfo, physical_cores
+from fastseg.session_base import SessionBase, contiguous_float32
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ class OpenVINORunner:
         self._request: Any = compiled.create_infer_request()
 
     def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        if batch_nchw.dtype != np.float32 or not batch_nchw.flags.c_contiguous:
-            batch_nchw = np.ascontiguousarray(batch_nchw, dtype=np.float32)
+        batch_nchw = contiguous_float32(batch_nchw)
         with self.lock:
             if self._request is None:
                 raise DeviceError("This OpenVINO session is closed; create a new one.")
@@ -86,10 +85,11 @@ class OpenVINORunner:
             self._compiled = None
 
 
-class OpenVINOSession:
+class OpenVINOSession(SessionBase):
     """A compiled OpenVINO model with the session interface fastseg's run loop uses."""
 
     engine = "openvino"
+    runner: OpenVINORunner
 
     def __init__(self, model_path: Path, device: DeviceSpec, target: str, compiled: Any) -> None:
         self.model_path = model_path
@@ -100,29 +100,9 @@ class OpenVINOSession:
         self.outputs = tuple(_tensor_info(p) for p in compiled.outputs)
         self.runner = OpenVINORunner(compiled)
 
-    @property
-    def input_name(self) -> str:
-        return self.inputs[0].name
-
-    @property
-    def output_name(self) -> str:
-        return self.outputs[0].name
-
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """Run one float32 NCHW batch; returns the first output (a copy)."""
-        return self.runner.run(batch_nchw)
-
     def close(self) -> None:
         """Release the compiled model."""
         self.runner.close()
-
-    def __enter__(self) -> OpenVINOSession:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _tensor_info(port: Any) -> TensorInfo:
