@@ -357,3 +357,21 @@ def test_bench_refuses_a_malformed_slide_before_any_work(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["bench", "--slide", "big", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--slide 'big': use HxW" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_measured_sgemm_peak_is_a_positive_gflops_figure() -> None:
+    from fastseg.bench.machine import measure_sgemm_gflops
+
+    gflops = measure_sgemm_gflops(1, n=128, repeats=2)
+    assert 0.1 < gflops < 100_000
+
+
+def test_peak_measurement_failure_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from fastseg.bench.machine import measure_sgemm_gflops
+    from fastseg.errors import FastSegError
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "boom"))
+    with pytest.raises(FastSegError, match="--peak-gflops"):
+        measure_sgemm_gflops(2)

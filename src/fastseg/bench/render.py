@@ -90,7 +90,8 @@ def conditions_text(report: BenchReport) -> str:
         f"{'fp32, ' if c.get('engine', 'ort') in ('ort', 'openvino') else ''}"
         f"{windows}{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
         f"fastseg/PaddleX end to end (file in, label map out); < 1 means fastseg is faster. "
-        f"GFLOPs: Conv/ConvTranspose/MatMul/Gemm, 1 MAC = 2 FLOPs; % peak of {c['peak_gflops']:.0f} GFLOP/s."
+        f"GFLOPs: Conv/ConvTranspose/MatMul/Gemm, 1 MAC = 2 FLOPs; % peak of {c['peak_gflops']:.0f} GFLOP/s "
+        f"({c.get('peak_source', 'given')})."
     )
 
 

@@ -71,6 +71,7 @@ class BenchConfig:
     engine: str = "ort"
     against: tuple[str, ...] = ()
     peak_gflops: float = DEFAULT_PEAK_GFLOPS
+    peak_source: str = "given"
     paddle_python: str | None = None
     paddlex_python: str | None = None
     ort_options: Mapping[str, Any] = field(default_factory=dict)

@@ -52,7 +52,8 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--against", default="", help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor).")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Image to use (resized to --size); default: a synthetic one.")
-@click.option("--peak-gflops", type=float, default=157.0, show_default=True, help="This machine's fp32 peak, GFLOP/s.")
+@click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="This machine's fp32 peak, GFLOP/s [default: measured: numpy sgemm 4096^3 on --threads, best of 5].")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8", "openvino-int8"]), default="ort", show_default=True,
@@ -71,7 +72,7 @@ def bench_cmd(
     against: str,
     out_dir: str,
     image: str | None,
-    peak_gflops: float,
+    peak_gflops: float | None,
     paddlex_python: str | None,
     reference_dir: str | None,
     engine: str,
@@ -148,9 +149,17 @@ def bench_cmd(
 
     with console.status(f"Preparing engine {engine}") as status:
         sources = prepare_sources(sources, engine, img, threads=threads, size=size, progress=status.update)
+    if peak_gflops is None:
+        from fastseg.bench.machine import SGEMM_N, measure_sgemm_gflops
+
+        with console.status("Measuring this machine's fp32 peak (numpy sgemm)"):
+            peak_gflops = measure_sgemm_gflops(threads)
+        peak_source = f"measured: numpy sgemm {SGEMM_N}^3, {threads} threads, best of 5"
+    else:
+        peak_source = "given with --peak-gflops"
     config = bench.BenchConfig(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
-        against=others, peak_gflops=peak_gflops, paddlex_python=paddlex_python,
+        against=others, peak_gflops=peak_gflops, peak_source=peak_source, paddlex_python=paddlex_python,
         engine=worker_engine(engine) if engine != "auto" else "auto",
         slide=slide, slide_stride=slide_stride, protocol=protocol,
     )
