@@ -109,13 +109,14 @@ def _start_ray_server(model: str, port: int, config: Path, replicas: int) -> sub
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C (so Serve and the local Ray shut down), then terminate if it hangs."""
+    """SIGTERM (serve --ray shuts Serve and the local Ray down on it, as on Ctrl-C; SIGINT would be
+    ignored when this script runs in the background of a shell), then kill if it hangs."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            proc.terminate()
+            proc.kill()
             proc.wait(timeout=30)
 
 

@@ -134,3 +134,27 @@ def test_worker_error_rebuilds_the_fastseg_error_from_rays_report() -> None:
     assert str(err) == "Device 'openvino:NPU' needs OpenVINOExecutionProvider. Install it. (in a Ray worker)"
     assert worker_error(RuntimeError("ray.exceptions.OutOfMemoryError: node died")) is None
     assert worker_error(RuntimeError("fastseg.errors.NoSuchError: x")) is None
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_serve_ray_wait_returns_on_sigterm_and_ctrl_c_and_restores_handlers(signame: str) -> None:
+    """serve --ray blocks in wait_until_stopped: SIGTERM (container stop) and Ctrl-C must both
+    return to the shutdown path, even when SIGINT was inherited ignored."""
+    import os
+    import signal
+    import threading
+
+    from fastseg.ray.commands import wait_until_stopped
+
+    sig = getattr(signal, signame)
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a script inherits it
+    before_term = signal.getsignal(signal.SIGTERM)
+    try:
+        timer = threading.Timer(0.2, os.kill, args=(os.getpid(), sig))
+        timer.start()
+        wait_until_stopped()  # returns instead of killing the test process
+        timer.join()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == before_term
+    finally:
+        signal.signal(signal.SIGINT, before_int)

@@ -14,6 +14,32 @@ from fastseg.processing import TargetSize
 from fastseg.ray.devices import require_ray
 
 
+def wait_until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM (a container stop, systemd), so either one reaches the caller's
+    shutdown path (Serve drains its replicas) instead of SIGTERM killing the driver outright.
+
+    SIGINT is given its default handler too: a process started in the background of a
+    non-interactive shell inherits SIGINT *ignored*, and Ctrl-C would then never arrive (that,
+    not Serve, is why an earlier benchmark's Ctrl-C "took over 90 s"). Both previous handlers
+    are restored on the way out.
+    """
+    import signal
+    import time
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_predict(
     *,
     input_: str,
@@ -82,10 +108,8 @@ def run_serve(
     log_level: str,
     segmenter_kwargs: dict[str, Any] | None = None,
 ) -> None:
-    """Deploy ``create_app`` on Ray Serve and block until Ctrl-C (then shut Serve down)."""
+    """Deploy ``create_app`` on Ray Serve and block until Ctrl-C or SIGTERM (then shut Serve down)."""
     require_ray("'fastseg serve --ray' (or a device list such as gpu:0,1)")
-    import time
-
     from fastseg.ray.cluster import ray_session, worker_error
     from fastseg.runtime import RuntimeOptions
 
@@ -120,12 +144,9 @@ def run_serve(
             click.echo(
                 f"fastseg serve --ray: {model} on http://{host}:{port}/ (POST /semantic-segmentation, docs at /docs; "
                 f"Ray Serve batching max_batch={config.max_batch}, max_wait_ms={config.max_wait_ms:g}; "
-                f"auth={'on' if config.api_key else 'off'}). Ctrl-C stops.",
+                f"auth={'on' if config.api_key else 'off'}). Ctrl-C or SIGTERM stops.",
                 err=True,
             )
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+            wait_until_stopped()
         finally:
             serve.shutdown()  # type: ignore[no-untyped-call]
