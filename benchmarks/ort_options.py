@@ -32,6 +32,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all+1thread": {"intra_op_num_threads": 1},
     "all+affinity": {"affinity": "2"},
     "all+cached": {"use_optimized_model": "{optimized}"},
+    # memory switches (docs/runtime.md, "Memory: SegFormer at 1024x2048"): the default has the
+    # memory pattern off; these put it back on, or also drop the CPU arena
+    "all+mempattern": {"enable_mem_pattern": True},
+    "all+noarena": {"enable_cpu_mem_arena": False},
 }
 
 
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         row[f"{stage}_median"] = None if s is None else round(s.median, 1)
                         row[f"{stage}_min"] = None if s is None else round(s.min, 1)
                     row["load_ms"] = None if res.load_ms is None else round(res.load_ms, 1)
+                    row["peak_rss_mb"] = None if res.peak_rss_mb is None else round(res.peak_rss_mb)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.json:
