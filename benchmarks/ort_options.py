@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = bench.make_image(Path(tmp) / "img.png", size=(int(h), int(w)))
         for model_dir in args.model_dir:
-            optimized = Path(tmp) / f"{model_dir.parent.name}_opt.onnx"
+            optimized = Path(tmp) / f"{_model_name(model_dir)}_opt.onnx"
             # Write the ALL-optimised model once, for the "cached" variant.
             bench.run_worker(_spec(model_dir, image, args, {"optimized_model_path": str(optimized)}, runs=1),
                              python=sys.executable, timeout_s=3600)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names:
                     opts = {k: (str(optimized) if v == "{optimized}" else v) for k, v in VARIANTS[name].items()}
                     res = bench.run_worker(_spec(model_dir, image, args, opts), python=sys.executable, timeout_s=3600)
-                    row = {"model": model_dir.parent.name, "variant": name, "repeat": rep, "status": res.status,
+                    row = {"model": _model_name(model_dir), "variant": name, "repeat": rep, "status": res.status,
                            "detail": res.detail}
                     for stage in ("infer", "e2e"):
                         s = res.stats.get(stage)
@@ -79,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _model_name(model_dir: Path) -> str:
+    """``.../SegFormer-B2`` or the bench cache's ``.../SegFormer-B2/onnx`` -> ``SegFormer-B2``."""
+    return model_dir.parent.name if model_dir.name == "onnx" else model_dir.name
+
+
 def _spec(model_dir: Path, image: Path, args: argparse.Namespace, opts: dict[str, Any], runs: int | None = None) -> dict[str, Any]:
-    return {"backend": "fastseg", "model_name": model_dir.parent.name, "onnx_dir": str(model_dir), "paddle_dir": None,
+    return {"backend": "fastseg", "model_name": _model_name(model_dir), "onnx_dir": str(model_dir), "paddle_dir": None,
             "image": str(image), "batch": 1, "runs": runs or args.runs, "warmup": 0 if runs else args.warmup,
             "threads": args.threads, "device": "cpu", "ort_options": opts}
 
