@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---|")
     for row in rows:
         peaks = " / ".join(str(p) for p in row["peak_after_each_run_mb"])
-        print(f"| `{row['config']}` | {CONFIGS[row['config']]} | {peaks} | {'yes' if row['identical'] else f"no ({row['differing_labels']} px differ)"} |")
+        same = "yes" if row["identical"] else f"no ({row['differing_labels']} px differ)"
+        print(f"| `{row['config']}` | {CONFIGS[row['config']]} | {peaks} | {same} |")
     return 0
 
 
