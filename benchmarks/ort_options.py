@@ -32,6 +32,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all+1thread": {"intra_op_num_threads": 1},
     "all+affinity": {"affinity": "2"},
     "all+cached": {"use_optimized_model": "{optimized}"},
+    # memory switches (docs/runtime.md, "Memory: SegFormer at 1024x2048"): the default has the
+    # memory pattern off; these put it back on, or also drop the CPU arena
+    "all+mempattern": {"enable_mem_pattern": True},
+    "all+noarena": {"enable_cpu_mem_arena": False},
 }
 
 
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = bench.make_image(Path(tmp) / "img.png", size=(int(h), int(w)))
         for model_dir in args.model_dir:
-            optimized = Path(tmp) / f"{model_dir.parent.name}_opt.onnx"
+            optimized = Path(tmp) / f"{_model_name(model_dir)}_opt.onnx"
             # Write the ALL-optimised model once, for the "cached" variant.
             bench.run_worker(_spec(model_dir, image, args, {"optimized_model_path": str(optimized)}, runs=1),
                              python=sys.executable, timeout_s=3600)
@@ -60,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names:
                     opts = {k: (str(optimized) if v == "{optimized}" else v) for k, v in VARIANTS[name].items()}
                     res = bench.run_worker(_spec(model_dir, image, args, opts), python=sys.executable, timeout_s=3600)
-                    row = {"model": model_dir.parent.name, "variant": name, "repeat": rep, "status": res.status,
+                    row = {"model": _model_name(model_dir), "variant": name, "repeat": rep, "status": res.status,
                            "detail": res.detail}
                     for stage in ("infer", "e2e"):
                         s = res.stats.get(stage)
                         row[f"{stage}_median"] = None if s is None else round(s.median, 1)
                         row[f"{stage}_min"] = None if s is None else round(s.min, 1)
                     row["load_ms"] = None if res.load_ms is None else round(res.load_ms, 1)
+                    row["peak_rss_mb"] = None if res.peak_rss_mb is None else round(res.peak_rss_mb)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.json:
@@ -74,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _model_name(model_dir: Path) -> str:
+    """``.../SegFormer-B2`` or the bench cache's ``.../SegFormer-B2/onnx`` -> ``SegFormer-B2``."""
+    return model_dir.parent.name if model_dir.name == "onnx" else model_dir.name
+
+
 def _spec(model_dir: Path, image: Path, args: argparse.Namespace, opts: dict[str, Any], runs: int | None = None) -> dict[str, Any]:
-    return {"backend": "fastseg", "model_name": model_dir.parent.name, "onnx_dir": str(model_dir), "paddle_dir": None,
+    return {"backend": "fastseg", "model_name": _model_name(model_dir), "onnx_dir": str(model_dir), "paddle_dir": None,
             "image": str(image), "batch": 1, "runs": runs or args.runs, "warmup": 0 if runs else args.warmup,
             "threads": args.threads, "device": "cpu", "ort_options": opts}
 
