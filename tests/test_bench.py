@@ -375,3 +375,9 @@ def test_peak_measurement_failure_names_the_flag(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "boom"))
     with pytest.raises(FastSegError, match="--peak-gflops"):
         measure_sgemm_gflops(2)
+
+
+def test_int8_rows_are_not_captioned_fp32() -> None:
+    cfg = dataclasses.asdict(bench.BenchConfig(engine="ort", precision="int8"))
+    text = bench.conditions_text(bench.BenchReport({}, {}, cfg, [], {}))
+    assert "engine ort, int8, " in text and "fp32" not in text

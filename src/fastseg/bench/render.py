@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -87,12 +88,18 @@ def conditions_text(report: BenchReport) -> str:
     return (
         f"{mach.get('cpu')} ({mach.get('logical_cores')} logical cores), device {c['device']}, "
         f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH), engine {c.get('engine', 'ort')}, "
-        f"{'fp32, ' if c.get('engine', 'ort') in ('ort', 'openvino') else ''}"
+        f"{_precision(c)}"
         f"{windows}{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
         f"fastseg/PaddleX end to end (file in, label map out); < 1 means fastseg is faster. "
         f"GFLOPs: Conv/ConvTranspose/MatMul/Gemm, 1 MAC = 2 FLOPs; % peak of {c['peak_gflops']:.0f} GFLOP/s "
         f"({c.get('peak_source', 'given')})."
     )
+
+
+def _precision(config: Mapping[str, Any]) -> str:
+    """"fp32, " / "int8, " for the caption; empty when the precision is per row (auto)."""
+    precision = config.get("precision") or ("fp32" if config.get("engine", "ort") in ("ort", "openvino") else "")
+    return f"{precision}, " if precision else ""
 
 
 def published_text(report: BenchReport) -> str:

@@ -72,6 +72,7 @@ class BenchConfig:
     against: tuple[str, ...] = ()
     peak_gflops: float = DEFAULT_PEAK_GFLOPS
     peak_source: str = "given"
+    precision: str | None = None  # what the rows run (fp32, int8); None: fp32 for ort/openvino, per row for auto
     paddle_python: str | None = None
     paddlex_python: str | None = None
     ort_options: Mapping[str, Any] = field(default_factory=dict)

@@ -161,6 +161,7 @@ def bench_cmd(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
         against=others, peak_gflops=peak_gflops, peak_source=peak_source, paddlex_python=paddlex_python,
         engine=worker_engine(engine) if engine != "auto" else "auto",
+        precision={"int8": "int8", "openvino-int8": "int8", "auto": None}.get(engine, "fp32"),
         slide=slide, slide_stride=slide_stride, protocol=protocol,
     )
 
