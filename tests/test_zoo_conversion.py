@@ -49,6 +49,8 @@ def test_zoo_model_converts_with_dynamic_shapes(
     assert isinstance(shape[2], str) and isinstance(shape[3], str), shape
     if name.startswith("PP-LiteSeg"):
         assert meta.provenance["adaptive_pools_rewritten"] == [[1, 1], [2, 2], [4, 4]]
+    # SegFormer's decoder fuse conv is folded into its projections (fastseg.convert.decoder_fold); no other model matches
+    assert meta.provenance["decoder_fuse_convs_folded"] == (1 if name.startswith("SegFormer") else 0)
 
 
 def test_legacy_format_reference(reference_tarball: Callable[..., Path], tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def convert_model(
         name = config.model_name or model_name or src.default_name
         target = _resolve_output(output, name)
         _refuse_foreign_target(target)
-        options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None}
+        options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True}
         if not force:
             meta = _cached(target, src.sha256, options, verify=verify, threshold=threshold)
             if meta is not None:
@@ -239,6 +239,7 @@ def _convert(
     import onnx
 
     from fastseg.convert.adaptive_pool import replace_adaptive_pools
+    from fastseg.convert.decoder_fold import fold_decoder_fuse
     from fastseg.convert.heads import attach_head
 
     work = scratch / "work"
@@ -295,7 +296,7 @@ def _convert(
         opset=chosen_opset,
     )
     _lap("paddle2onnx")
-    logits_model = replace_adaptive_pools(onnx.load(str(raw_onnx)), pools)
+    logits_model, decoder_folds = fold_decoder_fuse(replace_adaptive_pools(onnx.load(str(raw_onnx)), pools))
     input_name = logits_model.graph.input[0].name
     if fixed_hw is not None:
         dims = logits_model.graph.input[0].type.tensor_type.shape.dim
@@ -362,6 +363,7 @@ def _convert(
             "source_output_op": preprocess_config.output_op,
             "removed_head_ops": list(head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
+            "decoder_fuse_convs_folded": decoder_folds,
             "opset_reason": opset_reason,
             "timings_s": timings,
             "options": options,
