@@ -60,7 +60,10 @@ def measure_sgemm_gflops(threads: int, *, n: int = SGEMM_N, repeats: int = 5, ti
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout_s)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise FastSegError(f"Measuring the sgemm peak took over {timeout_s:g} s; pass --peak-gflops N instead.") from None
     try:
         return float(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

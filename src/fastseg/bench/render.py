@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,7 @@ def conditions_text(report: BenchReport) -> str:
 
 
 def _precision(config: Mapping[str, Any]) -> str:
-    """"fp32, " / "int8, " for the caption; empty when the precision is per row (auto)."""
+    """The caption's precision ("fp32, ", "int8, "); empty when it is per row (auto)."""
     precision = config.get("precision") or ("fp32" if config.get("engine", "ort") in ("ort", "openvino") else "")
     return f"{precision}, " if precision else ""
 
