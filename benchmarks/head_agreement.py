@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fastseg.head import prepare_head
-from fastseg.runtime import create_session
+from fastseg.engines.ort import create_session
 
 
 def _inputs(model_dir: Path, hw: tuple[int, int], images: list[Path]) -> list[tuple[str, np.ndarray]]:

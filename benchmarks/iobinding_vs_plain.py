@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny_models import colour_model, conv_stack_model  # noqa: E402
 
-from fastseg.runtime import RuntimeOptions, create_session  # noqa: E402
+from fastseg.engines.ort import RuntimeOptions, create_session  # noqa: E402
 
 
 def measure(name: str, onnx_path: Path, shape: tuple[int, ...], reps: int) -> None:

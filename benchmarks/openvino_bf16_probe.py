@@ -54,7 +54,7 @@ def speed(model_dir: Path) -> None:
 def agree(model_dir: Path, images: Path) -> None:
     from fastseg.model_dir import read_meta
     from fastseg.processing import preprocess_batch
-    from fastseg.quantize import image_files, load_for_gate
+    from fastseg.precision.quantize import image_files, load_for_gate
 
     meta = read_meta(model_dir)
     f32, bf16 = _compiled(model_dir, "f32"), _compiled(model_dir, "bf16")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fastseg.model_dir import ONNX_FILE
-from fastseg.runtime import RuntimeOptions, create_session
+from fastseg.engines.ort import RuntimeOptions, create_session
 
 
 def main(argv: list[str] | None = None) -> int:

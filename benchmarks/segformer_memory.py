@@ -72,7 +72,7 @@ def make_runner(config: str, model_path: Path, threads: int) -> Callable[[np.nda
     """Open the session for ``config``; returns ``batch -> first output``."""
     import onnxruntime as ort
 
-    from fastseg.runtime import RuntimeOptions, create_session, session_options
+    from fastseg.engines.ort import RuntimeOptions, create_session, session_options
 
     if config == "fastseg_default":
         return create_session(model_path, "cpu", RuntimeOptions(intra_op_threads=threads)).run
@@ -80,7 +80,7 @@ def make_runner(config: str, model_path: Path, threads: int) -> Callable[[np.nda
     options = RuntimeOptions(intra_op_threads=threads, enable_mem_pattern=True, enable_cpu_mem_arena=True)
     if config == "openvino":
         from fastseg.engines.openvino import create_openvino_session
-        from fastseg.runtime import parse_device
+        from fastseg.engines.device import parse_device
 
         ov = create_openvino_session(model_path, parse_device("cpu"), options)
         return ov.run

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fastseg import Segmenter
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.slide import parse_hw, window_layout
 
 

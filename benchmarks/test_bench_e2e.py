@@ -49,7 +49,7 @@ def family_dir(family_model: str | None, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_end_to_end(benchmark: Any, family_dir: Path, bench_size: tuple[int, int]) -> None:
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
     h, w = bench_size

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from fastseg.head import ResizeSpec, resize_argmax
-from fastseg.runtime import physical_cores
+from fastseg.engines.device import physical_cores
 
 CLASSES = 150
 STRIDE = 8

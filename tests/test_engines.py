@@ -18,7 +18,7 @@ from fastseg.engines import tuning
 from fastseg.engines.tuning import EngineChoice, choose_engine, recorded_choice, write_record
 from fastseg.errors import DeviceError, InputError, MissingDependencyError, ModelDirError
 from fastseg.model_dir import ModelMeta, PreprocessSpec, write_meta
-from fastseg.runtime import parse_device
+from fastseg.engines.device import parse_device
 from fastseg.segmenter import Segmenter
 from tiny_models import colour_model_dir, conv_stack_model
 
@@ -209,7 +209,7 @@ def test_the_gate_refuses_a_random_weight_network_and_writes_nothing(tmp_path: P
 
 @needs_quant
 def test_an_ungated_model_is_marked_everywhere_and_its_agreement_reproduces(tmp_path: Path) -> None:
-    from fastseg.quantize import label_agreement, quantize_model
+    from fastseg.precision.quantize import label_agreement, quantize_model
 
     model = random_net_dir(tmp_path / "fp32")
     calib = photo_dir(tmp_path / "calib", 4)
@@ -230,7 +230,7 @@ def test_an_ungated_model_is_marked_everywhere_and_its_agreement_reproduces(tmp_
     assert run.exit_code == 0, run.output
     assert "(int8 UNGATED)" in run.output
     # ungated variants are never tune candidates
-    from fastseg.tune import candidates
+    from fastseg.precision.tune import candidates
 
     assert [c.model_dir for c in candidates(model, engines=["ort"])] == [model]
     with pytest.raises(InputError, match="UNGATED"):
@@ -239,7 +239,7 @@ def test_an_ungated_model_is_marked_everywhere_and_its_agreement_reproduces(tmp_
 
 @needs_quant
 def test_quantize_refuses_overlapping_validation_and_existing_output(tmp_path: Path) -> None:
-    from fastseg.quantize import quantize_model
+    from fastseg.precision.quantize import quantize_model
 
     model = random_net_dir(tmp_path / "fp32")
     calib = photo_dir(tmp_path / "calib", 3)
@@ -276,7 +276,7 @@ def test_tune_records_a_winner_that_auto_then_runs(tmp_path: Path) -> None:
 @needs_quant
 def test_the_gate_accepts_the_real_pp_humanseg(humanseg_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     """Real weights: int8 keeps >= 99% of fp32's labels on portraits it was not calibrated on."""
-    from fastseg.quantize import quantize_model
+    from fastseg.precision.quantize import quantize_model
 
     out = tmp_path / "humanseg-int8"
     result = quantize_model(humanseg_dir, shared_data / "images" / "portraits", out, register=False)
@@ -312,7 +312,7 @@ def test_percentile_calibration_that_cannot_bin_falls_back_to_minmax(
     """ORT's histogram fails on too narrow a tensor range (seen on PP-LiteSeg-B): MinMax, said and recorded."""
     from onnxruntime import quantization
 
-    from fastseg.quantize import quantize_model
+    from fastseg.precision.quantize import quantize_model
 
     real = quantization.quantize_static
     methods: list[object] = []
@@ -326,7 +326,7 @@ def test_percentile_calibration_that_cannot_bin_falls_back_to_minmax(
 
     monkeypatch.setattr(quantization, "quantize_static", narrow_range_once)
     model = random_net_dir(tmp_path / "fp32")
-    with caplog.at_level(logging.WARNING, logger="fastseg.quantize"):
+    with caplog.at_level(logging.WARNING, logger="fastseg.precision.quantize"):
         result = quantize_model(model, photo_dir(tmp_path / "calib", 4), tmp_path / "int8", min_agreement=0, augment=False)
     assert methods == [quantization.CalibrationMethod.Percentile, quantization.CalibrationMethod.MinMax]
     assert result.calibration == "minmax" and "calibrating with MinMax instead" in caplog.text

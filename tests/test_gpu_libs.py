@@ -1,4 +1,4 @@
-"""``fastseg.gpu_libs.prepare_cuda``: pip-installed CUDA is preloaded, and a missing library
+"""``fastseg.engines.gpu_libs.prepare_cuda``: pip-installed CUDA is preloaded, and a missing library
 becomes one line naming it and the install command. Runs on a CPU machine with a fake
 onnxruntime; the last test uses a real onnxruntime-gpu from a separate venv when one is given."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fastseg.errors import DeviceError
-from fastseg.gpu_libs import CUDA_EP, TRT_EP, missing_library, prepare_cuda
+from fastseg.engines.gpu_libs import CUDA_EP, TRT_EP, missing_library, prepare_cuda
 
 LOADER_MISSING = "libcublasLt.so.13: cannot open shared object file: No such file or directory"
 EXPECTED = (
@@ -118,7 +118,7 @@ def test_real_onnxruntime_gpu_without_cuda_names_the_library() -> None:
         pytest.skip("this machine has an NVIDIA driver: the libraries may well load")
     src = Path(__file__).resolve().parents[1] / "src"
     code = (
-        "from fastseg.gpu_libs import prepare_cuda\n"
+        "from fastseg.engines.gpu_libs import prepare_cuda\n"
         "try:\n    prepare_cuda('CUDAExecutionProvider')\nexcept Exception as exc:\n"
         "    print(type(exc).__name__ + ': ' + str(exc))\nelse:\n    print('loaded')\n"
     )

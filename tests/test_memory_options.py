@@ -9,7 +9,7 @@ import pytest
 from tiny_models import random_conv_model
 
 from fastseg.errors import DeviceError
-from fastseg.runtime import RuntimeOptions, create_session, session_options
+from fastseg.engines.ort import RuntimeOptions, create_session, session_options
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,8 @@ import pytest
 from tiny_models import colour_model
 
 from fastseg.errors import DeviceError, ModelDirError
-from fastseg.runtime import (
-    CANN_EP,
-    CPU_EP,
-    CUDA_EP,
-    OPENVINO_EP,
-    TRT_EP,
-    DeviceSpec,
-    RuntimeOptions,
-    choose_run_mode,
-    create_session,
-    parse_device,
-    physical_cores,
-    resolve_providers,
-    session_options,
-)
+from fastseg.engines.device import DeviceSpec, parse_device, physical_cores
+from fastseg.engines.ort import CANN_EP, CPU_EP, CUDA_EP, OPENVINO_EP, TRT_EP, RuntimeOptions, choose_run_mode, create_session, resolve_providers, session_options
 
 CPU_ONLY = [CPU_EP]
 CUDA = [CUDA_EP, CPU_EP]
@@ -155,7 +142,7 @@ def test_missing_accelerator_is_an_error_naming_available(device: str, available
     ],
 )
 def test_fallback_warns(device: str, available: list[str], expected: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fastseg.runtime"):
+    with caplog.at_level(logging.WARNING, logger="fastseg.engines.ort"):
         got = resolve_providers(parse_device(device), available, options=OPTS, allow_fallback=True)
     assert _names(got) == expected
     assert any("Falling back" in r.message and r.levelno == logging.WARNING for r in caplog.records)
@@ -207,7 +194,7 @@ def _batch(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def test_real_cpu_session(labels_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="fastseg.runtime"):
+    with caplog.at_level(logging.INFO, logger="fastseg.engines.ort"):
         session = create_session(labels_onnx, "cpu", RuntimeOptions(intra_op_threads=1))
     with session:
         assert session.providers == [CPU_EP]
@@ -270,7 +257,7 @@ def test_optimized_model_cache_written(labels_onnx: Path, tmp_path: Path) -> Non
 
 
 def test_optimized_model_cache_is_reused_when_newer(labels_onnx: Path, tmp_path: Path) -> None:
-    from fastseg.runtime import _use_optimized_cache
+    from fastseg.engines.ort import _use_optimized_cache
 
     target = tmp_path / "opt.onnx"
     opts = RuntimeOptions(optimized_model_path=target, intra_op_threads=1)
@@ -326,7 +313,7 @@ def test_cuda_sessions_check_their_libraries_first(labels_onnx: Path, monkeypatc
     DeviceError line (or, with allow_fallback, a CPU session)."""
     import onnxruntime as ort
 
-    from fastseg import gpu_libs
+    from fastseg.engines import gpu_libs
 
     asked: list[str] = []
 

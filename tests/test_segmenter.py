@@ -17,7 +17,7 @@ from tiny_models import colour_model_dir
 
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError, UnknownModelError
 from fastseg.model_dir import ResizeSpec
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.segmenter import Segmenter, create_pipeline, load_pipeline_config, write_pipeline_config
 from fastseg.zoo import converted_model_dir
 

@@ -16,7 +16,7 @@ from fastseg.errors import InputError, ModelDirError
 from fastseg.graph_edit import logits_model
 from fastseg.model_dir import ResizeSpec, read_meta
 from fastseg.processing import preprocess_batch, restore_size
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.segmenter import Segmenter
 from fastseg.slide import BandAccumulator, SlideConfig, axis_spans, parse_hw, window_layout
 

@@ -17,7 +17,7 @@ from fastseg.cli import main
 from fastseg.errors import InputError
 from fastseg.model_dir import read_meta, write_meta
 from fastseg.results import colorize
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.segmenter import Segmenter
 from fastseg.slide import protocol_kwargs
 from fastseg.zoo import load_zoo

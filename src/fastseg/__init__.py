@@ -28,12 +28,12 @@ from fastseg.errors import (
 if TYPE_CHECKING:
     from fastseg.evaluation.runner import evaluate
     from fastseg.results import SegResult
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter, create_pipeline
 
 # Imported on first use so `fastseg --help` does not load onnxruntime/OpenCV.
 _LAZY = {
-    "RuntimeOptions": "fastseg.runtime",
+    "RuntimeOptions": "fastseg.engines.ort",
     "SegResult": "fastseg.results",
     "Segmenter": "fastseg.segmenter",
     "create_pipeline": "fastseg.segmenter",

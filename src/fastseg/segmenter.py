@@ -43,7 +43,8 @@ from fastseg.processing import (
 from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.tuning import EngineChoice, choose_engine
-from fastseg.runtime import DeviceSpec, RuntimeOptions, parse_device
+from fastseg.engines.device import DeviceSpec, parse_device
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.slide import SlideConfig, slide_image, slide_model_path
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class Segmenter:
     @property
     def precision_label(self) -> str:
         """How the weights' precision is shown: ``fp32``, ``int8 (keeps 99.31% ...)``, ``int8 UNGATED``."""
-        from fastseg.quantize import gate_label
+        from fastseg.precision.quantize import gate_label
 
         return gate_label(self._meta.verification)
 

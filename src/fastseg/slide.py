@@ -38,7 +38,7 @@ from fastseg.errors import InputError
 from fastseg.graph_edit import logits_model
 from fastseg.model_dir import ModelMeta, PreprocessSpec, ResizeSpec
 from fastseg.processing import INTERPOLATIONS, preprocess_into, resized_hw
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.zoo import cache_home
 
 FINALISE_CHUNK_ROWS = 64  # rows divided/argmaxed at once: bounds the temporaries to C x 64 x W

@@ -75,7 +75,7 @@ def _prepare(
 ) -> ModelSource:
     if engine == "auto":
         from fastseg.engines.tuning import recorded_choice
-        from fastseg.tune import tune
+        from fastseg.precision.tune import tune
 
         if recorded_choice(src.onnx_dir).reason.startswith("tuned"):
             return src
@@ -83,7 +83,7 @@ def _prepare(
             progress(f"tuning {src.name}")
         tune(src.onnx_dir, size=size, threads=threads, runs=3, warmup=1, image=image)
         return src
-    from fastseg.quantize import quantize_model
+    from fastseg.precision.quantize import quantize_model
 
     reference = src.weights == REFERENCE_WEIGHTS
     target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{INT8_DIR}"

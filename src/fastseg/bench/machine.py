@@ -107,7 +107,8 @@ def check_device(device: str, *, allow_fallback: bool = False) -> tuple[str, str
     """
     import onnxruntime as ort
 
-    from fastseg.runtime import RuntimeOptions, parse_device, resolve_providers
+    from fastseg.engines.device import parse_device
+    from fastseg.engines.ort import RuntimeOptions, resolve_providers
 
     spec = parse_device(device)
     if spec.kind == "cpu":

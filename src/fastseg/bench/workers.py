@@ -101,7 +101,7 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
 
     from fastseg.model_dir import ONNX_FILE
     from fastseg.processing import decode_image, labels_from_output, preprocess_into, resized_hw, restore_size
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
     options = dict(spec.get("ort_options") or {})

@@ -3,8 +3,7 @@ module that owns the concern. Nothing imports this package. This is the one plac
 environment variables (through ``zoo.cache_home``).
 
 ``app`` holds the group, one module per command (``models``, ``predict`` with ``get-config``,
-``serve``, ``bench``, ``convert``, ``evaluate``; ``quantize`` and ``tune`` live in
-``fastseg.engines.cli``), and ``options`` the options several commands share and the size parsers.
+``serve``, ``bench``, ``convert``, ``evaluate``, ``quantize``, ``tune``), and ``options`` the options several commands share and the size parsers.
 """
 
 from fastseg.cli.app import main

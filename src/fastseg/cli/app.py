@@ -10,7 +10,8 @@ from fastseg.cli.evaluate import eval_cmd
 from fastseg.cli.models import models_cmd
 from fastseg.cli.predict import get_config_cmd, predict_cmd
 from fastseg.cli.serve import serve_cmd
-from fastseg.engines.cli import quantize_cmd, tune_cmd
+from fastseg.cli.quantize import quantize_cmd
+from fastseg.cli.tune import tune_cmd
 from fastseg.errors import FastSegError
 
 COMMANDS: tuple[click.Command, ...] = (

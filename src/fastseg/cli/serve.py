@@ -70,7 +70,7 @@ def serve_cmd(
         raise MissingDependencyError(
             f"'fastseg serve' needs the [serve] extra ({exc.name} is missing): pip install 'fastseg-ort[serve]'"
         ) from exc
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
     from fastseg.serving.port import ensure_port_free

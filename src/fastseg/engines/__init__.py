@@ -2,9 +2,9 @@
 
 An engine turns ``model.onnx`` into a session with ``run(batch_nchw) -> output``, ``close()``,
 ``providers`` and a ``runner`` (its ``lock`` and ``mode``), which is all ``Segmenter``'s run
-loop uses; the part every engine shares is ``fastseg.session_base.SessionBase``. Two engines exist:
+loop uses; the part every engine shares is ``fastseg.engines.session_base.SessionBase``. Two engines exist:
 
-- ``ort``: ONNX Runtime (``fastseg.runtime``), every device string (CPU, CUDA, TensorRT, CANN,
+- ``ort``: ONNX Runtime (``fastseg.engines.ort``), every device string (CPU, CUDA, TensorRT, CANN,
   ONNX Runtime's own OpenVINO provider when that build is installed).
 - ``openvino``: OpenVINO's runtime (``fastseg.engines.openvino``) on the same ``model.onnx``.
 
@@ -22,7 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import DeviceError
-from fastseg.runtime import DeviceSpec, RuntimeOptions, TensorInfo, create_session, parse_device
+from fastseg.engines.device import DeviceSpec, parse_device
+from fastseg.engines.session_base import TensorInfo
+from fastseg.engines.ort import RuntimeOptions, create_session
 
 EngineName = Literal["ort", "openvino"]
 ENGINES: tuple[str, ...] = ("ort", "openvino")

@@ -20,8 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
-from fastseg.runtime import DeviceSpec, RuntimeOptions, TensorInfo, physical_cores
-from fastseg.session_base import SessionBase, contiguous_float32
+from fastseg.engines.device import DeviceSpec, physical_cores
+from fastseg.engines.session_base import TensorInfo
+from fastseg.engines.ort import RuntimeOptions
+from fastseg.engines.session_base import SessionBase, contiguous_float32
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from fastseg.engines import ENGINES, check_engine
 from fastseg.engines.openvino import openvino_version
 from fastseg.files import write_text_atomic
 from fastseg.model_dir import is_model_dir, read_meta
-from fastseg.runtime import DeviceSpec, physical_cores
+from fastseg.engines.device import DeviceSpec, physical_cores
 
 log = logging.getLogger(__name__)
 

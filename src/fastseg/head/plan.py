@@ -26,7 +26,7 @@ from fastseg.files import write_bytes_atomic, write_text_atomic
 from fastseg.head.banded import ResizeSpec, resize_argmax
 from fastseg.head.interp import output_length
 from fastseg.head.size_expr import evaluate_sizes
-from fastseg.runtime import parse_device, physical_cores
+from fastseg.engines.device import parse_device, physical_cores
 from fastseg.zoo import cache_home
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from fastseg import errors
 from fastseg.errors import FastSegError, ModelDirError
 from fastseg.model_dir import read_meta
 from fastseg.ray.devices import ClusterResources, cluster_resources_from, require_ray, visible_devices_env
-from fastseg.runtime import RuntimeOptions
+from fastseg.engines.ort import RuntimeOptions
 from fastseg.segmenter import Segmenter, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class ModelFiles:
         size = sum(len(b) for b in files.values())
         if size > MAX_MODEL_BYTES:
             raise ModelDirError(f"Model directory {model_dir} holds {size / 1e9:.1f} GB; ship at most 2 GB to workers.")
-        from fastseg.quantize import gate_label
+        from fastseg.precision.quantize import gate_label
         from fastseg.reference import weights_note
 
         note = weights_note(meta)

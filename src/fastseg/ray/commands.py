@@ -111,7 +111,7 @@ def run_serve(
     """Deploy ``create_app`` on Ray Serve and block until Ctrl-C or SIGTERM (then shut Serve down)."""
     require_ray("'fastseg serve --ray' (or a device list such as gpu:0,1)")
     from fastseg.ray.cluster import ray_session, worker_error
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
 
     model_arg: str | Path = Path(model) if Path(model).is_dir() else model
     with ray_session(address=address, device=device):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastseg.errors import DeviceError, MissingDependencyError
-from fastseg.runtime import DeviceSpec, parse_device
+from fastseg.engines.device import DeviceSpec, parse_device
 
 RAY_EXTRA_HINT = "pip install 'fastseg-ort[ray]'"
 # Ray resource names per device kind: CUDA devices (gpu, TensorRT) are Ray's GPUs; Ascend NPUs

@@ -1,6 +1,6 @@
 """ONNX Runtime sessions: device -> execution providers, session creation, run loop.
 
-Devices are parsed by ``fastseg.device_spec`` (re-exported here). ``resolve_providers`` is a
+Devices are parsed by ``fastseg.engines.device``. ``resolve_providers`` is a
 pure function so every device form is tested against a given list of available providers;
 ``create_session`` is the only place that touches onnxruntime's global provider list.
 
@@ -20,33 +20,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.device_spec import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse_device, physical_cores
+from fastseg.engines.device import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse_device, physical_cores
 from fastseg.errors import DeviceError, ModelDirError
-from fastseg.session_base import SessionBase, TensorInfo, contiguous_float32
+from fastseg.engines.session_base import SessionBase, TensorInfo, contiguous_float32
 
 log = logging.getLogger(__name__)
 
-# Re-exported: callers import device parsing and TensorInfo from fastseg.runtime.
-__all__ = [
-    "ACCEPTED_FORMS",
-    "CANN_EP",
-    "CPU_EP",
-    "CUDA_EP",
-    "OPENVINO_EP",
-    "TRT_EP",
-    "DeviceKind",
-    "DeviceSpec",
-    "Runner",
-    "RuntimeOptions",
-    "Session",
-    "TensorInfo",
-    "choose_run_mode",
-    "create_session",
-    "parse_device",
-    "physical_cores",
-    "resolve_providers",
-    "session_options",
-]
 
 RunMode = Literal["auto", "iobinding", "plain"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
@@ -351,7 +330,7 @@ def create_session(
         spec, ort.get_available_providers(), options=options, allow_fallback=allow_fallback
     )
     if providers[0][0] in (CUDA_EP, TRT_EP):  # pip-installed CUDA/cuDNN, or one line naming what is missing
-        from fastseg.gpu_libs import prepare_cuda
+        from fastseg.engines.gpu_libs import prepare_cuda
 
         try:
             prepare_cuda(providers[0][0], ort=ort)

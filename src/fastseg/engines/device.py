@@ -2,7 +2,7 @@
 
 Device strings are the ones PaddleX users type (``cpu``, ``gpu``, ``gpu:1``, ``npu:0``) plus
 explicit ``openvino[:CPU|GPU|NPU]`` and ``trt[:N]``/``tensorrt[:N]``. ``parse_device`` is a pure
-function; every engine (``fastseg.runtime``, ``fastseg.engines``) starts from its ``DeviceSpec``.
+function; every engine (``fastseg.engines.ort``, ``fastseg.engines``) starts from its ``DeviceSpec``.
 Imports nothing from fastseg but its errors.
 """
 

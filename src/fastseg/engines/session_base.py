@@ -1,7 +1,7 @@
 """What every engine's session shares: its IO description, ``run`` through its runner, and
 the ``with`` lifecycle; an engine supplies the runner, ``close`` and its closed-session check.
 
-ONNX Runtime's ``fastseg.runtime.Session`` and OpenVINO's
+ONNX Runtime's ``fastseg.engines.ort.Session`` and OpenVINO's
 ``fastseg.engines.openvino.OpenVINOSession`` subclass ``SessionBase``, so a new engine is one
 more implementation behind the interface ``fastseg.engines.EngineSession`` describes.
 Imports nothing from fastseg, onnxruntime or OpenVINO.

@@ -66,7 +66,7 @@ class Timing:
 
 def candidates(model_dir: Path, engines: Sequence[str] | None = None, variants: Sequence[Path] = ()) -> list[Candidate]:
     """Every engine on the fp32 model and on each gated int8 variant (registered or given)."""
-    from fastseg.quantize import gate_label
+    from fastseg.precision.quantize import gate_label
 
     engines = list(engines or available_engines())
     dirs: list[Path] = [Path(model_dir)]
@@ -128,7 +128,7 @@ def label_agreements(cands: Sequence[Candidate], image: Path, model_dir: Path, t
     import numpy as np
 
     from fastseg.processing import decode_image
-    from fastseg.runtime import RuntimeOptions
+    from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
     img = decode_image(image.read_bytes(), source=str(image))
