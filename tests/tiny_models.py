@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -140,4 +141,36 @@ def random_conv_model_dir(
         provenance={"source": "tests/tiny_models.py"},
     )
     write_meta(root, meta)
+    return root
+
+
+def colour_image(h: int = 24, w: int = 40) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 3, 2] = 200  # red (BGR)
+    img[:, w // 3 : 2 * w // 3, 1] = 200  # green
+    img[:, 2 * w // 3 :, 0] = 200  # blue
+    return img
+
+
+def random_net_dir(root: Path) -> Path:
+    """A random-weight 19-class network: near-tied logits everywhere, as a reference build's."""
+    root.mkdir(parents=True, exist_ok=True)
+    conv_stack_model(root / "model.onnx", width=16, depth=3, classes=19)
+    names = tuple(f"c{i}" for i in range(19))
+    write_meta(root, ModelMeta(
+        model_name="random-net", input_name="x", output_kind="labels", num_classes=19, class_names=names,
+        palette=tuple((i * 10, i * 5, i) for i in range(19)), preprocess=PreprocessSpec(), opset=13,
+    ))
+    return root
+
+
+def photo_dir(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` smooth synthetic photos (gradients + blobs + noise), 48x64."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
+    for i in range(n):
+        base = np.stack([xx * rng.uniform(1, 4), yy * rng.uniform(1, 4), (xx + yy) * rng.uniform(0.5, 2)], -1)
+        img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / f"img_{i}.png"), img)
     return root

@@ -31,6 +31,8 @@ _REFIX = "fix the value, or re-convert the model ('fastseg convert ... --force')
 
 OutputKind = Literal["labels", "logits", "probs"]
 OUTPUT_KINDS: tuple[str, ...] = ("labels", "logits", "probs")
+Precision = Literal["fp32", "int8", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,51 @@ class PreprocessSpec:
 
 
 @dataclass(frozen=True)
+class GateRecord:
+    """How a reduced-precision model (int8, bf16) compared with its fp32 model on held-out
+    images, as ``fastseg quantize`` measured it; ``gated`` False = written with the gate off."""
+
+    precision: Precision
+    engine: str
+    gated: bool
+    agreement_pct: float
+    """Pooled: % of all held-out pixels whose label equals fp32's."""
+    worst_image_pct: float
+    """The lowest single held-out image's agreement."""
+    min_agreement_pct: float
+    """The pooled threshold the gate applied."""
+    min_image_agreement_pct: float
+    """The per-image floor the gate applied."""
+    val_images: int
+    calib_images: int = 0
+    format: str = ""
+    calibration: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the precision is shown: ``int8 (keeps 99.40% of fp32 labels)``, ``bf16 UNGATED``."""
+        if not self.gated:
+            return f"{self.precision} UNGATED" + ("" if self.val_images else " (agreement not measured)")
+        return f"{self.precision} (keeps {self.agreement_pct:.2f}% of fp32 labels, worst image {self.worst_image_pct:.2f}%)"
+
+    @classmethod
+    def from_json(cls, raw: Any) -> GateRecord:
+        """Parse ``fastseg.json``'s ``gate`` object (ValueError/KeyError/TypeError on bad input)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"gate must be a JSON object, got a JSON {_json_type(raw)}")
+        precision = raw["precision"]
+        if precision not in ("int8", "bf16"):
+            raise ValueError(f"gate.precision {precision!r} not in ('int8', 'bf16')")
+        figures = {k: _finite(raw[k], f"gate.{k}") for k in (
+            "agreement_pct", "worst_image_pct", "min_agreement_pct", "min_image_agreement_pct")}
+        return cls(
+            precision=precision, engine=str(raw["engine"]), gated=bool(raw["gated"]),
+            val_images=int(raw["val_images"]), calib_images=int(raw.get("calib_images", 0)),
+            format=str(raw.get("format", "")), calibration=str(raw.get("calibration", "")), **figures,
+        )
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     """Everything a runtime needs to use ``model.onnx`` correctly, plus where it came from."""
 
@@ -70,10 +117,18 @@ class ModelMeta:
     fixed_hw: tuple[int, int] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = "fp32"
+    """What the engine computes in: ``fp32``, or a gated ``int8``/``bf16`` variant (``gate``)."""
+    gate: GateRecord | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def precision_label(self) -> str:
+        """How the precision is shown to users: ``fp32``, ``bf16 (keeps 99.9% ...)``, ``int8 UNGATED``."""
+        return "fp32" if self.gate is None else self.gate.label
 
     @classmethod
     def from_json(cls, raw: Any) -> ModelMeta:
@@ -106,6 +161,10 @@ class ModelMeta:
             if kind not in OUTPUT_KINDS:
                 raise ValueError(f"output_kind {kind!r} not in {OUTPUT_KINDS}")
             fixed = raw.get("fixed_hw")
+            precision = raw.get("precision", "fp32")
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
+            gate = None if raw.get("gate") is None else GateRecord.from_json(raw["gate"])
             meta = cls(
                 model_name=str(raw["model_name"]),
                 input_name=str(raw["input_name"]),
@@ -132,6 +191,8 @@ class ModelMeta:
                 fixed_hw=None if fixed is None else (int(fixed[0]), int(fixed[1])),
                 provenance=dict(raw.get("provenance", {})),
                 verification=dict(raw.get("verification", {})),
+                precision=precision,
+                gate=gate,
             )
         except KeyError as exc:
             raise ModelDirError(f"{META_FILE} lacks the field {exc}; re-convert the model ('fastseg convert ... --force').") from exc
@@ -186,11 +247,22 @@ def check_meta(meta: ModelMeta) -> None:
         raise bad("fixed_hw", f"is {list(meta.fixed_hw)}; give [height, width] > 0, or null")
     if meta.opset < 1:
         raise bad("opset", f"is {meta.opset}")
+    if (meta.precision == "fp32") != (meta.gate is None):
+        raise bad("gate", f"does not match precision {meta.precision!r} (int8 and bf16 carry a gate, fp32 none)")
+    if meta.gate is not None and meta.gate.precision != meta.precision:
+        raise bad("gate.precision", f"is {meta.gate.precision!r} but precision is {meta.precision!r}")
 
 
 def _json_type(value: Any) -> str:
     names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def _finite(value: Any, name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} is not a finite number")
+    return number
 
 
 def _triple(values: Any) -> tuple[float, float, float]:

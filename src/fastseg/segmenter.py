@@ -142,7 +142,7 @@ class Segmenter:
         return prepare_head(
             self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
             output_kind=self._meta.output_kind, device=device,
-            engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else "int8",
+            engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else self.engine_choice.precision,
             num_classes=self._meta.num_classes, home=home,
             threads=options.intra_op_threads if options else None,
         )
@@ -160,6 +160,7 @@ class Segmenter:
             options,
             engine=self.engine_choice.engine,
             allow_fallback=allow_fallback,
+            precision=self._meta.precision,
         )
 
     # -- properties
@@ -175,15 +176,13 @@ class Segmenter:
 
     @property
     def precision(self) -> str:
-        """``fp32``, or ``int8`` (an accuracy-gated, or explicitly ungated, quantized variant)."""
-        return self.engine_choice.precision
+        """``fp32``, or ``int8``/``bf16`` (an accuracy-gated, or explicitly ungated, variant)."""
+        return self._meta.precision
 
     @property
     def precision_label(self) -> str:
-        """How the weights' precision is shown: ``fp32``, ``int8 (keeps 99.31% ...)``, ``int8 UNGATED``."""
-        from fastseg.precision.quantize import gate_label
-
-        return gate_label(self._meta.verification)
+        """How the precision is shown: ``fp32``, ``bf16 (keeps 99.91% ...)``, ``int8 UNGATED``."""
+        return self._meta.precision_label
 
     @property
     def session(self) -> EngineSession:

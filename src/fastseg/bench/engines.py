@@ -4,9 +4,12 @@
 - ``auto``: the model's ``fastseg tune`` winner; a model without a record for this machine is
   tuned first (same threads and size as the bench).
 - ``int8`` / ``openvino-int8``: an int8 variant made by ``fastseg quantize`` on the bench image
-  (and its mirror images), run on ONNX Runtime or OpenVINO. Reference builds have random
-  weights, which no accuracy gate can pass, so theirs are quantized UNGATED and the row's
-  weights say so; official weights are gated at 99% label agreement.
+  (and its mirror images), run on ONNX Runtime or OpenVINO.
+- ``openvino-bf16``: the bf16 variant (``fastseg quantize --precision bf16``), on OpenVINO; only
+  on a CPU with bf16 instructions (AMX or AVX512-BF16).
+Reference builds have random weights, which no accuracy gate can pass, so their variants are
+written UNGATED and the row's weights say so ("bf16 UNGATED"); official weights are gated
+(99% pooled, no image below 98.5%).
 """
 
 from __future__ import annotations
@@ -15,18 +18,29 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import REFERENCE_WEIGHTS
+from fastseg.model_dir import GateRecord
 
-BENCH_ENGINES = ("auto", "ort", "openvino", "int8", "openvino-int8")
-INT8_DIR = "int8-bench"
+VARIANT_ENGINES: dict[str, tuple[str, str]] = {
+    "int8": ("int8", "ort"),
+    "openvino-int8": ("int8", "openvino"),
+    "openvino-bf16": ("bf16", "openvino"),
+}
+"""bench ``--engine`` names that run a reduced-precision variant: (precision, engine)."""
+BENCH_ENGINES: tuple[str, ...] = ("auto", "ort", "openvino", *VARIANT_ENGINES)
 
 
 def worker_engine(engine: str) -> str:
     """The engine the worker's Segmenter is given for a bench ``--engine``."""
-    return {"int8": "ort", "openvino-int8": "openvino"}.get(engine, engine)
+    return VARIANT_ENGINES[engine][1] if engine in VARIANT_ENGINES else engine
+
+
+def row_precision(engine: str) -> str | None:
+    """The precision a bench ``--engine`` runs (None for ``auto``: the tuned winner's)."""
+    if engine == "auto":
+        return None
+    return VARIANT_ENGINES[engine][0] if engine in VARIANT_ENGINES else "fp32"
 
 
 def calibration_dir(image: Path, folder: Path) -> Path:
@@ -55,7 +69,7 @@ def prepare_sources(
     progress: Callable[[str], None] | None = None,
 ) -> list[ModelSource]:
     """Sources rewritten for ``engine`` (int8 dirs made, untuned models tuned); failures mark the row."""
-    if engine not in ("auto", "int8", "openvino-int8"):
+    if engine != "auto" and engine not in VARIANT_ENGINES:
         return sources
     out: list[ModelSource] = []
     for src in sources:
@@ -85,30 +99,29 @@ def _prepare(
         return src
     from fastseg.precision.quantize import quantize_model
 
+    precision, gate_engine = VARIANT_ENGINES[engine]
     reference = src.weights == REFERENCE_WEIGHTS
-    target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{INT8_DIR}"
+    target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{precision}-bench"
     if progress:
-        progress(f"quantizing {src.name} ({'ungated: reference weights' if reference else 'gated'})")
-    gate = _reusable_gate(src.onnx_dir, target)
+        progress(f"{precision} {src.name} ({'ungated: reference weights' if reference else 'gated'})")
+    gate = _reusable_gate(src.onnx_dir, target, precision)
     if gate is None:
         with tempfile.TemporaryDirectory(prefix="fastseg-calib-") as tmp:
-            result = quantize_model(
-                src.onnx_dir, calibration_dir(image, Path(tmp)), target, engine=worker_engine(engine),
-                min_agreement=0.0 if reference else 99.0, augment=not reference, force=True, register=not reference,
+            gate = quantize_model(
+                src.onnx_dir, calibration_dir(image, Path(tmp)), target, precision="bf16" if precision == "bf16" else "int8",
+                engine=gate_engine, min_agreement=0.0 if reference else 99.0, augment=not reference, force=True,
+                register=not reference,
             )
-        gate = result.to_json()
-    label = "int8 UNGATED" if not gate.get("gated") else f"int8, keeps {float(gate['agreement_pct']):.2f}%"
-    return replace(src, onnx_dir=target, weights=f"{src.weights}, {label}")
+    return replace(src, onnx_dir=target, weights=f"{src.weights}, {gate.label}")
 
 
-def _reusable_gate(fp32_dir: Path, int8_dir: Path) -> dict[str, Any] | None:
-    """The gate of an int8 bench variant already made from this very fp32 model (newer than it), else None."""
+def _reusable_gate(fp32_dir: Path, variant_dir: Path, precision: str) -> GateRecord | None:
+    """The gate of a bench variant already made from this very fp32 model (newer than it), else None."""
     from fastseg.model_dir import ONNX_FILE, is_model_dir, read_meta
 
-    if not is_model_dir(int8_dir) or (int8_dir / ONNX_FILE).stat().st_mtime < (fp32_dir / ONNX_FILE).stat().st_mtime:
+    if not is_model_dir(variant_dir) or (variant_dir / ONNX_FILE).stat().st_mtime < (fp32_dir / ONNX_FILE).stat().st_mtime:
         return None
-    meta = read_meta(int8_dir)
-    gate = meta.verification.get("int8_gate")
-    if not gate or meta.provenance.get("quantized_from") != str(fp32_dir.resolve()):
+    meta = read_meta(variant_dir)
+    if meta.gate is None or meta.precision != precision or meta.provenance.get("quantized_from") != str(fp32_dir.resolve()):
         return None
-    return dict(gate)
+    return meta.gate

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fastseg.bench.engines import BENCH_ENGINES
 from fastseg.cli.options import allow_fallback_option, device_option, parse_hw_size, slide_options
 
 
@@ -56,8 +57,8 @@ def _reference_builder(reference_dir: str | None) -> object | None:
               help="This machine's fp32 peak, GFLOP/s [default: measured: numpy sgemm 4096^3 on --threads, best of 5].")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
-@click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8", "openvino-int8"]), default="ort", show_default=True,
-              help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8: quantized, UNGATED on reference weights); each row records what ran.")
+@click.option("--engine", type=click.Choice(BENCH_ENGINES), default="ort", show_default=True,
+              help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8, openvino-bf16: the variant, UNGATED on reference weights); each row records what ran.")
 @slide_options(slide_help="fastseg rows: sliding windows HxW (PaddleSeg slide_inference).",
                protocol_help="fastseg rows: paddlex (inference.yml) or each model's published PaddleSeg test protocol.")
 def bench_cmd(
@@ -145,7 +146,7 @@ def bench_cmd(
                 sources.append(bench.ModelSource(n, onnx_dir=Path(), paddle_dir=None, weights="-", error=f"{type(exc).__name__}: {exc}"))
     out = Path(out_dir)
     img = bench.make_image(out / f"bench_{size[1]}x{size[0]}.png", size=size, source=Path(image) if image else None)
-    from fastseg.bench.engines import prepare_sources, worker_engine
+    from fastseg.bench.engines import prepare_sources, row_precision, worker_engine
 
     with console.status(f"Preparing engine {engine}") as status:
         sources = prepare_sources(sources, engine, img, threads=threads, size=size, progress=status.update)
@@ -161,7 +162,7 @@ def bench_cmd(
         size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
         against=others, peak_gflops=peak_gflops, peak_source=peak_source, paddlex_python=paddlex_python,
         engine=worker_engine(engine) if engine != "auto" else "auto",
-        precision={"int8": "int8", "openvino-int8": "int8", "auto": None}.get(engine, "fp32"),
+        precision=row_precision(engine),
         slide=slide, slide_stride=slide_stride, protocol=protocol,
     )
 

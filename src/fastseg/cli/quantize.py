@@ -6,38 +6,54 @@ from pathlib import Path
 
 import click
 
+from fastseg.precision.gate import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_IMAGE_AGREEMENT
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
 
 @click.command("quantize")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--calib", "calib_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Calibration images, like the ones the model will see.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="The int8 model directory to write.")
-@click.option("--engine", type=click.Choice(["ort", "openvino"]), default="ort", show_default=True,
-              help="Engine the accuracy gate runs fp32 and int8 on.")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), default=99.0, show_default=True,
-              help="Gate: % of held-out pixels whose int8 label equals fp32's. 0 = ungated (marked UNGATED).")
-@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Held-out images for the gate [default: every 4th --calib image, not calibrated on].")
+@click.argument("model_dir", type=_DIR)
+@click.option("--precision", type=click.Choice(["int8", "bf16"]), default="int8", show_default=True,
+              help="int8: calibrated static quantization (both engines). bf16: OpenVINO's bf16 on CPUs with AMX or "
+                   "AVX512-BF16 (no calibration).")
+@click.option("--calib", "calib_dir", type=_DIR,
+              help="Calibration images, like the ones the model will see (required for int8; bf16 gates on them "
+                   "when --val is not given).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="The model directory to write.")
+@click.option("--engine", type=click.Choice(["ort", "openvino"]), default=None,
+              help="Engine the accuracy gate runs both precisions on [default: ort for int8, openvino for bf16].")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
+              help="Gate: pooled % of held-out pixels whose label equals fp32's. 0 = ungated (marked UNGATED).")
+@click.option("--min-image-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_IMAGE_AGREEMENT,
+              show_default=True, help="Gate: no single held-out image may fall below this % of fp32's labels.")
+@click.option("--val", "val_dir", type=_DIR,
+              help="Held-out images for the gate [default int8: every 4th --calib image, not calibrated on; bf16: --calib].")
 @click.option("--max-side", type=click.IntRange(min=0), default=1024, show_default=True,
               help="Downscale larger images first (models without their own Resize); 0 = full size.")
 @click.option("--calib-method", type=click.Choice(["percentile", "minmax", "entropy"]), default="percentile",
-              show_default=True, help="Activation ranges: 99.99th percentile, min/max, or entropy.")
+              show_default=True, help="int8 activation ranges: 99.99th percentile, min/max, or entropy.")
 @click.option("--no-augment", is_flag=True, help="Calibrate on the images alone (not also their mirror and 0.8x/1.2x brightness).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def quantize_cmd(
-    model_dir: Path, calib_dir: Path, out_dir: Path, engine: str, min_agreement: float,
-    val_dir: Path | None, max_side: int, calib_method: str, no_augment: bool, force: bool,
+    model_dir: Path, precision: str, calib_dir: Path | None, out_dir: Path, engine: str | None, min_agreement: float,
+    min_image_agreement: float, val_dir: Path | None, max_side: int, calib_method: str, no_augment: bool, force: bool,
 ) -> None:
-    """Static int8 quantization of MODEL_DIR, gated on held-out label agreement with fp32."""
+    """int8 or bf16 variant of MODEL_DIR, written only if it keeps fp32's labels on held-out images."""
     from fastseg.precision.quantize import quantize_model
 
-    result = quantize_model(
-        model_dir, calib_dir, out_dir, engine=engine, min_agreement=min_agreement,
-        val_dir=val_dir, max_side=max_side or None, method=calib_method, augment=not no_augment, force=force,
+    record = quantize_model(
+        model_dir, calib_dir, out_dir, precision="bf16" if precision == "bf16" else "int8", engine=engine,
+        min_agreement=min_agreement, min_image_agreement=min_image_agreement, val_dir=val_dir,
+        max_side=max_side or None, method=calib_method, augment=not no_augment, force=force,
     )
-    gate = (f"gate {min_agreement:.2f}% passed" if result.gated else "UNGATED (--min-agreement 0): marked so in its metadata")
-    click.echo(
-        f"int8 keeps {result.agreement_pct:.2f}% of fp32's labels on {result.val_images} held-out image(s) "
-        f"with {engine} (worst image {result.min_image_agreement_pct:.2f}%, calibrated on {result.calib_images}); "
-        f"{gate} -> {out_dir}"
+    if not record.gated:
+        gate = "UNGATED (--min-agreement 0): marked so in its metadata"
+    else:
+        gate = f"gate passed (pooled >= {min_agreement:.2f}%, every image >= {min_image_agreement:.2f}%)"
+    measured = (
+        f"{precision} keeps {record.agreement_pct:.2f}% of fp32's labels on {record.val_images} held-out image(s) "
+        f"with {record.engine} (worst image {record.worst_image_pct:.2f}%"
+        + (f", calibrated on {record.calib_images})" if record.calib_images else ")")
+        if record.val_images else f"{precision} written without a comparison"
     )
+    click.echo(f"{measured}; {gate} -> {out_dir}")

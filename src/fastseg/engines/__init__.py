@@ -9,14 +9,19 @@ loop uses; the part every engine shares is ``fastseg.engines.session_base.Sessio
 - ``openvino``: OpenVINO's runtime (``fastseg.engines.openvino``) on the same ``model.onnx``.
 
 ``auto`` is resolved per model directory from the ``fastseg tune`` record
-(``fastseg.engines.tuning``); a precision (fp32, int8) is a model directory, not an engine.
+(``fastseg.engines.tuning``); a precision (fp32, int8, bf16) is a model directory, not an
+engine: its ``fastseg.json`` says which, and a bf16 directory runs on OpenVINO only.
+
+Also here: ``device`` (device strings), ``cpu`` (the instruction sets that decide precision
+speed), ``gpu_libs`` (CUDA libraries for onnxruntime-gpu), ``session_base`` (what every
+session shares).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +31,12 @@ from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.session_base import TensorInfo
 from fastseg.engines.ort import RuntimeOptions, create_session
 
-EngineName = Literal["ort", "openvino"]
 ENGINES: tuple[str, ...] = ("ort", "openvino")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
+BF16_ENGINE_HINT = (
+    "A bf16 model directory runs on OpenVINO only (ONNX Runtime has no bf16 CPU kernels): use "
+    "engine 'auto' or 'openvino' (--engine openvino) on cpu, or the fp32 model directory for ONNX Runtime."
+)
 
 
 class RunnerLike(Protocol):
@@ -47,6 +55,7 @@ class EngineSession(Protocol):
     model_path: Path
     device: DeviceSpec
     providers: list[str]
+    precision: str
 
     @property
     def engine(self) -> str: ...
@@ -113,16 +122,21 @@ def open_session(
     *,
     engine: str = "ort",
     allow_fallback: bool = False,
+    precision: str = "fp32",
 ) -> EngineSession:
-    """A session for ``model_path`` on ``device`` with ``engine`` (``ort`` or ``openvino``).
+    """A session for ``model_path`` on ``device`` with ``engine`` (``ort`` or ``openvino``)
+    computing in ``precision`` (the model directory's: ``fp32``, ``int8`` or ``bf16``).
 
     Raises:
-        DeviceError, MissingDependencyError, ModelDirError: as the engine's factory does.
+        DeviceError: bf16 on an engine other than OpenVINO, or on a CPU without bf16.
+        MissingDependencyError, ModelDirError: as the engine's factory does.
     """
     spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     concrete = engine_for_device(engine, spec)
+    if precision == "bf16" and concrete != "openvino":
+        raise DeviceError(BF16_ENGINE_HINT)
     if concrete == "openvino":
         from fastseg.engines.openvino import create_openvino_session
 
-        return create_openvino_session(model_path, spec, options)
+        return create_openvino_session(model_path, spec, options, precision=precision)
     return create_session(model_path, spec, options, allow_fallback=allow_fallback)

@@ -19,11 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
+from fastseg.engines.cpu import require_bf16
 from fastseg.engines.device import DeviceSpec, physical_cores
-from fastseg.engines.session_base import TensorInfo
 from fastseg.engines.ort import RuntimeOptions
-from fastseg.engines.session_base import SessionBase, contiguous_float32
+from fastseg.engines.session_base import SessionBase, TensorInfo, contiguous_float32
+from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,18 @@ def create_openvino_session(
     options: RuntimeOptions | None = None,
     *,
     cache_dir: Path | None = None,
+    precision: str = "fp32",
 ) -> OpenVINOSession:
     """Compile ``model_path`` (ONNX) with OpenVINO for ``device``.
 
     Threads follow ``options.intra_op_threads`` (default: physical cores) with the LATENCY
     hint, as ONNX Runtime's sessions do. ``cache_dir`` enables OpenVINO's compiled-model cache.
+    ``precision``: ``fp32`` and ``int8`` (QDQ graphs) compile with f32 as the inference
+    precision; ``bf16`` with bf16, on a CPU that has bf16 instructions only.
 
     Raises:
         MissingDependencyError: openvino is not installed.
-        DeviceError: the OpenVINO device is not present on this machine.
+        DeviceError: the OpenVINO device is not present on this machine, or bf16 on a CPU without it.
         ModelDirError: the model is missing or OpenVINO cannot read it.
     """
     ov = import_openvino()
@@ -142,9 +145,13 @@ def create_openvino_session(
     present = list(core.available_devices)
     if target.split(".")[0] not in {d.split(".")[0] for d in present}:
         raise DeviceError(f"OpenVINO has no {target} device on this machine; it has {present}. Use openvino:CPU.")
-    # f32 explicitly: on CPUs with AVX512-BF16 or AMX, OpenVINO's default is bf16, which moved
-    # 5.9% of PP-LiteSeg-T's labels here (max |logit diff| 11.6); fp32 must mean fp32.
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if precision == "bf16" and target == "CPU":
+        require_bf16()
+    # f32 explicitly unless bf16 is asked for: on CPUs with AVX512-BF16 or AMX, OpenVINO's
+    # default is bf16, which moved 5.9% of a random-weight PP-LiteSeg-T's labels (max |logit
+    # diff| 11.6): bf16 must be a gated model directory, never a silent default.
+    hint = "bf16" if precision == "bf16" else "f32"
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = options.intra_op_threads or physical_cores()
     if cache_dir is not None:
@@ -155,4 +162,6 @@ def create_openvino_session(
     except RuntimeError as exc:
         raise ModelDirError(f"OpenVINO cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from exc
     log.info("OpenVINO %s session for %s on %s", openvino_version(), model_path.name, target)
-    return OpenVINOSession(model_path, device, target, compiled)
+    session = OpenVINOSession(model_path, device, target, compiled)
+    session.precision = "bf16" if precision == "bf16" else "fp32"
+    return session

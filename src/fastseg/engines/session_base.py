@@ -43,6 +43,8 @@ class SessionBase:
     """The shared half of an engine session: ``input_name``/``output_name``, ``run`` and ``with``."""
 
     engine: ClassVar[str]
+    precision: str = "fp32"
+    """What the engine computes in (``bf16`` only where a bf16 model directory asked for it)."""
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     runner: BatchRunner

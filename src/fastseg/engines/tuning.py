@@ -2,9 +2,13 @@
 
 ``fastseg tune`` times every engine x precision on this machine and writes ``tuning.json``
 into the model directory with a machine fingerprint. ``engine="auto"`` uses its winner when the
-fingerprint matches this machine, else ONNX Runtime fp32. A missing record is normal (info
-log); a corrupt or foreign one falls back with a warning, never an exception. int8 variants
-are listed in ``variants.json`` by ``fastseg quantize`` (only gated ones are candidates).
+fingerprint matches this machine (CPU, cores, engine versions and the instruction sets that
+decide precision speed: a record made on an AMX Xeon is never applied on a Zen 4), else ONNX
+Runtime fp32. A missing record is normal (info log); a corrupt or foreign one falls back with a
+warning, never an exception. int8 and bf16 variants are listed in ``variants.json`` by
+``fastseg quantize`` (only gated ones are candidates); a record's winner must be this
+directory or one of its registered variants made from it, so a model directory can never
+redirect to another model.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fastseg.engines import ENGINES, check_engine
+from fastseg.engines import BF16_ENGINE_HINT, ENGINES, check_engine
+from fastseg.engines.cpu import precision_flags
 from fastseg.engines.openvino import openvino_version
+from fastseg.errors import DeviceError
 from fastseg.files import write_text_atomic
 from fastseg.model_dir import is_model_dir, read_meta
 from fastseg.engines.device import DeviceSpec, physical_cores
@@ -27,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TUNING_FILE = "tuning.json"
 VARIANTS_FILE = "variants.json"
-TUNING_VERSION = 1
+TUNING_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,12 @@ def cpu_model() -> str:
 
 
 def machine_fingerprint() -> dict[str, Any]:
-    """What a timing depends on: CPU, core counts and engine versions."""
+    """What a timing depends on: CPU, its precision instruction sets, core counts and engine versions."""
     import onnxruntime as ort
 
     return {
         "cpu": cpu_model(),
+        "isa": list(precision_flags()),
         "physical_cores": physical_cores(),
         "logical_cpus": os.cpu_count() or 1,
         "onnxruntime": ort.__version__,
@@ -65,12 +72,12 @@ def machine_fingerprint() -> dict[str, Any]:
 
 
 def precision_of(model_dir: Path) -> str:
-    """``int8`` for a ``fastseg quantize`` output (its metadata holds the gate), else ``fp32``."""
-    return "int8" if read_meta(model_dir).verification.get("int8_gate") else "fp32"
+    """The precision ``model_dir``'s ``fastseg.json`` declares: ``fp32``, ``int8`` or ``bf16``."""
+    return read_meta(model_dir).precision
 
 
 def read_variants(model_dir: Path) -> list[dict[str, Any]]:
-    """The int8 variants ``fastseg quantize`` registered for ``model_dir`` (still present ones)."""
+    """The int8/bf16 variants ``fastseg quantize`` registered for ``model_dir`` (still present ones)."""
     path = Path(model_dir) / VARIANTS_FILE
     if not path.is_file():
         return []
@@ -154,7 +161,28 @@ def recorded_choice(model_dir: Path) -> EngineChoice:
     if not is_model_dir(winner_dir):
         log.warning("%s names %s, which is no longer a model directory; running ONNX Runtime.", path, winner_dir)
         return _fp32(model_dir, "ort", "tuned variant is missing")
+    if not is_own_variant(model_dir, winner_dir):
+        log.warning(
+            "%s names %s, which is not this model directory nor a variant quantized from it; running ONNX Runtime.",
+            path, winner_dir,
+        )
+        return _fp32(model_dir, "ort", "tuned winner is not this model's variant")
+    if read_meta(winner_dir).precision != precision:
+        log.warning("%s says %s but %s is %s; running ONNX Runtime.", path, precision, winner_dir, read_meta(winner_dir).precision)
+        return _fp32(model_dir, "ort", "tuned winner's precision changed")
     return EngineChoice(engine=engine, model_dir=winner_dir, precision=precision, reason=f"tuned ({TUNING_FILE})")
+
+
+def is_own_variant(model_dir: Path, candidate: Path) -> bool:
+    """True for ``model_dir`` itself, or a variant registered in its ``variants.json`` whose
+    metadata says it was quantized from ``model_dir`` (both must agree)."""
+    model_dir, candidate = Path(model_dir).resolve(), Path(candidate).resolve()
+    if candidate == model_dir:
+        return True
+    registered = {Path(str(v["path"])).resolve() for v in read_variants(model_dir)}
+    if candidate not in registered:
+        return False
+    return str(read_meta(candidate).provenance.get("quantized_from", "")) == str(model_dir)
 
 
 def choose_engine(model_dir: Path, requested: str, device: DeviceSpec) -> EngineChoice:
@@ -167,6 +195,10 @@ def choose_engine(model_dir: Path, requested: str, device: DeviceSpec) -> Engine
     check_engine(requested)
     model_dir = Path(model_dir)
     precision = precision_of(model_dir)
+    if precision == "bf16":  # bf16 is OpenVINO's CPU precision; no other engine computes it
+        if requested == "ort" or device.kind not in ("cpu", "openvino"):
+            raise DeviceError(BF16_ENGINE_HINT)
+        return EngineChoice("openvino", model_dir, precision, "bf16 model directory")
     if requested != "auto":
         return EngineChoice(requested, model_dir, precision, "asked for")
     if device.kind == "openvino":

@@ -1,8 +1,9 @@
 """``fastseg tune``: time every engine x precision for one model on this machine, record the winner.
 
 Candidates: ONNX Runtime and (when installed) OpenVINO on the fp32 model, and on every int8
-variant ``fastseg quantize`` registered that passed its accuracy gate (ungated ones are never
-candidates: an ungated model must be chosen by name). Each candidate runs in its own worker
+or bf16 variant ``fastseg quantize`` registered that passed its accuracy gate (ungated ones
+are never candidates: an ungated model must be chosen by name; bf16 runs on OpenVINO only, on
+a CPU with bf16 instructions). Skipped variants are reported with the reason. Each candidate runs in its own worker
 process (``fastseg bench``'s), one after another, end to end (read, preprocess, infer, labels
 at source size), so the timings are comparable and one engine's threads cannot slow another.
 The winner and the whole table go into ``tuning.json`` with this machine's fingerprint;
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fastseg.engines import available_engines
-from fastseg.engines.tuning import EngineChoice, precision_of, read_variants, write_record
+from fastseg.engines.cpu import has_bf16
+from fastseg.engines.tuning import EngineChoice, is_own_variant, read_variants, register_variant, write_record
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import read_meta
 
@@ -64,24 +66,50 @@ class Timing:
         }
 
 
-def candidates(model_dir: Path, engines: Sequence[str] | None = None, variants: Sequence[Path] = ()) -> list[Candidate]:
-    """Every engine on the fp32 model and on each gated int8 variant (registered or given)."""
-    from fastseg.precision.quantize import gate_label
+def candidates(
+    model_dir: Path, engines: Sequence[str] | None = None, variants: Sequence[Path] = (),
+) -> tuple[list[Candidate], list[str]]:
+    """(every engine that computes it on the fp32 model and on each gated variant, the variants
+    skipped with why). int8 runs on every engine; bf16 on OpenVINO, on a CPU with bf16 only.
 
+    Raises:
+        InputError: a ``variants`` directory that is ungated or not quantized from ``model_dir``.
+    """
     engines = list(engines or available_engines())
-    dirs: list[Path] = [Path(model_dir)]
-    registered = [Path(v["path"]) for v in read_variants(model_dir) if v.get("gated", False)]
-    for extra in [*registered, *map(Path, variants)]:
-        if extra.resolve() not in {d.resolve() for d in dirs}:
-            dirs.append(extra)
-    out: list[Candidate] = []
-    for d in dirs:
-        meta = read_meta(d)
-        gate = meta.verification.get("int8_gate") or {}
-        if gate and not gate.get("gated", False):
-            raise InputError(f"{str(d)!r} is an UNGATED int8 model; tune only compares gated variants.")
-        out.extend(Candidate(e, d, precision_of(d), gate_label(meta.verification)) for e in engines)
-    return out
+    model_dir = Path(model_dir)
+    out = [Candidate(e, model_dir, "fp32", "fp32") for e in engines]
+    skipped: list[str] = []
+    for given in map(Path, variants):
+        meta = read_meta(given)
+        if meta.gate is None or not meta.gate.gated:
+            raise InputError(f"{str(given)!r} is not a gated variant ({meta.precision_label}); tune only compares gated ones.")
+        if str(meta.provenance.get("quantized_from", "")) != str(model_dir.resolve()):
+            raise InputError(f"{str(given)!r} was not quantized from {str(model_dir)!r}; tune compares a model's own variants.")
+        register_variant(model_dir, given, {"precision": meta.precision, "gated": True, "agreement_pct": meta.gate.agreement_pct})
+    for entry in read_variants(model_dir):
+        path = Path(str(entry["path"]))
+        meta = read_meta(path)
+        why = _skip_reason(model_dir, path, engines)
+        if why:
+            skipped.append(f"{path} ({meta.precision_label}): {why}")
+            continue
+        usable = [e for e in engines if meta.precision != "bf16" or e == "openvino"]
+        out.extend(Candidate(e, path, meta.precision, meta.precision_label) for e in usable)
+    return out, skipped
+
+
+def _skip_reason(model_dir: Path, path: Path, engines: Sequence[str]) -> str | None:
+    """Why a registered variant is not timed here, or None."""
+    meta = read_meta(path)
+    if meta.gate is None or not meta.gate.gated:
+        return "UNGATED: only gated variants are candidates (run it by name)"
+    if not is_own_variant(model_dir, path):
+        return "not quantized from this model directory"
+    if meta.precision == "bf16" and "openvino" not in engines:
+        return "bf16 runs on OpenVINO, which is not installed (pip install 'fastseg-ort[openvino]')"
+    if meta.precision == "bf16" and not has_bf16():
+        return "this CPU has no bf16 instructions (amx_bf16 / avx512_bf16)"
+    return None
 
 
 def default_size(model_dir: Path) -> tuple[int, int]:
@@ -163,7 +191,10 @@ def tune(
 
     model_dir = Path(model_dir)
     size = size or default_size(model_dir)
-    cands = candidates(model_dir, engines, variants)
+    cands, skipped = candidates(model_dir, engines, variants)
+    for line in skipped:
+        if progress:
+            progress(f"skipped {line}")
     timings: list[Timing] = []
     with tempfile.TemporaryDirectory(prefix="fastseg-tune-") as tmp:
         img = make_image(Path(tmp) / "tune.png", size=size, source=image)

@@ -57,11 +57,10 @@ class ModelFiles:
         size = sum(len(b) for b in files.values())
         if size > MAX_MODEL_BYTES:
             raise ModelDirError(f"Model directory {model_dir} holds {size / 1e9:.1f} GB; ship at most 2 GB to workers.")
-        from fastseg.precision.quantize import gate_label
         from fastseg.reference import weights_note
 
         note = weights_note(meta)
-        precision = gate_label(meta.verification)
+        precision = meta.precision_label
         shown = meta.model_name + (f" [{note}]" if note else "") + (f" ({precision})" if precision != "fp32" else "")
         return cls(name=shown, files=files)
 

@@ -1,0 +1,60 @@
+"""What this CPU can compute fast: the instruction sets that decide which precision pays.
+
+Precision speed follows the silicon, not the model: bf16 runs on AMX tiles (Intel Xeon 4th
+generation and later) or AVX512-BF16 (AMD Zen 4, Intel Cooper Lake), int8 on AMX-INT8, VNNI or
+plain AVX2. The flags come from ``/proc/cpuinfo`` (Linux); elsewhere none are known and bf16
+is not offered. ``tune``'s fingerprint records them so a timing made on one CPU family is never
+applied on another.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+
+from fastseg.errors import DeviceError
+
+PRECISION_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx2")
+"""The flags that decide bf16/int8 speed, in the order they are reported."""
+BF16_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+"""Either one gives OpenVINO native bf16 kernels; without both it would silently compute f32."""
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first CPU's feature flags (empty when ``cpuinfo`` is unreadable, e.g. not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def precision_flags(flags: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The subset of ``PRECISION_FLAGS`` this CPU has (``flags`` default: ``cpu_flags()``)."""
+    have = set(cpu_flags() if flags is None else flags)
+    return tuple(f for f in PRECISION_FLAGS if f in have)
+
+
+def has_bf16(flags: Iterable[str] | None = None) -> bool:
+    """True when the CPU has bf16 instructions (AMX or AVX512-BF16)."""
+    return any(f in BF16_FLAGS for f in precision_flags(flags))
+
+
+def require_bf16(flags: Iterable[str] | None = None) -> None:
+    """Refuse bf16 on a CPU without bf16 instructions, naming what is missing and what it has.
+
+    Raises:
+        DeviceError: neither amx_bf16 nor avx512_bf16 is present.
+    """
+    if has_bf16(flags):
+        return
+    present = ", ".join(precision_flags(flags)) or "none of them"
+    raise DeviceError(
+        f"bf16 needs a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this CPU has "
+        f"{present} of {', '.join(PRECISION_FLAGS)}. Use the fp32 model, or int8 ('fastseg quantize --precision int8')."
+    )
