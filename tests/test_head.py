@@ -183,8 +183,8 @@ def test_segmenter_head_option(tmp_path: Path) -> None:
         assert (auto.head, graph.head) == ("banded", "graph")
         want = next(graph.predict(image)).pred
         got = next(auto.predict(image)).pred
-        batch = np.random.default_rng(1).standard_normal((2, 3, 33, 41)).astype(np.float32)
-        np.testing.assert_array_equal(auto.infer(batch), graph.infer(batch))  # what fastseg bench times
+        batch = np.random.default_rng(1).integers(0, 256, (2, 33, 41, 3), dtype=np.uint8)  # what fastseg bench times
+        np.testing.assert_array_equal(auto.infer(auto.prepare(list(batch), None)), graph.infer(graph.prepare(list(batch), None)))
     assert got.dtype == want.dtype and got.shape == (1, 45, 70)
     np.testing.assert_array_equal(got, want)
 

@@ -185,6 +185,32 @@ def preprocess_into(
     return out_nchw
 
 
+def resize_into(
+    images_bgr: Sequence[npt.NDArray[np.uint8]],
+    out_nhwc: npt.NDArray[np.uint8],
+    *,
+    resize: ResizeSpec | None,
+) -> npt.NDArray[np.uint8]:
+    """Resize ``images_bgr`` into the uint8 BGR [N,H,W,3] batch ``out_nhwc`` in place: the input
+    of an engine whose graph does the rest of the pre-processing (``fastseg.engines.preprocess_graph``).
+
+    Raises:
+        InputError: a count that does not match the batch, or an unknown interpolation.
+    """
+    n, h, w, _ = out_nhwc.shape
+    if len(images_bgr) != n:
+        raise InputError(f"resize_into: {len(images_bgr)} images for a batch of {n}.")
+    interp = INTERPOLATIONS.get((resize.interp if resize else "LINEAR").upper())
+    if interp is None:
+        raise InputError(f"Unknown Resize interp {resize.interp if resize else ''!r}; use one of {list(INTERPOLATIONS)}.")
+    for i, img in enumerate(images_bgr):
+        if img.shape[:2] == (h, w):
+            out_nhwc[i] = img
+        else:
+            cv2.resize(img, (w, h), dst=out_nhwc[i], interpolation=interp)
+    return out_nhwc
+
+
 def preprocess_batch(
     images_bgr: Sequence[npt.NDArray[np.uint8]], spec: PreprocessSpec, *, resize: ResizeSpec | None
 ) -> npt.NDArray[np.float32]:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ import numpy.typing as npt
 from fastseg.errors import InputError
 from fastseg.head import Head, HeadMode, prepare_head
 from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url
-from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta
+from fastseg.model_dir import ONNX_FILE, ModelMeta, PreprocessSpec, ResizeSpec, read_meta
 from fastseg.model_resolution import DEFAULT_MODEL, resolve_model_dir
 from fastseg.pipeline_config import (
     DEFAULT_PIPELINE_YAML,
@@ -35,13 +35,17 @@ from fastseg.processing import (
     as_bgr,
     group_by_shape,
     labels_from_output,
+    normalize_coefficients,
     preprocess_into,
+    resize_into,
     resize_spec_for,
     resized_hw,
     restore_size,
 )
 from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
+from fastseg.engines.session_base import Batch
+from fastseg.engines.preprocess_graph import FusedPreprocess
 from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.ort import RuntimeOptions
@@ -64,6 +68,22 @@ __all__ = [
     "resolve_model_dir",
     "write_pipeline_config",
 ]
+
+
+PreprocessMode = Literal["auto", "engine", "numpy"]
+PREPROCESS_MODES: tuple[str, ...] = ("auto", "engine", "numpy")
+
+
+def _on_cpu(spec: DeviceSpec) -> bool:
+    return spec.kind == "cpu" or (spec.kind == "openvino" and spec.openvino_target == "CPU")
+
+
+def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
+    """The pre-processing an engine prepends to the graph: the numpy path's very coefficients."""
+    a, b = normalize_coefficients(spec)
+    return FusedPreprocess(
+        scale=(float(a[0]), float(a[1]), float(a[2])), shift=(float(b[0]), float(b[1]), float(b[2])), to_rgb=spec.to_rgb
+    )
 
 
 # ----------------------------------------------------------------------------- Segmenter
@@ -91,6 +111,10 @@ class Segmenter:
             before it and computes the same labels in bands (fastseg.head; much faster for
             many classes); ``auto`` = banded on CPU with ONNX Runtime for a supported tail
             with >= 32 classes.
+        preprocess: where normalisation and layout run: ``engine`` prepends them to the graph
+            (uint8 BGR images in, the engine's threads do the work;
+            fastseg.engines.preprocess_graph), ``numpy`` in Python before the call; ``auto`` =
+            engine on the CPU (measured there), numpy on accelerators and under sliding windows.
 
     Raises:
         UnknownModelError, ModelDirError, MissingDependencyError, DeviceError, InputError.
@@ -111,6 +135,7 @@ class Segmenter:
         slide: tuple[int, int] | None = None,
         slide_stride: tuple[int, int] | None = None,
         head: HeadMode = "auto",
+        preprocess: PreprocessMode = "auto",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -125,8 +150,13 @@ class Segmenter:
         if self.slide is not None and head == "banded":
             raise InputError("head='banded' cannot be combined with slide: sliding windows average the graph's logits.")
         self._head = self._prepare_head(head, device=device, options=options, home=home)
+        if preprocess not in PREPROCESS_MODES:
+            raise InputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}.")
+        fuse = preprocess == "engine" or (preprocess == "auto" and self.slide is None and _on_cpu(spec))
+        if fuse and self.slide is not None:
+            raise InputError("preprocess='engine' cannot be combined with slide: windows are cut from the normalised image.")
         self._session: EngineSession | None = self._open_session(
-            spec, options, home=home, allow_fallback=allow_fallback
+            spec, options, home=home, allow_fallback=allow_fallback, fuse=fuse
         )
         log.info(
             "%s runs on %s with %s %s (%s)",
@@ -148,7 +178,7 @@ class Segmenter:
         )
 
     def _open_session(
-        self, spec: DeviceSpec, options: RuntimeOptions | None, *, home: Path | None, allow_fallback: bool
+        self, spec: DeviceSpec, options: RuntimeOptions | None, *, home: Path | None, allow_fallback: bool, fuse: bool
     ) -> EngineSession:
         """The engine session on the head's model (for sliding windows: its logits variant)."""
         model_path = self._head.model_path
@@ -161,6 +191,7 @@ class Segmenter:
             engine=self.engine_choice.engine,
             allow_fallback=allow_fallback,
             precision=self._meta.precision,
+            fused=fused_preprocess(self._meta.preprocess) if fuse else None,
         )
 
     # -- properties
@@ -229,17 +260,19 @@ class Segmenter:
         return resize_spec_for(self._resize, target_size)
 
     # -- running
-    def _buffer(self, n: int, h: int, w: int) -> npt.NDArray[np.float32]:
-        """A float32 [n,3,h,w] batch buffer reused per thread for repeated shapes."""
-        cache: dict[tuple[int, int, int], npt.NDArray[np.float32]] | None = getattr(self._buffers, "cache", None)
+    def _buffer(self, n: int, h: int, w: int, dtype: type[Any] = np.float32) -> npt.NDArray[Any]:
+        """A batch buffer reused per thread for repeated shapes: float32 [n,3,h,w] for the
+        network, or uint8 [n,h,w,3] for a graph that pre-processes itself."""
+        cache: dict[tuple[int, int, int, Any], npt.NDArray[Any]] | None = getattr(self._buffers, "cache", None)
         if cache is None:
             cache = self._buffers.cache = {}
-        key = (n, h, w)
+        key = (n, h, w, dtype)
         buf = cache.get(key)
         if buf is None:
             if len(cache) >= 4:
                 cache.clear()
-            buf = cache[key] = np.empty((n, 3, h, w), dtype=np.float32)
+            shape = (n, h, w, 3) if dtype == np.uint8 else (n, 3, h, w)
+            buf = cache[key] = np.empty(shape, dtype=dtype)
         return buf
 
     def _run(
@@ -253,11 +286,10 @@ class Segmenter:
         net_hw = [resized_hw(hw, resize) for hw in src_hw]
         results: list[SegResult | None] = [None] * len(images)
         for idx in group_by_shape(net_hw):
-            h, w = net_hw[idx[0]]
-            batch = preprocess_into([images[i] for i in idx], self._buffer(len(idx), h, w), meta.preprocess, resize=resize)
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
-                labels, scores = labels_from_output(self.infer(batch), meta.output_kind, with_score=self.return_score)
+                output = self.infer(self.prepare([images[i] for i in idx], resize))
+                labels, scores = labels_from_output(output, meta.output_kind, with_score=self.return_score)
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
                 score = None if scores is None else restore_size(scores[k], src_hw[i])
@@ -297,10 +329,30 @@ class Segmenter:
             ))
         return results
 
-    def infer(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """The model's output for a preprocessed float32 [N,3,H,W] batch: its graph's, or the
-        same computed by the body and the banded head (``head``). May be a reused buffer."""
-        return self._head.finish(self.session.run(batch_nchw), tuple(batch_nchw.shape))
+    def prepare(self, images: Sequence[npt.NDArray[np.uint8]], resize: ResizeSpec | None) -> Batch:
+        """The network batch for BGR images that resize to one size, in the session's input
+        format: uint8 [N,H,W,3] when the engine pre-processes (resize only, here), else the
+        normalised float32 [N,3,H,W]. A per-thread buffer, reused by the next call."""
+        h, w = resized_hw((int(images[0].shape[0]), int(images[0].shape[1])), resize)
+        if self.session.fused_preprocess:
+            return resize_into(images, self._buffer(len(images), h, w, np.uint8), resize=resize)
+        return preprocess_into(images, self._buffer(len(images), h, w), self._meta.preprocess, resize=resize)
+
+    def infer(self, batch: Batch) -> npt.NDArray[Any]:
+        """The model's output for a ``prepare``d batch: its graph's, or the same computed by the
+        body and the banded head (``head``). May be a reused buffer.
+
+        Raises:
+            InputError: a float32 batch for an engine that pre-processes itself (or the reverse).
+        """
+        fused = self.session.fused_preprocess
+        if fused != (batch.dtype == np.uint8):
+            raise InputError(
+                f"This Segmenter's engine takes {'uint8 BGR [N,H,W,3] images' if fused else 'a float32 [N,3,H,W] batch'}, "
+                f"got {batch.dtype} {tuple(batch.shape)}: build the batch with Segmenter.prepare(), or pass preprocess='numpy'."
+            )
+        n, h, w = (batch.shape[0], batch.shape[1], batch.shape[2]) if fused else (batch.shape[0], batch.shape[2], batch.shape[3])
+        return self._head.finish(self.session.run(batch), (n, 3, h, w))
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None

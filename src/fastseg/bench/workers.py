@@ -92,15 +92,16 @@ _EXPERIMENT_KEYS = ("allow_spinning", "affinity", "execution_mode", "use_optimiz
 def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any, Any], Any], dict[str, str]]:
     """pre/infer/post callables doing exactly what ``Segmenter._run`` does, timed apart.
 
-    pre: read the file + ``decode_image`` + ``preprocess_into`` (a reused buffer); infer:
-    ``Session.run`` (the runtime's Runner: plain or IO binding); post: ``labels_from_output``
+    pre: read the file + ``decode_image`` + ``Segmenter.prepare`` (resize, and normalise unless the
+    engine does it in its graph); infer: ``Segmenter.infer`` (the engine's run, plain or IO binding,
+    with the banded head where it runs); post: ``labels_from_output``
     + ``restore_size`` to the source size. The dict: versions, run mode and ``engine``, the engine
     that ran (``Segmenter.engine_name`` where it has one, else "ort").
     """
     import onnxruntime as ort
 
     from fastseg.model_dir import ONNX_FILE
-    from fastseg.processing import decode_image, labels_from_output, preprocess_into, resized_hw, restore_size
+    from fastseg.processing import decode_image, labels_from_output, preprocess_batch, restore_size
     from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
 
@@ -112,6 +113,8 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     extra: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in dict(spec.get("segmenter_options") or {}).items()
     }
+    if experiment:  # a raw ORT session on the plain graph takes the numpy path's float32 batch
+        extra["preprocess"] = "numpy"
     seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine, **extra)
     ran = "ort" if experiment else seg.engine_name
     meta = seg.meta
@@ -129,7 +132,6 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     path = Path(spec["image"])
     batch = int(spec["batch"])
     resize = seg.resize
-    buffers: dict[tuple[int, int], Any] = {}
     if seg.slide is not None:  # windows: preprocessing, network and labels are one call, timed as "infer"
         def decode() -> Any:
             return [decode_image(path.read_bytes(), source=str(path)) for _ in range(batch)]
@@ -141,17 +143,18 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     def pre() -> Any:
         images = [decode_image(path.read_bytes(), source=str(path)) for _ in range(batch)]
         src_hw = (int(images[0].shape[0]), int(images[0].shape[1]))
-        net_hw = resized_hw(src_hw, resize)
-        buf = buffers.get(net_hw)
-        if buf is None:
-            buf = buffers[net_hw] = np.empty((batch, 3, *net_hw), dtype=np.float32)
-        return preprocess_into(images, buf, meta.preprocess, resize=resize), src_hw
+        if experiment:  # the Segmenter is closed: the numpy path, as the raw session needs
+            return preprocess_batch(images, meta.preprocess, resize=resize), src_hw
+        return seg.prepare(images, resize), src_hw
 
     def post(x: Any, y: Any) -> Any:
         labels, _ = labels_from_output(y, meta.output_kind)
         return [restore_size(lab, x[1]) for lab in labels]
 
-    used = {"onnxruntime": ort.__version__, "mode": "raw ORT session (experiment)" if experiment else f"Segmenter, {seg.session.runner.mode}",
+    fused = not experiment and seg.session.fused_preprocess
+    used = {"onnxruntime": ort.__version__,
+            "mode": "raw ORT session (experiment)" if experiment else
+            f"Segmenter, {seg.session.runner.mode}, pre-processing in {'the engine' if fused else 'numpy'}",
             "engine": ran}
     return pre, (lambda x: run(x[0])), post, used
 

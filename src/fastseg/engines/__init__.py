@@ -28,8 +28,9 @@ import numpy.typing as npt
 
 from fastseg.errors import DeviceError
 from fastseg.engines.device import DeviceSpec, parse_device
-from fastseg.engines.session_base import TensorInfo
+from fastseg.engines.session_base import Batch, TensorInfo
 from fastseg.engines.ort import RuntimeOptions, create_session
+from fastseg.engines.preprocess_graph import FusedPreprocess
 
 ENGINES: tuple[str, ...] = ("ort", "openvino")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
@@ -56,6 +57,7 @@ class EngineSession(Protocol):
     device: DeviceSpec
     providers: list[str]
     precision: str
+    fused_preprocess: bool
 
     @property
     def engine(self) -> str: ...
@@ -69,7 +71,7 @@ class EngineSession(Protocol):
     @property
     def outputs(self) -> tuple[TensorInfo, ...]: ...
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]: ...
+    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]: ...
 
     def close(self) -> None: ...
 
@@ -123,9 +125,11 @@ def open_session(
     engine: str = "ort",
     allow_fallback: bool = False,
     precision: str = "fp32",
+    fused: FusedPreprocess | None = None,
 ) -> EngineSession:
     """A session for ``model_path`` on ``device`` with ``engine`` (``ort`` or ``openvino``)
-    computing in ``precision`` (the model directory's: ``fp32``, ``int8`` or ``bf16``).
+    computing in ``precision`` (the model directory's: ``fp32``, ``int8`` or ``bf16``);
+    ``fused`` prepends the pre-processing, so ``run`` takes uint8 BGR NHWC images.
 
     Raises:
         DeviceError: bf16 on an engine other than OpenVINO, or on a CPU without bf16.
@@ -138,5 +142,5 @@ def open_session(
     if concrete == "openvino":
         from fastseg.engines.openvino import create_openvino_session
 
-        return create_openvino_session(model_path, spec, options, precision=precision)
-    return create_session(model_path, spec, options, allow_fallback=allow_fallback)
+        return create_openvino_session(model_path, spec, options, precision=precision, fused=fused)
+    return create_session(model_path, spec, options, allow_fallback=allow_fallback, fused=fused)

@@ -22,7 +22,8 @@ import numpy.typing as npt
 from fastseg.engines.cpu import require_bf16
 from fastseg.engines.device import DeviceSpec, physical_cores
 from fastseg.engines.ort import RuntimeOptions
-from fastseg.engines.session_base import SessionBase, TensorInfo, contiguous_float32
+from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
+from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ class OpenVINORunner:
         self._compiled = compiled
         self._request: Any = compiled.create_infer_request()
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        batch_nchw = contiguous_float32(batch_nchw)
+    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
+        batch_nchw = contiguous_input(batch_nchw)
         with self.lock:
             if self._request is None:
                 raise DeviceError("This OpenVINO session is closed; create a new one.")
@@ -112,7 +113,17 @@ def _tensor_info(port: Any) -> TensorInfo:
     dims: tuple[int | str | None, ...] = tuple(d.get_length() if d.is_static else None for d in shape)
     names = port.get_names()
     name = port.get_any_name() if names else ""
-    return TensorInfo(name, dims, str(port.get_element_type()))
+    return TensorInfo(name, dims, _ort_type(port.get_element_type()))
+
+
+def _ort_type(element_type: Any) -> str:
+    """OpenVINO's element type in ONNX Runtime's spelling (``tensor(float)``, ``tensor(uint8)``), so
+    ``TensorInfo.type`` reads the same whichever engine runs."""
+    try:
+        name = np.dtype(element_type.to_dtype()).name
+    except (TypeError, RuntimeError, AttributeError):
+        return str(element_type)
+    return "tensor(float)" if name == "float32" else "tensor(double)" if name == "float64" else f"tensor({name})"
 
 
 def create_openvino_session(
@@ -122,13 +133,15 @@ def create_openvino_session(
     *,
     cache_dir: Path | None = None,
     precision: str = "fp32",
+    fused: FusedPreprocess | None = None,
 ) -> OpenVINOSession:
     """Compile ``model_path`` (ONNX) with OpenVINO for ``device``.
 
     Threads follow ``options.intra_op_threads`` (default: physical cores) with the LATENCY
     hint, as ONNX Runtime's sessions do. ``cache_dir`` enables OpenVINO's compiled-model cache.
     ``precision``: ``fp32`` and ``int8`` (QDQ graphs) compile with f32 as the inference
-    precision; ``bf16`` with bf16, on a CPU that has bf16 instructions only.
+    precision; ``bf16`` with bf16, on a CPU that has bf16 instructions only. ``fused``
+    prepends the pre-processing: ``run`` then takes uint8 BGR NHWC images.
 
     Raises:
         MissingDependencyError: openvino is not installed.
@@ -157,11 +170,12 @@ def create_openvino_session(
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir)})
     try:
-        model = core.read_model(str(model_path))
+        model = core.read_model(fused_model_bytes(model_path, fused) if fused else str(model_path))
         compiled = core.compile_model(model, target, config)
     except RuntimeError as exc:
         raise ModelDirError(f"OpenVINO cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from exc
     log.info("OpenVINO %s session for %s on %s", openvino_version(), model_path.name, target)
     session = OpenVINOSession(model_path, device, target, compiled)
     session.precision = "bf16" if precision == "bf16" else "fp32"
+    session.fused_preprocess = fused is not None
     return session

@@ -22,7 +22,8 @@ import numpy.typing as npt
 
 from fastseg.engines.device import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse_device, physical_cores
 from fastseg.errors import DeviceError, ModelDirError
-from fastseg.engines.session_base import SessionBase, TensorInfo, contiguous_float32
+from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
+from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +200,15 @@ class Runner:
         self._buffers: OrderedDict[tuple[int, ...], npt.NDArray[Any]] = OrderedDict()
         self._bound_shape: tuple[int, ...] | None = None
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
         """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output."""
-        batch_nchw = contiguous_float32(batch_nchw)
+        batch_nchw = contiguous_input(batch_nchw)
         if self._binding is None:
             return self._session.run([self._output], {self._input: batch_nchw})[0]  # type: ignore[no-any-return]
         with self.lock:
             return self._run_bound(batch_nchw)
 
-    def _run_bound(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+    def _run_bound(self, batch: Batch) -> npt.NDArray[Any]:
         import onnxruntime as ort
 
         shape = tuple(batch.shape)
@@ -309,11 +310,14 @@ def create_session(
     options: RuntimeOptions | None = None,
     *,
     allow_fallback: bool = False,
+    fused: FusedPreprocess | None = None,
 ) -> Session:
     """Create an ONNX Runtime session for ``model_path`` on ``device``.
 
     Logs the providers actually in use. ``options.io_binding="auto"`` picks IO binding on
-    accelerators and plain ``session.run`` on CPU (measured; see docs/runtime.md).
+    accelerators and plain ``session.run`` on CPU (measured; see docs/runtime.md). ``fused``
+    prepends the pre-processing (``fastseg.engines.preprocess_graph``): ``run`` then takes
+    uint8 BGR NHWC images (the optimised-model cache is not used for such a graph).
 
     Raises:
         DeviceError: bad device string, or the accelerator is missing and fallback is off.
@@ -340,9 +344,12 @@ def create_session(
             log.warning("%s Falling back to the CPU (allow_fallback=True).", exc)
             providers = [(CPU_EP, {})]
     load_path, load_options = _use_optimized_cache(model_path, options)
+    source: str | bytes = str(load_path)
+    if fused is not None:
+        source, load_options = fused_model_bytes(model_path, fused), replace(options, optimized_model_path=None)
     try:
         sess = ort.InferenceSession(
-            str(load_path),
+            source,
             sess_options=session_options(load_options),
             providers=[p for p, _ in providers],
             provider_options=[o for _, o in providers],
@@ -363,7 +370,7 @@ def create_session(
     outputs = tuple(TensorInfo(o.name, tuple(o.shape), o.type) for o in sess.get_outputs())
     mode = choose_run_mode(options, spec, in_use)
     runner = Runner(sess, inputs[0].name, outputs[0].name, mode=mode)
-    return Session(
+    session = Session(
         model_path=model_path,
         device=spec,
         providers=in_use,
@@ -372,3 +379,5 @@ def create_session(
         runner=runner,
         _ort=sess,
     )
+    session.fused_preprocess = fused is not None
+    return session

@@ -17,6 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 
+Batch = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+"""A network batch: float32 [N,3,H,W], or uint8 BGR [N,H,W,3] for a graph that pre-processes."""
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Name, shape (ints, or None/str for dynamic dims) and ORT type string of a model input/output."""
@@ -29,7 +33,7 @@ class TensorInfo:
 class BatchRunner(Protocol):
     """Runs one float32 NCHW batch and returns the model's first output."""
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]: ...
+    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]: ...
 
 
 def contiguous_float32(batch_nchw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
@@ -39,12 +43,22 @@ def contiguous_float32(batch_nchw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return batch_nchw
 
 
+def contiguous_input(batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A uint8 batch (a fused graph's NHWC image input) as is when C-contiguous, else
+    ``contiguous_float32`` (a network's NCHW input)."""
+    if batch.dtype == np.uint8:
+        return np.ascontiguousarray(batch)
+    return contiguous_float32(batch)
+
+
 class SessionBase:
     """The shared half of an engine session: ``input_name``/``output_name``, ``run`` and ``with``."""
 
     engine: ClassVar[str]
     precision: str = "fp32"
     """What the engine computes in (``bf16`` only where a bf16 model directory asked for it)."""
+    fused_preprocess: bool = False
+    """True when the graph starts with the pre-processing: ``run`` takes uint8 BGR NHWC images."""
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     runner: BatchRunner
@@ -60,8 +74,8 @@ class SessionBase:
     def _check_open(self) -> None:
         """Raise the engine's closed-session error; a no-op where the runner checks under its lock."""
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """Run one float32 NCHW batch through the runner; returns the model's first output."""
+    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
+        """Run one batch (float32 NCHW, or a fused graph's uint8 NHWC images) through the runner; returns the model's first output."""
         self._check_open()
         return self.runner.run(batch_nchw)
 

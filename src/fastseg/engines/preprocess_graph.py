@@ -1,0 +1,91 @@
+"""Pre-processing inside the engine: the model's normalisation prepended to its graph.
+
+The fused graph takes the decoded (and, where the model resizes, resized) image as it comes
+from OpenCV: uint8 BGR, NHWC ``[N, H, W, 3]``; it casts, reorders channels, applies
+``pixel * a + b`` per channel (the very coefficients ``fastseg.processing`` uses) and lays the
+batch out NCHW, then runs the network. The engine's threads do the work the numpy path did on
+one core, and no float32 copy of the batch is made in Python. ONNX Runtime computes exactly
+the numpy path's values (same float32 ops in the same order); OpenVINO to float32 rounding (~3e-7 relative).
+
+One ONNX prefix for both engines: OpenVINO's PrePostProcessor was measured first, and its
+channel reversal (``convert_color``, ``reverse_channels`` or a custom Gather) on a u8 NHWC
+input did not change the output in OpenVINO 2026.4 (logits 2.77 away from the numpy path on
+the real PP-HumanSegV2-Lite), while the same Gather in the ONNX graph is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastseg.errors import ModelDirError
+
+FUSED_INPUT = "image_bgr_u8"
+"""The fused graph's input: uint8 [N, H, W, 3], BGR as OpenCV decodes."""
+
+
+@dataclass(frozen=True)
+class FusedPreprocess:
+    """What the prepended graph computes: per channel ``x * scale + shift`` (network channel
+    order), after reordering BGR to RGB when ``to_rgb``."""
+
+    scale: tuple[float, float, float]
+    shift: tuple[float, float, float]
+    to_rgb: bool
+
+
+def fused_model_bytes(model_path: Path, pre: FusedPreprocess) -> bytes:
+    """``model_path`` with ``pre`` prepended, serialised for an engine to load.
+
+    Raises:
+        ModelDirError: the model's first input is not float32 [N,3,H,W], or the graph is too
+            large to serialise in memory (over 2 GB).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if not inputs:
+        raise ModelDirError(f"{model_path} has no input to feed.")
+    first = inputs[0]
+    dims = first.type.tensor_type.shape.dim
+    if first.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value not in (0, 3):
+        raise ModelDirError(f"{model_path}: pre-processing can be fused only for a float32 [N,3,H,W] input.")
+    a, b = np.asarray(pre.scale, dtype=np.float32), np.asarray(pre.shift, dtype=np.float32)
+    prefix = "_fastseg_pre_"
+    nodes = [helper.make_node("Cast", [FUSED_INPUT], [prefix + "f32"], to=TensorProto.FLOAT)]
+    current = prefix + "f32"
+    extra: list[Any] = []
+    if pre.to_rgb:
+        nodes.append(helper.make_node("Gather", [current, prefix + "bgr2rgb"], [prefix + "rgb"], axis=3))
+        extra.append(numpy_helper.from_array(np.array([2, 1, 0], dtype=np.int64), prefix + "bgr2rgb"))
+        current = prefix + "rgb"
+    nodes += [
+        helper.make_node("Mul", [current, prefix + "a"], [prefix + "scaled"]),
+        helper.make_node("Add", [prefix + "scaled", prefix + "b"], [prefix + "norm"]),
+        helper.make_node("Transpose", [prefix + "norm"], [first.name], perm=[0, 3, 1, 2]),
+    ]
+    extra += [numpy_helper.from_array(a, prefix + "a"), numpy_helper.from_array(b, prefix + "b")]
+    fused_input = helper.make_tensor_value_info(FUSED_INPUT, TensorProto.UINT8, [_dim(dims[0]), _dim(dims[2]), _dim(dims[3]), 3])
+    position = list(graph.input).index(first)
+    graph.input.remove(first)
+    graph.input.insert(position, fused_input)
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    graph.initializer.extend(extra)
+    try:
+        return bytes(model.SerializeToString())
+    except ValueError as exc:  # protobuf's 2 GB limit
+        raise ModelDirError(f"{model_path} is too large to fuse pre-processing in memory ({exc}).") from exc
+
+
+def _dim(dim: Any) -> int | str | None:
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    return str(dim.dim_param) or None
