@@ -304,3 +304,36 @@ def test_predict_images_from_many_threads(model_dir: Path, mode: str) -> None:
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             assert all(pool.map(work, range(48)))
+
+
+def test_read_ahead_keeps_order_and_errors_in_place_with_one_chunk_ahead() -> None:
+    """Directory runs decode the next chunk while this one runs: order, errors and bound kept."""
+    import threading
+
+    from fastseg.inputs import read_ahead
+
+    loaded: list[int] = []
+    lock = threading.Lock()
+
+    class Item:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def load(self) -> int:
+            with lock:
+                loaded.append(self.n)
+            if self.n == 4:
+                raise InputError("image 4 is broken")
+            return self.n
+
+    chunks = [[Item(0), Item(1)], [Item(2), Item(3)], [Item(4)], [Item(5)]]
+    seen = []
+    gen = read_ahead(chunks)  # type: ignore[arg-type]
+    for _ in range(2):
+        chunk, images = next(gen)
+        seen.append(images)
+        assert max(loaded) <= 2 * len(seen) + 1  # never more than one chunk ahead
+    assert seen == [[0, 1], [2, 3]]
+    with pytest.raises(InputError, match="image 4 is broken"):
+        next(gen)
+    assert 5 not in loaded  # nothing read past the failing chunk

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,3 +114,20 @@ def _expand(x: Any, items: list[InputItem]) -> None:
             f"Unsupported input type {type(x).__name__}: pass a BGR uint8 numpy array, a path, a directory, "
             "an http(s) URL, a {'img': ...} dict, or a list of these."
         )
+
+
+def read_ahead(chunks: Sequence[Sequence[InputItem]]) -> Iterator[tuple[Sequence[InputItem], list[npt.NDArray[np.uint8]]]]:
+    """Each chunk with its loaded images, the next chunk read and decoded on a thread while the
+    caller runs this one (OpenCV releases the GIL): decoding hides behind inference. At most
+    one chunk ahead, so memory stays bounded; a load error surfaces in input order."""
+    if len(chunks) < 2:
+        for chunk in chunks:
+            yield chunk, [item.load() for item in chunk]
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastseg-read") as pool:
+        pending = pool.submit(lambda c: [item.load() for item in c], chunks[0])
+        for index, chunk in enumerate(chunks):
+            images = pending.result()
+            if index + 1 < len(chunks):
+                pending = pool.submit(lambda c: [item.load() for item in c], chunks[index + 1])
+            yield chunk, images

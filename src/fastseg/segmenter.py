@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError
 from fastseg.head import Head, HeadMode, prepare_head
-from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url
+from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url, read_ahead
 from fastseg.model_dir import ONNX_FILE, ModelMeta, PreprocessSpec, ResizeSpec, read_meta
 from fastseg.model_resolution import DEFAULT_MODEL, resolve_model_dir
 from fastseg.pipeline_config import (
@@ -376,9 +376,8 @@ class Segmenter:
             raise InputError(f"batch_size must be >= 1, got {bs}.")
         resize = self._resize_for(target_size)
         items = expand_inputs(input)
-        for start in range(0, len(items), bs):
-            chunk = items[start : start + bs]
-            images = [item.load() for item in chunk]
+        chunks = [items[start : start + bs] for start in range(0, len(items), bs)]
+        for chunk, images in read_ahead(chunks):
             yield from self._run(images, [item.source for item in chunk], resize)
 
     def predict_images(
