@@ -138,15 +138,16 @@ def _run_tiny(tiny_model_dir: Path, tmp_path: Path, paddle_dir: Path | None, **c
 def test_missing_paddle_and_paddlex_say_not_installed(
     tiny_model_dir: Path, tmp_path: Path, fake_missing_paddle: Path
 ) -> None:
-    report = _run_tiny(tiny_model_dir, tmp_path, fake_missing_paddle, against=("paddle", "paddlex"))
+    report = _run_tiny(tiny_model_dir, tmp_path, fake_missing_paddle, against=("paddle", "paddlex", "paddlex-bf16"))
     (model,) = report.models
     assert model.backends["fastseg"].status == "ok"
     assert model.backends["paddle"].status == bench.NOT_INSTALLED
-    assert model.backends["paddlex"].status == bench.NOT_INSTALLED
+    assert model.backends["paddlex"].status == model.backends["paddlex-bf16"].status == bench.NOT_INSTALLED
     assert model.ratio("paddle") == bench.NOT_INSTALLED and model.ratio("paddlex") == bench.NOT_INSTALLED
     row = bench.table_rows(report)[0]
-    assert row["fastseg/Paddle"] == row["fastseg/PaddleX"] == bench.NOT_INSTALLED
-    assert row["Paddle infer ms"] == row["PaddleX e2e ms"] == bench.NOT_INSTALLED
+    assert row["fastseg/Paddle"] == row["fastseg/PaddleX"] == row["fastseg/PaddleX bf16"] == bench.NOT_INSTALLED
+    assert row["Paddle infer ms"] == row["PaddleX e2e ms"] == row["PaddleX bf16 e2e ms"] == bench.NOT_INSTALLED
+    assert "PaddleX bf16 e2e ms" not in bench.table_rows(_run_tiny(tiny_model_dir, tmp_path, None))[0]  # only when asked
     missing_interpreter = _run_tiny(
         tiny_model_dir, tmp_path, fake_missing_paddle, against=("paddlex",), paddlex_python=str(tmp_path / "nope")
     )
@@ -337,7 +338,52 @@ def test_cli_engine_choices() -> None:
     from fastseg.cli import main
 
     result = CliRunner().invoke(main, ["bench", "--engine", "tensorrt"])
-    assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8'" in result.output
+    assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8', 'openvino-int8', 'openvino-bf16'" in result.output
+
+
+def test_the_paddlex_bf16_peer_runs_paddlex_in_its_bf16_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--against paddlex-bf16: PaddleX's predictor with run_mode mkldnn_bf16 (checked without PaddleX)."""
+    import sys
+    import types
+
+    from fastseg.bench import workers
+
+    seen: dict[str, object] = {}
+
+    class Option:
+        def __init__(self, **kwargs: object) -> None:
+            seen.update(kwargs)
+
+    class Model:
+        def predict(self, paths: list[str], batch_size: int) -> list[str]:
+            return paths
+
+    fake = types.ModuleType("paddlex")
+    fake.create_model = lambda **kwargs: Model()  # type: ignore[attr-defined]
+    inference = types.ModuleType("paddlex.inference")
+    inference.PaddlePredictorOption = Option  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "paddlex", fake)
+    monkeypatch.setitem(sys.modules, "paddlex.inference", inference)
+    spec = {"threads": 2, "model_name": "PP-LiteSeg-T", "paddle_dir": ".", "batch": 1, "image": "x.png", "runs": 2, "warmup": 0}
+    result = workers._WORKERS["paddlex-bf16"](spec)
+    assert seen["run_mode"] == "mkldnn_bf16" and result["status"] == "ok"
+    assert "run_mode=mkldnn_bf16" in result["detail"] and len(result["samples_ms"]["e2e"]) == 2
+    assert "paddlex-bf16" in bench.AGAINST
+
+
+def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgemm() -> None:
+    from fastseg.bench.peak import theoretical_peak
+
+    amx = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+    fp32 = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, amd=False)
+    assert fp32.gflops == 2 * 2.0 * 32 * 2 and "AVX-512, 2 FMA ports" in fp32.formula
+    assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, amd=False).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
+    assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, amd=False).gflops == 2 * 2.0 * 2048 * 2
+    zen4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
+    assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, amd=True).gflops == 2 * 3.0 * 32 * 2
+    assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, amd=True).gflops == 2 * 3.0 * 16 * 2
+    raised = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, amd=False, sgemm_gflops=307.0)
+    assert raised.gflops == pytest.approx(307.0) and "clock raised to what the fp32 sgemm proves" in raised.formula
 
 
 def test_sliding_window_rows_time_the_whole_call_and_say_so(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
         fs = m.backends.get("fastseg")
         e2e = m.stage("fastseg", "e2e")
         achieved = m.achieved_gflops()
-        paddle, paddlex = m.backends.get("paddle"), m.backends.get("paddlex")
+        paddle, paddlex, paddlex_bf16 = m.backends.get("paddle"), m.backends.get("paddlex"), m.backends.get("paddlex-bf16")
         rows.append(
             {
                 "Model": m.name,
@@ -62,6 +62,10 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
                 "fastseg/Paddle": "-" if paddle is None else _fmt_ratio(m.ratio("paddle")),
                 "PaddleX e2e ms": "-" if paddlex is None else (_fmt_ms(paddlex.stats.get("e2e")) if paddlex.status == "ok" else paddlex.status),
                 "fastseg/PaddleX": "-" if paddlex is None else _fmt_ratio(m.ratio("paddlex")),
+                **({} if paddlex_bf16 is None else {
+                    "PaddleX bf16 e2e ms": _fmt_ms(paddlex_bf16.stats.get("e2e")) if paddlex_bf16.status == "ok" else paddlex_bf16.status,
+                    "fastseg/PaddleX bf16": _fmt_ratio(m.ratio("paddlex-bf16")),
+                }),
                 "published T4 ms": _fmt_pub(m.published.get("gpu_ms"), m.published.get("latency_note")),
                 "published Xeon ms": _fmt_pub(m.published.get("cpu_ms"), m.published.get("latency_note")),
                 "published mIoU": "-" if m.published.get("miou") is None else f"{m.published['miou']:.2f}",

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 
-BACKENDS: tuple[str, ...] = ("fastseg", "paddle", "paddlex")
-AGAINST: tuple[str, ...] = ("paddle", "paddlex")
+BACKENDS: tuple[str, ...] = ("fastseg", "paddle", "paddlex", "paddlex-bf16")
+AGAINST: tuple[str, ...] = ("paddle", "paddlex", "paddlex-bf16")
+"""The peers: Paddle Inference (MKLDNN, inference only), PaddleX's predictor end to end in its
+fp32 ``mkldnn`` run mode and in ``mkldnn_bf16`` (its best CPU mode on bf16 hardware)."""
 STAGES: tuple[str, ...] = ("pre", "infer", "post", "e2e")
 
 

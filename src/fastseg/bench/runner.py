@@ -111,6 +111,7 @@ def run_bench(
                     "fastseg": sys.executable,
                     "paddle": config.paddle_python or sys.executable,
                     "paddlex": config.paddlex_python or sys.executable,
+                    "paddlex-bf16": config.paddlex_python or sys.executable,
                 }[backend]
                 spec = {
                     "backend": backend,

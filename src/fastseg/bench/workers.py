@@ -215,7 +215,7 @@ def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _worker_paddlex(spec: Mapping[str, Any]) -> dict[str, Any]:
+def _worker_paddlex(spec: Mapping[str, Any], run_mode: str = "mkldnn") -> dict[str, Any]:
     try:
         from paddlex import create_model
         from paddlex.inference import PaddlePredictorOption
@@ -223,7 +223,7 @@ def _worker_paddlex(spec: Mapping[str, Any]) -> dict[str, Any]:
         return {"status": NOT_INSTALLED, "detail": f"paddlex: {exc}"}
 
     threads = int(spec["threads"])
-    option = PaddlePredictorOption(run_mode="mkldnn", device_type="cpu", cpu_threads=threads)
+    option = PaddlePredictorOption(run_mode=run_mode, device_type="cpu", cpu_threads=threads)
     model = create_model(
         model_name=str(spec["model_name"]),
         model_dir=str(spec["paddle_dir"]),
@@ -241,7 +241,7 @@ def _worker_paddlex(spec: Mapping[str, Any]) -> dict[str, Any]:
         "status": "ok",
         "samples_ms": {"e2e": samples["infer"]},
         "versions": {"paddlex": _version("paddlex"), "paddle": _version("paddle")},
-        "detail": "PaddleX create_model(...).predict(file), run_mode=mkldnn; end to end only",
+        "detail": f"PaddleX create_model(...).predict(file), run_mode={run_mode}; end to end only",
     }
 
 
@@ -249,6 +249,7 @@ _WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "fastseg": _worker_fastseg,
     "paddle": _worker_paddle,
     "paddlex": _worker_paddlex,
+    "paddlex-bf16": lambda spec: _worker_paddlex(spec, run_mode="mkldnn_bf16"),
 }
 
 

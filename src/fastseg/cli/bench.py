@@ -50,11 +50,13 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--against", default="", help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor).")
+@click.option("--against", default="", help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor, "
+              "run_mode mkldnn), paddlex-bf16 (its run_mode mkldnn_bf16).")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Image to use (resized to --size); default: a synthetic one.")
 @click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="This machine's fp32 peak, GFLOP/s [default: measured: numpy sgemm 4096^3 on --threads, best of 5].")
+              help="The peak '% peak' divides by, GFLOP/s [default: the theoretical peak of the rows' precision on "
+                   "this CPU: cores x clock x MAC/cycle x 2, AMX tiles for bf16/int8; see fastseg.bench.peak].")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
 @click.option("--engine", type=click.Choice(BENCH_ENGINES), default="ort", show_default=True,
@@ -152,10 +154,16 @@ def bench_cmd(
         sources = prepare_sources(sources, engine, img, threads=threads, size=size, progress=status.update)
     if peak_gflops is None:
         from fastseg.bench.machine import SGEMM_N, measure_sgemm_gflops
+        from fastseg.bench.peak import theoretical_peak
+        from fastseg.engines.device import physical_cores
 
-        with console.status("Measuring this machine's fp32 peak (numpy sgemm)"):
-            peak_gflops = measure_sgemm_gflops(threads)
-        peak_source = f"measured: numpy sgemm {SGEMM_N}^3, {threads} threads, best of 5"
+        with console.status("Measuring numpy's sgemm (a note beside the theoretical peak)"):
+            sgemm = measure_sgemm_gflops(threads)
+        precision = row_precision(engine) or "fp32"
+        peak = theoretical_peak(precision, min(threads, physical_cores()), sgemm_gflops=sgemm)
+        peak_gflops = peak.gflops
+        peak_source = (f"theoretical {precision} peak: {peak.formula}; numpy sgemm {SGEMM_N}^3 on {threads} threads "
+                       f"measured {sgemm:.0f} GFLOP/s (a note, not the peak)")
     else:
         peak_source = "given with --peak-gflops"
     config = bench.BenchConfig(
