@@ -149,11 +149,23 @@ def test_auto_choice(tmp_path: Path) -> None:
     assert prepare_head(many, home=home).banded
     assert "classes" in prepare_head(few, home=home).reason
     assert not prepare_head(many, home=home, device="gpu").banded
-    assert not prepare_head(many, home=home, engine="openvino").banded
+    assert prepare_head(many, home=home, engine="openvino").banded  # OpenVINO's body, ORT's tail semantics
+    assert prepare_head(many, home=home, engine="bf16").banded
+    assert "engine 'int8' runs the graph's head" in prepare_head(many, home=home, engine="int8").reason
     assert not prepare_head(many, home=home, output_kind="logits").banded
     assert not prepare_head(many, home=home, head="graph").banded
     with pytest.raises(InputError, match="head must be one of"):
         prepare_head(many, head="fast")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None, reason="openvino not installed")
+def test_openvino_with_the_banded_head_labels_as_its_graph(tmp_path: Path) -> None:
+    model_dir = tail_model_dir(tmp_path / "model", classes=40)
+    image = np.random.default_rng(3).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    with Segmenter(model_dir, engine="openvino", home=tmp_path / "home") as auto, \
+            Segmenter(model_dir, engine="openvino", head="graph") as graph:
+        assert (auto.head, graph.head, auto.engine_name) == ("banded", "graph", "openvino")
+        np.testing.assert_array_equal(next(auto.predict(image)).pred, next(graph.predict(image)).pred)
 
 
 def test_body_is_cached_outside_the_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

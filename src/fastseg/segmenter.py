@@ -109,7 +109,7 @@ class Segmenter:
         slide_stride: (height, width) step between windows (default: ``slide``, no overlap).
         head: ``graph`` runs the model's own Resize+ArgMax head; ``banded`` runs the graph cut
             before it and computes the same labels in bands (fastseg.head; much faster for
-            many classes); ``auto`` = banded on CPU with ONNX Runtime for a supported tail
+            many classes); ``auto`` = banded on CPU (ONNX Runtime, OpenVINO f32 or bf16) for a supported tail
             with >= 32 classes.
         preprocess: where normalisation and layout run: ``engine`` prepends them to the graph
             (uint8 BGR images in, the engine's threads do the work;

@@ -96,6 +96,12 @@ def head_cache_dir(model_path: Path, home: Path | None = None) -> Path:
     return (home or cache_home()) / "heads" / hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
+BANDED_ENGINES: tuple[str, ...] = ("ort", "openvino", "bf16")
+"""Engines (and reduced precisions) whose body output the banded head finishes under ``auto``:
+ONNX Runtime, OpenVINO f32 and OpenVINO bf16 (the bf16 gate then measures the labels it gives);
+int8 graphs keep their own head."""
+
+
 def prepare_head(
     model_path: Path,
     *,
@@ -112,7 +118,8 @@ def prepare_head(
 
     ``auto``: the banded head when the model outputs labels through a supported
     ``Resize -> ArgMax`` tail with at least ``AUTO_MIN_CLASSES`` classes and runs on a CPU
-    device with ONNX Runtime (the engine whose Resize it reproduces); else the graph. ``banded``: the banded head or an error saying why not.
+    device with an engine in ``BANDED_ENGINES`` (the body's logits from any of them, the tail
+    computed as ONNX Runtime's Resize does); else the graph. ``banded``: the banded head or an error saying why not.
     ``num_classes`` (the model metadata's) lets ``auto`` skip the analysis of small heads.
 
     Raises:
@@ -129,7 +136,7 @@ def prepare_head(
         return _refuse(head, graph, f"the model outputs {output_kind}, not labels")
     if head == "auto" and parse_device(device).kind != "cpu":
         return Head(model_path=model_path, banded=False, reason=f"auto: device {device!r} runs the graph's head")
-    if head == "auto" and engine != "ort":
+    if head == "auto" and engine not in BANDED_ENGINES:
         return Head(model_path=model_path, banded=False, reason=f"auto: engine {engine!r} runs the graph's head")
     if head == "auto" and num_classes is not None and num_classes < AUTO_MIN_CLASSES:
         return Head(model_path=model_path, banded=False, reason=f"auto: {num_classes} classes < {AUTO_MIN_CLASSES}")
