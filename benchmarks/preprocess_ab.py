@@ -1,0 +1,95 @@
+"""Pre-processing inside the engine vs numpy, and directory read-ahead vs sequential decoding.
+
+    python benchmarks/preprocess_ab.py pre   --model-dir DIR [--engine ort|openvino] --image IMG --runs 6
+    python benchmarks/preprocess_ab.py ahead --model-dir DIR --images DIR --passes 3
+
+``pre``: two Segmenters in one process (``preprocess="engine"`` and ``"numpy"``) run alternately
+on the same decoded image, end to end (labels at source size); prints medians, their ratio and
+the share of equal labels. ``ahead``: ``Segmenter.predict`` over the directory's images with the
+next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, alternating passes;
+prints ms per image. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+import fastseg.segmenter as segmenter_module
+from fastseg.engines.ort import RuntimeOptions
+from fastseg.segmenter import Segmenter
+
+
+def engine_vs_numpy(model_dir: Path, engine: str, image: Path, runs: int, threads: int) -> str:
+    img = cv2.imread(str(image))
+    options = RuntimeOptions(intra_op_threads=threads)
+    segs = {mode: Segmenter(model_dir, engine=engine, preprocess=mode, options=options) for mode in ("engine", "numpy")}
+    times: dict[str, list[float]] = {mode: [] for mode in segs}
+    for seg in segs.values():
+        next(seg.predict(img))
+    for _ in range(runs):
+        for mode, seg in segs.items():
+            start = time.perf_counter()
+            next(seg.predict(img))
+            times[mode].append((time.perf_counter() - start) * 1e3)
+    a, b = (next(segs[m].predict(img)).pred for m in ("engine", "numpy"))
+    med = {m: statistics.median(v) for m, v in times.items()}
+    return (f"{model_dir.name} {segs['engine'].engine_name} {segs['engine'].precision}: engine {med['engine']:.1f} ms "
+            f"(min {min(times['engine']):.1f}), numpy {med['numpy']:.1f} ms (min {min(times['numpy']):.1f}); "
+            f"engine/numpy {med['engine'] / med['numpy']:.3f}; labels equal {100 * float((a == b).mean()):.4f}%")
+
+
+def _sequential(chunks: Sequence[Sequence[Any]]) -> Iterator[tuple[Sequence[Any], list[Any]]]:
+    for chunk in chunks:
+        yield chunk, [item.load() for item in chunk]
+
+
+def read_ahead_vs_sequential(model_dir: Path, images: Path, passes: int, threads: int) -> str:
+    paths = sorted(str(p) for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    seg = Segmenter(model_dir, options=RuntimeOptions(intra_op_threads=threads))
+    real = segmenter_module.read_ahead
+    per_image: dict[str, list[float]] = {"read-ahead": [], "sequential": []}
+    list(seg.predict(paths[:1]))
+    try:
+        for _ in range(passes):
+            for mode in per_image:
+                segmenter_module.read_ahead = real if mode == "read-ahead" else _sequential  # type: ignore[assignment]
+                start = time.perf_counter()
+                count = sum(1 for _ in seg.predict(paths))
+                per_image[mode].append((time.perf_counter() - start) * 1e3 / count)
+    finally:
+        segmenter_module.read_ahead = real
+    return (f"{model_dir.name} {seg.engine_name} {seg.precision}, {len(paths)} images: "
+            + "; ".join(f"{m} {statistics.median(v):.1f} ms/image" for m, v in per_image.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["pre", "ahead"])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--image", type=Path, help="pre: the image")
+    parser.add_argument("--images", type=Path, help="ahead: a directory of images")
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.what == "pre":
+        if args.image is None:
+            parser.error("pre needs --image")
+        print(engine_vs_numpy(args.model_dir, args.engine, args.image, args.runs, args.threads))
+    else:
+        if args.images is None:
+            parser.error("ahead needs --images")
+        print(read_ahead_vs_sequential(args.model_dir, args.images, args.passes, args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
