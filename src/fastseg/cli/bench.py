@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from fastseg.cli.options import allow_fallback_option, device_option, parse_hw_size, slide_options
+from fastseg.reference import WEIGHTS
 
 
 def _reference_builder(reference_dir: str | None) -> object | None:
@@ -26,18 +26,13 @@ def _reference_builder(reference_dir: str | None) -> object | None:
             return tar
 
         return from_dir
-    import fastseg
+    from fastseg.convert.reference import load_builder
+    from fastseg.errors import MissingDependencyError
 
-    repo = Path(fastseg.__file__).resolve().parents[2]
-    if not (repo / "converters" / "reference_models.py").is_file():
-        return None
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
     try:
-        from converters.reference_models import ensure_reference
-    except ImportError:
+        return load_builder()
+    except MissingDependencyError:  # no converters/ or PaddleSeg: official tarballs only
         return None
-    return ensure_reference
 
 
 @click.command("bench")
@@ -55,6 +50,9 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
               help="This machine's fp32 peak, GFLOP/s [default: measured: numpy sgemm 4096^3 on --threads, best of 5].")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
+              help="official: the published weights (downloaded when not cached); reference: UNTRAINED random weights "
+                   "of the same architecture (same cost) [default: official when its tarball is cached, else reference].")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
 @click.option("--engine", type=click.Choice(["auto", "ort", "openvino", "int8", "openvino-int8"]), default="ort", show_default=True,
               help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8: quantized, UNGATED on reference weights); each row records what ran.")
@@ -74,6 +72,7 @@ def bench_cmd(
     image: str | None,
     peak_gflops: float | None,
     paddlex_python: str | None,
+    weights: str | None,
     reference_dir: str | None,
     engine: str,
     slide: str | None,
@@ -129,12 +128,17 @@ def bench_cmd(
 
     sources = []
     for n in names:
-        tar = downloads_dir(home) / f"{n}_infer.tar"
+        cached = downloads_dir(home) / f"{n}_infer.tar"
+        tar = None if weights == "reference" or not cached.is_file() else cached
+        if weights == "official" and tar is None:
+            from fastseg.download import fetch_model_tarball
+
+            tar = fetch_model_tarball(zoo.get(n), home=home)
         with console.status(f"Preparing {n} (reference builds and conversion run once, then are cached)"):
             try:
                 sources.append(
                     bench.resolve_model(
-                        n, home=home, official_tar=tar if tar.is_file() else None,
+                        n, home=home, official_tar=tar,
                         build_reference=builder, convert=convert,  # type: ignore[arg-type]
                     )
                 )

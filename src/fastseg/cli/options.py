@@ -33,7 +33,9 @@ def allow_fallback_option() -> Callable[[F], F]:
 
 def weights_option(*, help_suffix: str = "") -> Callable[[F], F]:
     """``--weights official|reference``; ``help_suffix`` adds what this command does with a reference build."""
-    return click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+    from fastseg.reference import WEIGHTS
+
+    return click.option("--weights", type=click.Choice(WEIGHTS), default="official", show_default=True,
                         help=WEIGHTS_HELP + help_suffix)
 
 
@@ -66,21 +68,32 @@ def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL
 
 
 # ---------------------------------------------------------------- --weights
-def weights_model(model: str, weights: str) -> str | Path:
-    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name."""
+def weights_model(model: str, weights: str, *, model_option: str = "--model") -> str | Path:
+    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name.
+
+    ``model_option`` is how this command names its model argument (in the refusal of a directory).
+    """
     if weights != "reference":
         return model
     if Path(model).expanduser().exists():
-        raise click.UsageError("--weights reference builds a zoo model: give --model NAME (see 'fastseg models').")
-    from fastseg.reference import build_reference_model, reference_model_dir
+        raise click.UsageError(f"--weights reference builds a zoo model: give {model_option} NAME (see 'fastseg models').")
+    from fastseg.model_resolution import resolve_model_dir
+    from fastseg.reference import reference_model_dir
 
     click.echo(
         f"Using untrained reference weights for {model} (random: not the official model); "
         f"built once into {reference_model_dir(model)} ...",
         err=True,
     )
-    model_dir, _ = build_reference_model(model)
-    return model_dir
+    return resolve_model_dir(model, weights="reference")
+
+
+def model_dir_for(model: str, weights: str) -> Path:
+    """The converted model directory a ``MODEL`` argument means (a directory, or a zoo name
+    converted on demand or, with ``--weights reference``, built with untrained weights)."""
+    from fastseg.model_resolution import resolve_model_dir
+
+    return Path(weights_model(model, weights, model_option="MODEL")) if weights == "reference" else resolve_model_dir(model)
 
 
 # ---------------------------------------------------------------- size parsers

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fastseg.reference import Weights
 from fastseg.cli.options import (
     allow_fallback_option,
     device_option,
@@ -96,11 +97,10 @@ def predict_cmd(
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
-        if weights != "official":
-            raise click.UsageError("--weights reference needs --model NAME, not --pipeline.")
         if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
-        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
+        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
+                              weights=_given_weights(weights))
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
@@ -122,6 +122,14 @@ def predict_cmd(
     if outcome.failures:
         click.echo(failures_text(outcome), err=True)
         raise SystemExit(1)
+
+
+def _given_weights(weights: str) -> Weights | None:
+    """``--weights`` when given on the command line, else None: a pipeline YAML's own ``weights`` applies."""
+    source = click.get_current_context().get_parameter_source("weights")
+    if source is None or source == click.core.ParameterSource.DEFAULT:
+        return None
+    return "reference" if weights == "reference" else "official"
 
 
 @click.command("get-config")

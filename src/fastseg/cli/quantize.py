@@ -6,9 +6,12 @@ from pathlib import Path
 
 import click
 
+from fastseg.cli.options import model_dir_for, weights_option
+
 
 @click.command("quantize")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model")
+@weights_option(help_suffix=" int8 of untrained weights rarely passes the accuracy gate and more calibration images do not help (--min-agreement 0 times it, ungated).")
 @click.option("--calib", "calib_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Calibration images, like the ones the model will see.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="The int8 model directory to write.")
@@ -25,12 +28,17 @@ import click
 @click.option("--no-augment", is_flag=True, help="Calibrate on the images alone (not also their mirror and 0.8x/1.2x brightness).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def quantize_cmd(
-    model_dir: Path, calib_dir: Path, out_dir: Path, engine: str, min_agreement: float,
+    model: str, weights: str, calib_dir: Path, out_dir: Path, engine: str, min_agreement: float,
     val_dir: Path | None, max_side: int, calib_method: str, no_augment: bool, force: bool,
 ) -> None:
-    """Static int8 quantization of MODEL_DIR, gated on held-out label agreement with fp32."""
+    """Static int8 quantization of MODEL, gated on held-out label agreement with fp32.
+
+    MODEL is a converted model directory or a zoo name (converted, or built with --weights
+    reference, on first use).
+    """
     from fastseg.precision.quantize import quantize_model
 
+    model_dir = model_dir_for(model, weights)
     result = quantize_model(
         model_dir, calib_dir, out_dir, engine=engine, min_agreement=min_agreement,
         val_dir=val_dir, max_side=max_side or None, method=calib_method, augment=not no_augment, force=force,

@@ -128,7 +128,8 @@ def build_serve_app(
         max_ongoing_requests: requests one replica works on at once (default: 2 x max_batch, so
             a batch can fill while the previous one runs).
         device: ``cpu``, ``gpu:0,1`` (one replica per GPU), ...
-        **segmenter_kwargs: passed to each replica's ``Segmenter``.
+        **segmenter_kwargs: passed to each replica's ``Segmenter``; ``weights`` and ``home`` choose the model
+            here, before it is shipped.
 
     Raises:
         DeviceError, UnknownModelError, ModelDirError, MissingDependencyError.
@@ -139,7 +140,7 @@ def build_serve_app(
     plan = plan_workers(device, workers=replicas, cluster=cluster_resources())
     kwargs = dict(segmenter_kwargs)
     kwargs.setdefault("batch_size", config.max_batch)
-    package = ModelFiles.pack(model, home=kwargs.pop("home", None))
+    package = ModelFiles.pack(model, home=kwargs.pop("home", None), weights=kwargs.pop("weights", "official"))
     deployment = serve.deployment(
         name=DEPLOYMENT_NAME,
         num_replicas=plan.workers,
