@@ -289,11 +289,11 @@ def test_the_gate_accepts_the_real_pp_humanseg(humanseg_dir: Path, shared_data: 
 def test_bench_int8_quantizes_reference_weights_ungated_once_and_labels_the_row(tmp_path: Path) -> None:
     from fastseg.bench.engines import prepare_sources, worker_engine
     from fastseg.bench.models import ModelSource, make_image
-    from fastseg.bench.report import REFERENCE_WEIGHTS
+    from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL
 
     model = random_net_dir(tmp_path / "models" / "random-net")
     image = make_image(tmp_path / "bench.png", size=(48, 64))
-    src = ModelSource("random-net", onnx_dir=model, paddle_dir=None, weights=REFERENCE_WEIGHTS)
+    src = ModelSource("random-net", onnx_dir=model, paddle_dir=None, weights=REFERENCE_WEIGHTS_LABEL)
     (out,) = prepare_sources([src], "int8", image, threads=1, size=(48, 64))
     assert out.error == "" and out.onnx_dir != model and out.weights == "reference weights, int8 UNGATED"
     made = (out.onnx_dir / "model.onnx").stat().st_mtime_ns

@@ -32,7 +32,7 @@ SubModules:
 """
 
 
-def parse_target_size(value: Any) -> TargetSize | None:
+def target_size_from_yaml(value: Any) -> TargetSize | None:
     """A pipeline YAML's ``target_size``: null/"none" -> None, an int, or [width, height]."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         return None

@@ -27,7 +27,7 @@ from fastseg.pipeline_config import (
     DEFAULT_PIPELINE_YAML,
     PIPELINE_NAME,
     load_pipeline_config,
-    parse_target_size,
+    target_size_from_yaml,
     parse_weights,
     write_pipeline_config,
 )
@@ -394,7 +394,7 @@ def create_pipeline(
         weights=weights or parse_weights(sub.get("weights")),
         device=device,
         batch_size=int(sub.get("batch_size") or 1),
-        target_size=parse_target_size(sub.get("target_size")),
+        target_size=target_size_from_yaml(sub.get("target_size")),
         options=options,
         allow_fallback=allow_fallback,
         home=home,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastseg.bench.models import ModelSource
-from fastseg.bench.report import REFERENCE_WEIGHTS
+from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL
 
 BENCH_ENGINES = ("auto", "ort", "openvino", "int8", "openvino-int8")
 INT8_DIR = "int8-bench"
@@ -85,7 +85,7 @@ def _prepare(
         return src
     from fastseg.precision.quantize import quantize_model
 
-    reference = src.weights == REFERENCE_WEIGHTS
+    reference = src.weights == REFERENCE_WEIGHTS_LABEL
     target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{INT8_DIR}"
     if progress:
         progress(f"quantizing {src.name} ({'ungated: reference weights' if reference else 'gated'})")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fastseg.cli.options import device_option, slide_options, weights_model, weights_option
+from fastseg.cli.options import device_option, slide_options, weights_model, weights_option, window_options
 
 
 @click.command("eval")
@@ -51,8 +51,6 @@ def eval_cmd(
     from fastseg.evaluation.datasets import load_dataset
     from fastseg.evaluation.report import comparison_lines, render_table, summary_line, warnings_for
     from fastseg.evaluation.runner import evaluate
-
-    from fastseg.slide import window_options
 
     data = load_dataset(dataset_dir, val_list=val_list)  # list errors before a model loads
     options = window_options(model, slide=slide, slide_stride=slide_stride, protocol=protocol)

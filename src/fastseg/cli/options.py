@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -41,7 +41,9 @@ def weights_option(*, help_suffix: str = "") -> Callable[[F], F]:
 
 def engine_option() -> Callable[[F], F]:
     """``--engine auto|ort|openvino`` for the commands that run a model (predict, serve)."""
-    return click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
+    from fastseg.engines import ENGINE_CHOICES
+
+    return click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True,
                         help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 
 
@@ -51,7 +53,7 @@ def ray_address_option() -> Callable[[F], F]:
 
 
 def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL_HELP) -> Callable[[F], F]:
-    """``--slide``, ``--slide-stride`` and ``--protocol`` (fastseg.slide.window_options reads them)."""
+    """``--slide``, ``--slide-stride`` and ``--protocol`` (``window_options`` reads them)."""
     options = (
         click.option("--slide", default=None, help=slide_help),
         click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide]."),
@@ -65,6 +67,29 @@ def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL
         return func
 
     return decorate
+
+
+def window_options(
+    model: str | Path, *, slide: str | None, slide_stride: str | None, protocol: str, keep_target_size: bool = False
+) -> dict[str, Any]:
+    """``Segmenter`` keyword arguments from ``--slide``, ``--slide-stride`` and ``--protocol``
+    (one parser for predict and eval). ``keep_target_size``: the user gave ``--target_size``,
+    which wins over the protocol's.
+
+    Raises:
+        InputError: a malformed HxW, or ``published`` for a model without a published protocol.
+    """
+    from fastseg.slide import parse_hw, protocol_kwargs
+
+    windows = {
+        key: parse_hw(text, name=flag)
+        for key, text, flag in (("slide", slide, "--slide"), ("slide_stride", slide_stride, "--slide-stride"))
+        if text
+    }
+    kwargs = {**protocol_kwargs(model, protocol), **windows}
+    if keep_target_size:
+        kwargs.pop("target_size", None)
+    return kwargs
 
 
 # ---------------------------------------------------------------- --weights

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from fastseg.reference import Weights
 from fastseg.cli.options import (
     allow_fallback_option,
     device_option,
@@ -17,7 +16,9 @@ from fastseg.cli.options import (
     slide_options,
     weights_model,
     weights_option,
+    window_options,
 )
+from fastseg.reference import Weights
 
 LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 
@@ -76,15 +77,15 @@ def predict_cmd(
 
     from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
+    from fastseg.ray.devices import is_multi_device
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
-    from fastseg.slide import window_options
 
     ts = parse_target_size(target_size)
     kwargs = window_options(
         model or DEFAULT_MODEL, slide=slide, slide_stride=slide_stride, protocol=protocol,
         keep_target_size=ts is not None,
     )
-    if use_ray or ray_address or "," in device:
+    if use_ray or ray_address or is_multi_device(device):
         from fastseg.ray.commands import run_predict
 
         run_predict(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,6 @@ from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.session_base import TensorInfo
 from fastseg.engines.ort import RuntimeOptions, create_session
 
-EngineName = Literal["ort", "openvino"]
 ENGINES: tuple[str, ...] = ("ort", "openvino")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 

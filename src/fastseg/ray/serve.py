@@ -28,11 +28,11 @@ from ray.serve.deployment import Application
 from fastseg.ray.cluster import ModelFiles, WorkerSegmenter, cluster_resources, fetch_model
 from fastseg.ray.devices import WorkerPlan, plan_workers
 from fastseg.serving.app import create_app
-from fastseg.serving.batcher import Batcher, Inference, PredictFn, TargetSize, Ticket
+from fastseg.serving.batcher import Batcher, Inference, PredictFn, RequestedSize, Ticket
 from fastseg.serving.config import ServingConfig
 
 DEPLOYMENT_NAME = "fastseg"
-_Job = tuple[npt.NDArray[np.uint8], TargetSize]
+_Job = tuple[npt.NDArray[np.uint8], RequestedSize]
 
 
 class ServeBatcher(Batcher):
@@ -61,7 +61,7 @@ class ServeBatcher(Batcher):
     async def stop(self) -> None:
         """Nothing to stop: Serve drains the replica."""
 
-    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
+    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: RequestedSize) -> Inference:
         """Hand one image to ``@serve.batch`` and wait for its label map."""
         if not ticket.submitted:
             ticket.submitted = True
@@ -71,7 +71,7 @@ class ServeBatcher(Batcher):
 
     async def _run_jobs(self, jobs: Sequence[_Job]) -> list[Inference]:
         """One Serve batch: one ``predict`` call per requested target size, in a thread."""
-        groups: dict[TargetSize, list[int]] = {}
+        groups: dict[RequestedSize, list[int]] = {}
         for i, (_, target) in enumerate(jobs):
             groups.setdefault(target, []).append(i)
         out: list[Inference | None] = [None] * len(jobs)
