@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastseg.cli.options import allow_fallback_option, device_option, parse_hw_size, slide_options
-from fastseg.bench.engines import BENCH_ENGINES
+from fastseg.cli.options import ConstantChoice, allow_fallback_option, device_option, parse_hw_size, slide_options
 from fastseg.reference import WEIGHTS
 
 
@@ -55,7 +54,7 @@ def _reference_builder(reference_dir: str | None) -> object | None:
               help="official: the published weights (downloaded when not cached); reference: UNTRAINED random weights "
                    "of the same architecture (same cost) [default: official when its tarball is cached, else reference].")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
-@click.option("--engine", type=click.Choice(BENCH_ENGINES), default="ort", show_default=True,
+@click.option("--engine", type=ConstantChoice("fastseg.bench.engines", "BENCH_ENGINES"), default="ort", show_default=True,
               help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8: quantized, UNGATED on reference weights); each row records what ran.")
 @slide_options(slide_help="fastseg rows: sliding windows HxW (PaddleSeg slide_inference).",
                protocol_help="fastseg rows: paddlex (inference.yml) or each model's published PaddleSeg test protocol.")

@@ -19,6 +19,27 @@ SLIDE_HELP = "Sliding windows HxW at network resolution (PaddleSeg slide_inferen
 PROTOCOL_HELP = "paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models)."
 
 
+class ConstantChoice(click.Choice):  # type: ignore[type-arg]
+    """``click.Choice`` over a constant that lives in a heavy module (``fastseg.engines``,
+    ``fastseg.bench``): read from its home when a command parses or shows help, so the CLI's
+    choices are the constants themselves while ``fastseg --help`` imports neither."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__((), case_sensitive=True)
+        self._home = (module, name)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import importlib
+
+        module, name = self._home
+        return tuple(getattr(importlib.import_module(module), name))
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click's __init__ assigns; the constant is the truth
+        pass
+
+
 # ---------------------------------------------------------------- shared options
 def device_option() -> Callable[[F], F]:
     """``--device``: where the model runs (predict, serve, bench, eval)."""
@@ -41,9 +62,7 @@ def weights_option(*, help_suffix: str = "") -> Callable[[F], F]:
 
 def engine_option() -> Callable[[F], F]:
     """``--engine auto|ort|openvino`` for the commands that run a model (predict, serve)."""
-    from fastseg.engines import ENGINE_CHOICES
-
-    return click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True,
+    return click.option("--engine", type=ConstantChoice("fastseg.engines", "ENGINE_CHOICES"), default="auto", show_default=True,
                         help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 
 

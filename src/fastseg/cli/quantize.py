@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastseg.cli.options import model_dir_for, weights_option
-from fastseg.engines import ENGINES
+from fastseg.cli.options import ConstantChoice, model_dir_for, weights_option
 
 
 @click.command("quantize")
@@ -16,7 +15,7 @@ from fastseg.engines import ENGINES
 @click.option("--calib", "calib_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Calibration images, like the ones the model will see.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="The int8 model directory to write.")
-@click.option("--engine", type=click.Choice(ENGINES), default="ort", show_default=True,
+@click.option("--engine", type=ConstantChoice("fastseg.engines", "ENGINES"), default="ort", show_default=True,
               help="Engine the accuracy gate runs fp32 and int8 on.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=99.0, show_default=True,
               help="Gate: % of held-out pixels whose int8 label equals fp32's. 0 = ungated (marked UNGATED).")

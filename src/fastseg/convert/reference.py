@@ -37,9 +37,8 @@ Builder = Callable[[str, Path], Path]
 
 def source_checkout() -> Path:
     """The repository root this fastseg was imported from (converters/ sits there in a checkout)."""
-    import fastseg
-
-    return Path(fastseg.__file__).resolve().parents[2]
+    package = sys.modules["fastseg"]  # already imported: this module is part of it
+    return Path(str(package.__file__)).resolve().parents[2]
 
 
 def load_builder() -> Builder:
