@@ -156,7 +156,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["predict", "--model", "PP-LiteSeg-T"], ["convert", "PP-LiteSeg-T"]], ids=["predict", "convert"]
+    "args",
+    [["predict", "--model", "PP-LiteSeg-T"], ["convert", "PP-LiteSeg-T"], ["tune", "PP-LiteSeg-T"],
+     ["bench", "--weights", "official", "--peak-gflops", "1"]],
+    ids=["predict", "convert", "tune", "bench"],
 )
 def test_offline_zoo_name_is_one_line_naming_both_ways_once(args: list[str], home: Path, offline: None) -> None:
     result = CliRunner().invoke(main, args)

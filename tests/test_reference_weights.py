@@ -267,3 +267,11 @@ def test_every_weights_option_offers_the_same_choices() -> None:
         command = main.commands[name]  # type: ignore[attr-defined]
         option = next(p for p in command.params if p.name == "weights")
         assert tuple(option.type.choices) == WEIGHTS, name
+
+
+def test_ray_ships_the_reference_build_for_weights_reference(built: Path) -> None:
+    """Ray's segment()/build_serve_app() pass weights= to ModelFiles.pack, which resolves it here."""
+    from fastseg.ray.cluster import ModelFiles
+
+    package = ModelFiles.pack(NAME, weights="reference")
+    assert package.name == f"{NAME} [{REFERENCE_NOTE}]" and "model.onnx" in package.files
