@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_files_outside_the_test_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing a test does lands in the user's home or stays in /tmp: fastseg's cache
+    ($FASTSEG_HOME: converted models, logits variants, banded heads) goes to pytest's tmp dir,
+    and Ray's session directories ($RAY_TMPDIR) to a short /tmp folder (its socket paths must
+    stay under 107 bytes) removed at the end. A test may still set its own FASTSEG_HOME."""
+    saved = {k: os.environ.get(k) for k in ("FASTSEG_HOME", "RAY_TMPDIR")}
+    ray_tmp = tempfile.mkdtemp(prefix="fsray")
+    os.environ["FASTSEG_HOME"] = str(tmp_path_factory.mktemp("fastseg-home"))
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,7 @@ def fake_missing_paddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 def _run_tiny(tiny_model_dir: Path, tmp_path: Path, paddle_dir: Path | None, **config: object) -> bench.BenchReport:
     image = bench.make_image(tmp_path / "img.png", size=(32, 48))
-    source = bench.ModelSource("PP-LiteSeg-T", tiny_model_dir, paddle_dir, bench.REFERENCE_WEIGHTS)
+    source = bench.ModelSource("PP-LiteSeg-T", tiny_model_dir, paddle_dir, bench.REFERENCE_WEIGHTS_LABEL)
     cfg = bench.BenchConfig(size=(32, 48), runs=3, warmup=1, threads=1, **config)  # type: ignore[arg-type]
     return bench.run_bench(
         [source], image, cfg, published=lambda name: {"miou": 73.1, "gpu_ms": 7.68, "cpu_ms": 138.68}
@@ -247,7 +247,7 @@ def test_resolve_model_converts_once_and_caches(tmp_path: Path) -> None:
             "PP-LiteSeg-T", home=tmp_path / "home", build_reference=lambda n, d: tar, convert=convert
         )
     assert calls == ["PP-LiteSeg-T"]
-    assert source.weights == bench.REFERENCE_WEIGHTS
+    assert source.weights == bench.REFERENCE_WEIGHTS_LABEL
     assert (source.paddle_dir / "inference.yml").is_file()  # type: ignore[operator]
     with pytest.raises(bench.MissingDependencyError, match="reference_models.py"):
         bench.resolve_model("PP-LiteSeg-B", home=tmp_path / "home")
@@ -310,7 +310,7 @@ def test_engine_is_a_column_a_json_key_and_names_the_gflops_column(tiny_model_di
 def test_gflops_column_with_several_engines_says_each_rows_own() -> None:
     def model(name: str, engine: str | None) -> bench.ModelResult:
         fs = bench.BackendResult("fastseg", "ok", stats={"infer": bench.Stats(10.0, 11.0, 9.0, 10.0, 3)}, engine=engine)
-        return bench.ModelResult(name, bench.REFERENCE_WEIGHTS, 1.0, {"fastseg": fs}, {})
+        return bench.ModelResult(name, bench.REFERENCE_WEIGHTS_LABEL, 1.0, {"fastseg": fs}, {})
 
     cfg = dataclasses.asdict(bench.BenchConfig(engine="auto"))
     report = bench.BenchReport({}, {}, cfg, [model("A", "openvino"), model("B", "ort")], {})

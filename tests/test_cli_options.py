@@ -16,7 +16,7 @@ from fastseg.cli.options import hw_size_callback, parse_hw_size, parse_target_si
 SHARED = {  # option name -> the commands that carry it
     "device": ("predict", "serve", "bench", "eval"),
     "allow_fallback": ("predict", "serve", "bench"),
-    "weights": ("predict", "serve", "convert"),
+    "weights": ("predict", "serve", "convert", "eval", "tune", "quantize"),
     "engine": ("predict", "serve"),
     "ray_address": ("predict", "serve"),
     "slide": ("predict", "bench", "eval"),
@@ -72,3 +72,20 @@ def test_python_dash_m_fastseg_cli_runs_the_cli() -> None:
         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0 and "Commands:" in done.stdout and "predict" in done.stdout
+
+
+def test_cli_choices_are_the_constants_and_the_cli_stays_light() -> None:
+    """--engine/--weights list the constants that define them; importing the CLI loads neither
+    numpy nor the engines (fastseg --help stays fast)."""
+    from fastseg.bench.engines import BENCH_ENGINES
+    from fastseg.engines import ENGINE_CHOICES, ENGINES
+
+    def choices(command: str, option: str) -> tuple[str, ...]:
+        param = next(p for p in main.commands[command].params if p.name == option)  # type: ignore[attr-defined]
+        return tuple(param.type.choices)
+
+    assert choices("predict", "engine") == choices("serve", "engine") == ENGINE_CHOICES
+    assert choices("quantize", "engine") == ENGINES and choices("bench", "engine") == BENCH_ENGINES
+    code = "import sys, fastseg.cli; print(sorted(m for m in ('numpy', 'fastseg.engines', 'fastseg.bench') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -88,14 +88,14 @@ def test_fixed_shape_option(shared_data: Path, tmp_path: Path) -> None:
 def test_failed_verification_writes_nothing(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fastseg.convert.verify as verify
 
-    real = verify.compare
+    real = verify.compare_outputs
 
     def worse(**kw: object) -> dict[str, object]:
         fig = real(**kw)  # type: ignore[arg-type]
         fig["min_argmax_agreement"] = 0.5
         return fig
 
-    monkeypatch.setattr(verify, "compare", worse)
+    monkeypatch.setattr(verify, "compare_outputs", worse)
     target = tmp_path / "out" / "m"
     target.parent.mkdir()
     with pytest.raises(ConversionError, match=r"Verification failed: argmax agreement 50\.0+% < threshold") as info:

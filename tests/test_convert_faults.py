@@ -58,7 +58,7 @@ PARENT = textwrap.dedent(
 
     engine.WORKER = Path(sys.argv[1])
     engine.require_convert_deps = lambda: None
-    pipeline.open_source = lambda source, scratch: engine.run_worker("sleep", scratch / "work", what="fake step")
+    pipeline.open_source = lambda source, scratch: engine.run_paddle_worker("sleep", scratch / "work", what="fake step")
     main(["convert", "--from", sys.argv[2], "-o", sys.argv[3]])
     """
 )
@@ -150,7 +150,7 @@ def test_full_disk_is_one_line(tmp_path: Path, fake_worker: Path, monkeypatch: p
     monkeypatch.setattr(engine, "WORKER", fake_worker)
     monkeypatch.setenv("PYTHONPATH", str(Path(fastseg.__file__).resolve().parents[1]))
     with pytest.raises(ConversionError) as info:
-        engine.run_worker("enospc", tmp_path / "work", what="paddle2onnx")
+        engine.run_paddle_worker("enospc", tmp_path / "work", what="paddle2onnx")
     message = str(info.value)
     assert message == (
         f"paddle2onnx ran out of disk space in {tmp_path} (No space left on device): free some space, "

@@ -131,7 +131,7 @@ def test_pir_edits_find_pools_strip_head_and_make_pool_inputs_static() -> None:
     pools = pir_program.adaptive_pools(prog)
     assert pools == [AdaptivePool(ordinal=1, output_hw=(2, 3)), AdaptivePool(ordinal=2, output_hw=(1, 1))]
     assert pools[0].onnx_output == "p2o.pd_op.pool2d.1.0"
-    stripped, info = pir_program.strip_head(prog)
+    stripped, info = pir_program.strip_program_head(prog)
     assert info.removed == ("argmax",) and info.source_output == "labels"
     names = [pir_program.op_name(o) for o in pir_program.ops_of(stripped)]
     assert "argmax" not in names and "full" not in names

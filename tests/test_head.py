@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from fastseg.errors import InputError
-from fastseg.head import ResizeSpec, head_cache_dir, prepare_head, resize_argmax
+from fastseg.head import TailResize, head_cache_dir, prepare_head, resize_argmax
 from fastseg.head.banded import _CellPlan
 from fastseg.head.interp import linear_axis, size_scale
 from fastseg.segmenter import Segmenter
@@ -109,7 +109,7 @@ def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str) -> None
         for out_hw in ((8 * h, 8 * w), (3 * h + 1, 5 * w - 3), (h, w), (h // 2 + 1, w // 3 + 1)):
             feed = {"L": logits, "sizes": np.array([n, c, *out_hw], np.int64)}
             for last, sess in ((False, graph), (True, graph_last)):
-                got = resize_argmax(logits, out_hw, ResizeSpec("linear", coord, select_last_index=last), threads=2)
+                got = resize_argmax(logits, out_hw, TailResize("linear", coord, select_last_index=last), threads=2)
                 np.testing.assert_array_equal(got, sess.run(None, feed)[0], err_msg=f"{name} {out_hw} last={last}")
 
 

@@ -156,7 +156,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["predict", "--model", "PP-LiteSeg-T"], ["convert", "PP-LiteSeg-T"]], ids=["predict", "convert"]
+    "args",
+    [["predict", "--model", "PP-LiteSeg-T"], ["convert", "PP-LiteSeg-T"], ["tune", "PP-LiteSeg-T"],
+     ["bench", "--weights", "official", "--peak-gflops", "1"]],
+    ids=["predict", "convert", "tune", "bench"],
 )
 def test_offline_zoo_name_is_one_line_naming_both_ways_once(args: list[str], home: Path, offline: None) -> None:
     result = CliRunner().invoke(main, args)
@@ -168,10 +171,12 @@ def test_offline_zoo_name_is_one_line_naming_both_ways_once(args: list[str], hom
     assert "untrained reference weights" in line and not (home / "models").exists()
 
 
-def test_weights_reference_refuses_a_directory_and_a_pipeline(model_dir: Path) -> None:
+def test_weights_reference_refuses_a_directory_also_in_a_pipeline(model_dir: Path) -> None:
     result = CliRunner().invoke(main, ["predict", "--model", str(model_dir), "--weights", "reference"])
     assert result.exit_code == 2 and "--weights reference builds a zoo model" in result.output
-    result = CliRunner().invoke(main, ["predict", "--pipeline", "semantic_segmentation", "--weights", "reference"])
-    assert result.exit_code == 2 and "needs --model NAME" in result.output
+    pipe = model_dir.parent / "pipe.yaml"
+    pipe.write_text(f"pipeline_name: semantic_segmentation\nSubModules:\n  SemanticSegmentation:\n    model_dir: {model_dir}\n")
+    result = CliRunner().invoke(main, ["predict", "--pipeline", str(pipe), "--weights", "reference"])
+    assert result.exit_code == 2 and "is a model directory: its weights are the ones it holds" in result.output
     result = CliRunner().invoke(main, ["convert", "PP-LiteSeg-T", "--from", str(model_dir), "--weights", "reference"])
     assert result.exit_code == 2 and "without --from/--model-dir" in result.output

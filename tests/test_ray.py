@@ -148,3 +148,11 @@ def test_serve_answers_the_paddlex_client_like_the_local_server(
     page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
     assert page.status_code == 200 and "Content-Security-Policy" in page.headers
     serve.delete("fastseg")
+
+
+def test_ray_session_directory_stays_in_the_test_temp_dir(ray_cluster: None) -> None:
+    """conftest's RAY_TMPDIR: no session directory is left in /tmp/ray by the suite."""
+    import os
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    assert session.startswith(os.environ["RAY_TMPDIR"]), session

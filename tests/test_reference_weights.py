@@ -17,12 +17,11 @@ import fastseg
 from fastseg.cli import main
 from fastseg.errors import MissingDependencyError
 from fastseg.model_dir import read_meta, write_meta
+from fastseg.convert.reference import build_reference_model, load_builder
 from fastseg.reference import (
     REFERENCE_NOTE,
     REFERENCE_WEIGHTS,
-    build_reference_model,
     converted_status,
-    load_builder,
     reference_model_dir,
 )
 
@@ -133,7 +132,7 @@ def test_convert_weights_reference_prints_the_label(home: Path, tmp_path: Path, 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("fastseg.convert.convert_model", _fake_convert(calls))
     monkeypatch.setattr("fastseg.convert.engine.require_convert_deps", lambda: None)
-    monkeypatch.setattr("fastseg.reference.load_builder", lambda: lambda name, cache: tmp_path / "x.tar")
+    monkeypatch.setattr("fastseg.convert.reference.load_builder", lambda: lambda name, cache: tmp_path / "x.tar")
     out = tmp_path / "ref"
     result = CliRunner().invoke(main, ["convert", NAME, "--weights", "reference", "-o", str(out), "--no-verify"])
     assert result.exit_code == 0, result.output
@@ -187,3 +186,92 @@ def test_real_reference_build_is_labelled(home: Path, reference_tarball: Any) ->
     result = CliRunner().invoke(main, ["predict", "--model", NAME, "--weights", "reference", "--no-json",
                                        "--save_path", str(home / "out")])
     assert result.exit_code == 0 and REFERENCE_NOTE in result.stdout
+
+
+# ----------------------------------------------------------------------------- one vocabulary at every entry point
+def test_segmenter_takes_weights_reference_and_labels_results(built: Path, home: Path) -> None:
+    from fastseg.segmenter import Segmenter
+
+    with Segmenter(NAME, weights="reference") as seg:
+        result = next(iter(seg.predict(np.zeros((8, 8, 3), np.uint8))))
+    assert seg.model_dir == built and result.weights == REFERENCE_WEIGHTS
+
+
+def test_segmenter_refuses_reference_for_a_directory_and_unknown_weights(built: Path) -> None:
+    from fastseg.errors import InputError
+    from fastseg.segmenter import Segmenter
+
+    with pytest.raises(InputError, match=r"is a model directory: its weights are the ones it holds.*zoo model"):
+        Segmenter(built, weights="reference")
+    with pytest.raises(InputError, match=r"weights must be one of 'official', 'reference', got 'random'"):
+        Segmenter(NAME, weights="random")  # type: ignore[arg-type]
+
+
+def test_pipeline_yaml_and_create_pipeline_take_weights(built: Path, tmp_path: Path) -> None:
+    from fastseg.errors import InputError
+    from fastseg.segmenter import create_pipeline
+
+    cfg = tmp_path / "pipe.yaml"
+    cfg.write_text(f"pipeline_name: semantic_segmentation\nSubModules:\n  SemanticSegmentation:\n"
+                   f"    model_name: {NAME}\n    weights: reference\n")
+    with create_pipeline(cfg) as seg:
+        assert seg.model_dir == built
+    with create_pipeline("semantic_segmentation", weights="reference") as seg:
+        assert seg.model_dir == built
+    cfg.write_text(cfg.read_text().replace("weights: reference", "weights: random"))
+    with pytest.raises(InputError, match="Pipeline weights must be official or reference, got 'random'"):
+        create_pipeline(cfg)
+
+
+def test_predict_pipeline_with_weights_reference_works_offline(built: Path, tmp_path: Path) -> None:
+    """No circle: --pipeline plus --weights reference runs the pipeline's model_name's reference build."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", "--pipeline", "semantic_segmentation", "--weights", "reference",
+                                       "--no-json", "--save_path", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"with {NAME} [{REFERENCE_NOTE}] on cpu" in result.stdout and (out / "demo_street_res.png").is_file()
+
+
+def test_eval_weights_reference_labels_table_summary_and_json(built: Path, tmp_path: Path) -> None:
+    import cv2
+
+    data = tmp_path / "ds"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    cv2.imwrite(str(data / "images" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(data / "labels" / "a.png"), np.zeros((4, 4), np.uint8))
+    (data / "val_list.txt").write_text("images/a.png labels/a.png\n")
+    result = CliRunner().invoke(main, ["eval", "--model", NAME, "--weights", "reference", "--dataset", str(data),
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert f"{NAME} [{REFERENCE_NOTE}]: per-class metrics" in " ".join(result.stdout.split())
+    assert f"{NAME} [{REFERENCE_NOTE}] (ort) on 1 image(s)" in result.stdout
+    saved = json.loads((tmp_path / "o" / "eval.json").read_text())
+    assert saved["weights"] == REFERENCE_WEIGHTS and saved["weights_note"] == REFERENCE_NOTE
+
+
+def test_tune_and_quantize_take_a_zoo_name_and_weights(built: Path, tmp_path: Path) -> None:
+    from fastseg.cli.options import model_dir_for
+
+    assert model_dir_for(NAME, "reference") == built
+    assert model_dir_for(str(built), "official") == built
+    for command in (["tune"], ["quantize", "--calib", str(tmp_path), "-o", str(tmp_path / "q")]):
+        result = CliRunner().invoke(main, [command[0], str(built), "--weights", "reference", *command[1:]])
+        assert result.exit_code == 2 and "--weights reference builds a zoo model: give MODEL NAME" in result.output
+
+
+def test_every_weights_option_offers_the_same_choices() -> None:
+    from fastseg.reference import WEIGHTS
+
+    for name in ("predict", "convert", "serve", "eval", "tune", "quantize", "bench"):
+        command = main.commands[name]  # type: ignore[attr-defined]
+        option = next(p for p in command.params if p.name == "weights")
+        assert tuple(option.type.choices) == WEIGHTS, name
+
+
+def test_ray_ships_the_reference_build_for_weights_reference(built: Path) -> None:
+    """Ray's segment()/build_serve_app() pass weights= to ModelFiles.pack, which resolves it here."""
+    from fastseg.ray.cluster import ModelFiles
+
+    package = ModelFiles.pack(NAME, weights="reference")
+    assert package.name == f"{NAME} [{REFERENCE_NOTE}]" and "model.onnx" in package.files

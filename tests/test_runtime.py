@@ -328,3 +328,16 @@ def test_cuda_sessions_check_their_libraries_first(labels_onnx: Path, monkeypatc
     with create_session(labels_onnx, "gpu:0", allow_fallback=True) as session:
         assert session.providers == [CPU_EP]
     assert asked == ["CUDAExecutionProvider", "CUDAExecutionProvider"]
+
+
+@pytest.mark.parametrize("level", [3, 0])
+def test_ort_process_logger_follows_ort_log_level(level: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's own warnings (provider set-up, device discovery) stay quiet unless asked for: the
+    process-wide logger gets the session's level before the session is created."""
+    import onnxruntime as ort
+
+    seen: list[int] = []
+    monkeypatch.setattr(ort, "set_default_logger_severity", seen.append)
+    model = colour_model(tmp_path / "m.onnx")
+    create_session(model, parse_device("cpu"), RuntimeOptions(ort_log_level=level))
+    assert seen == [level]

@@ -427,9 +427,9 @@ def _failure_message(spec: ModelSpec, failures: list[tuple[str, DownloadError]])
     The URLs are listed by ``fastseg models --format json`` (``inference_urls``).
     """
     name, tar = spec.name, tarball_name(spec)
-    ways = (
+    ways = (  # Python's spelling: the command line shows weights='reference' as --weights reference
         f"copy {tar} here from a machine online and run 'fastseg convert {name} --from {tar}', "
-        "or add '--weights reference' for untrained reference weights."
+        "or use untrained reference weights (weights='reference')."
     )
     if all(isinstance(exc, UnreachableError) for _, exc in failures):
         return f"Cannot download {name} (offline?): {ways}"

@@ -15,6 +15,7 @@ from fastseg.errors import InputError, ModelDirError, UnknownModelError
 from fastseg.files import write_text_atomic
 from fastseg.model_resolution import DEFAULT_MODEL
 from fastseg.processing import TargetSize
+from fastseg.reference import WEIGHTS, Weights
 
 PIPELINE_NAME = "semantic_segmentation"
 DEFAULT_PIPELINE_YAML = f"""\
@@ -27,10 +28,11 @@ SubModules:
     model_dir: null      # a converted fastseg model directory; null = the zoo model above
     batch_size: 1
     target_size: null    # int or [width, height]; null = the model's own Resize
+    # weights: reference # untrained random weights of model_name (offline); default: official
 """
 
 
-def parse_target_size(value: Any) -> TargetSize | None:
+def target_size_from_yaml(value: Any) -> TargetSize | None:
     """A pipeline YAML's ``target_size``: null/"none" -> None, an int, or [width, height]."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         return None
@@ -39,6 +41,16 @@ def parse_target_size(value: Any) -> TargetSize | None:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return (int(value[0]), int(value[1]))
     raise InputError(f"Pipeline target_size must be null, an int or [width, height], got {value!r}.")
+
+
+def parse_weights(value: Any) -> Weights:
+    """A pipeline YAML's ``weights``: absent/null -> ``official``, else ``official`` or ``reference``."""
+    if value is None:
+        return "official"
+    for choice in WEIGHTS:
+        if value == choice:
+            return choice
+    raise InputError(f"Pipeline weights must be {' or '.join(WEIGHTS)}, got {value!r}.")
 
 
 def load_pipeline_config(pipeline: str | Path) -> dict[str, Any]:

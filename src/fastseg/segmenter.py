@@ -27,7 +27,8 @@ from fastseg.pipeline_config import (
     DEFAULT_PIPELINE_YAML,
     PIPELINE_NAME,
     load_pipeline_config,
-    parse_target_size,
+    target_size_from_yaml,
+    parse_weights,
     write_pipeline_config,
 )
 from fastseg.processing import (
@@ -42,6 +43,7 @@ from fastseg.processing import (
     resized_hw,
     restore_size,
 )
+from fastseg.reference import Weights
 from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.session_base import Batch
@@ -92,6 +94,10 @@ class Segmenter:
 
     Args:
         model: a zoo name (``fastseg models``) or a converted model directory.
+        weights: for a zoo name, ``official`` (the published weights, downloaded and converted
+            on first use) or ``reference`` (the same architecture with UNTRAINED random weights,
+            built once for offline use and labelled in every result; ``fastseg.reference``).
+            A model directory holds its own weights and refuses ``reference``.
         device: ``cpu``, ``gpu``, ``gpu:N``, ``npu:N``, ``trt:N``, ``openvino[:CPU|GPU]``.
         engine: ``auto`` (the ``fastseg tune`` winner for this model on this machine, which may
             be an accuracy-gated int8 variant; ONNX Runtime fp32 when untuned), ``ort`` or
@@ -124,6 +130,7 @@ class Segmenter:
         self,
         model: str | Path = DEFAULT_MODEL,
         *,
+        weights: Weights = "official",
         device: str = "cpu",
         batch_size: int = 1,
         target_size: TargetSize | None = None,
@@ -139,7 +146,7 @@ class Segmenter:
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model_dir = resolve_model_dir(model, home=home)
+        self.model_dir = resolve_model_dir(model, home=home, weights=weights)
         spec = parse_device(device)
         self.engine_choice: EngineChoice = choose_engine(self.model_dir, engine, spec)
         self._meta = read_meta(self.engine_choice.model_dir)
@@ -421,19 +428,23 @@ def create_pipeline(
     allow_fallback: bool = False,
     home: Path | None = None,
     engine: str = "auto",
+    weights: Weights | None = None,
 ) -> Segmenter:
     """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
 
     Reads ``SubModules.SemanticSegmentation``: ``model_dir`` (wins when set) or ``model_name``,
-    ``batch_size``, ``target_size``. Use ``predict(input=...)`` on the result, as in PaddleX.
+    ``weights`` (``official`` or ``reference``, as ``Segmenter``'s; the ``weights`` argument
+    overrides it), ``batch_size``, ``target_size``. Use ``predict(input=...)`` on the result, as
+    in PaddleX.
     """
     sub = load_pipeline_config(pipeline)
     model = sub.get("model_dir") or sub.get("model_name") or DEFAULT_MODEL
     return Segmenter(
         model,
+        weights=weights or parse_weights(sub.get("weights")),
         device=device,
         batch_size=int(sub.get("batch_size") or 1),
-        target_size=parse_target_size(sub.get("target_size")),
+        target_size=target_size_from_yaml(sub.get("target_size")),
         options=options,
         allow_fallback=allow_fallback,
         home=home,

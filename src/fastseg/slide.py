@@ -314,24 +314,3 @@ def protocol_kwargs(model: str | Path, protocol: str, *, home: Path | None = Non
             "(fastseg models); set --slide/--target_size yourself."
         )
     return zoo.models[name].protocol.segmenter_kwargs()  # type: ignore[union-attr]
-
-
-def window_options(
-    model: str | Path, *, slide: str | None, slide_stride: str | None, protocol: str, keep_target_size: bool = False
-) -> dict[str, Any]:
-    """``Segmenter`` keyword arguments from the command line's ``--slide``, ``--slide-stride``
-    and ``--protocol`` (one parser for predict, eval and bench). ``keep_target_size``: the user
-    gave ``--target_size``, which wins over the protocol's.
-
-    Raises:
-        InputError: a malformed HxW, or ``published`` for a model without a published protocol.
-    """
-    windows = {
-        key: parse_hw(text, name=flag)
-        for key, text, flag in (("slide", slide, "--slide"), ("slide_stride", slide_stride, "--slide-stride"))
-        if text
-    }
-    kwargs = {**protocol_kwargs(model, protocol), **windows}
-    if keep_target_size:
-        kwargs.pop("target_size", None)
-    return kwargs

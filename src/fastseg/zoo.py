@@ -25,7 +25,7 @@ CACHE_ENV = "FASTSEG_HOME"
 
 
 @dataclass(frozen=True)
-class Dataset:
+class LabelSpace:
     """A label space: class names and the PaddleSeg palette (RGB per class)."""
 
     name: str
@@ -86,7 +86,7 @@ class ModelSpec:
     name: str
     family: str
     backbone: str
-    dataset: Dataset
+    dataset: LabelSpace
     inference_urls: tuple[str, ...]
     inference_sha256: str | None
     pretrained_url: str
@@ -103,7 +103,7 @@ class Zoo:
     """The whole registry; ``models`` is read-only and keeps the YAML's order."""
 
     models: Mapping[str, ModelSpec]
-    datasets: Mapping[str, Dataset]
+    datasets: Mapping[str, LabelSpace]
     published_conditions: Mapping[str, str]
 
     def get(self, name: str, *, otherwise: str = OTHERWISE_MODEL_DIR) -> ModelSpec:
@@ -132,8 +132,8 @@ def unknown_model_message(name: str, known: list[str], *, otherwise: str = OTHER
     )
 
 
-def _dataset(name: str, raw: Mapping[str, Any]) -> Dataset:
-    return Dataset(
+def _dataset(name: str, raw: Mapping[str, Any]) -> LabelSpace:
+    return LabelSpace(
         name=name,
         num_classes=int(raw["num_classes"]),
         class_names=tuple(raw["class_names"]),

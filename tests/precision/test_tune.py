@@ -86,7 +86,7 @@ def test_bench_variants_of_reference_weights_are_ungated_made_once_and_labelled(
 ) -> None:
     from fastseg.bench.engines import prepare_sources, row_precision, worker_engine
     from fastseg.bench.models import ModelSource, make_image
-    from fastseg.bench.report import REFERENCE_WEIGHTS
+    from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL as REFERENCE_WEIGHTS
 
     if engine == "openvino-bf16":
         pytest.importorskip("openvino", reason="bf16 runs on OpenVINO")
@@ -109,7 +109,7 @@ def test_bench_variants_of_reference_weights_are_ungated_made_once_and_labelled(
 def test_bench_auto_tunes_an_untuned_model_first(tmp_path: Path) -> None:
     from fastseg.bench.engines import prepare_sources
     from fastseg.bench.models import ModelSource, make_image
-    from fastseg.bench.report import REFERENCE_WEIGHTS
+    from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL as REFERENCE_WEIGHTS
 
     model = random_net_dir(tmp_path / "models" / "random-net")
     image = make_image(tmp_path / "bench.png", size=(48, 64))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from fastseg.bench.models import ModelSource
-from fastseg.bench.report import REFERENCE_WEIGHTS
+from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL
 from fastseg.model_dir import GateRecord
 
 VARIANT_ENGINES: dict[str, tuple[str, str]] = {
@@ -100,7 +100,7 @@ def _prepare(
     from fastseg.precision.quantize import quantize_model
 
     precision, gate_engine = VARIANT_ENGINES[engine]
-    reference = src.weights == REFERENCE_WEIGHTS
+    reference = src.weights == REFERENCE_WEIGHTS_LABEL
     target = src.onnx_dir.parent / f"{src.onnx_dir.name}-{precision}-bench"
     if progress:
         progress(f"{precision} {src.name} ({'ungated: reference weights' if reference else 'gated'})")

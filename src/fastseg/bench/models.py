@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastseg.bench.report import OFFICIAL_WEIGHTS, REFERENCE_WEIGHTS
+from fastseg.bench.report import OFFICIAL_WEIGHTS_LABEL, REFERENCE_WEIGHTS_LABEL
 from fastseg.errors import FastSegError, MissingDependencyError
 
 
@@ -79,9 +79,9 @@ def resolve_model(
     from fastseg.model_dir import is_model_dir
 
     if official_tar is not None:
-        weights, tag, tar = OFFICIAL_WEIGHTS, "official", official_tar
+        weights, tag, tar = OFFICIAL_WEIGHTS_LABEL, "official", official_tar
     elif build_reference is not None:
-        weights, tag = REFERENCE_WEIGHTS, "reference"
+        weights, tag = REFERENCE_WEIGHTS_LABEL, "reference"
         tar = build_reference(name, bench_cache_dir(home) / tag / "tars")
     else:
         raise MissingDependencyError(

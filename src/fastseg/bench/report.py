@@ -23,8 +23,8 @@ STAGES: tuple[str, ...] = ("pre", "infer", "post", "e2e")
 # 2 cores x 2 FMA units x 8 fp32 lanes (AVX2) x 2 FLOPs per FMA x ~2.45 GHz.
 DEFAULT_PEAK_GFLOPS = 157.0
 NOT_INSTALLED = "not installed"
-REFERENCE_WEIGHTS = "reference weights"
-OFFICIAL_WEIGHTS = "official weights"
+REFERENCE_WEIGHTS_LABEL = "reference weights"  # the Weights column (provenance: fastseg.reference.REFERENCE_WEIGHTS)
+OFFICIAL_WEIGHTS_LABEL = "official weights"
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,12 @@ def _segmenter_options(src: ModelSource, config: BenchConfig) -> dict[str, Any]:
     """``--slide``/``--protocol`` as JSON-able Segmenter arguments for ``src`` (fastseg rows only)."""
     if config.slide is None and config.slide_stride is None and config.protocol == "paddlex":
         return {}
-    from fastseg.slide import window_options
+    from fastseg.slide import parse_hw, protocol_kwargs
 
-    opts = window_options(src.name, slide=config.slide, slide_stride=config.slide_stride, protocol=config.protocol)
+    opts = protocol_kwargs(src.name, config.protocol)
+    for key, text, flag in (("slide", config.slide, "--slide"), ("slide_stride", config.slide_stride, "--slide-stride")):
+        if text:
+            opts[key] = parse_hw(text, name=flag)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}
 
 

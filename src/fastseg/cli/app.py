@@ -35,8 +35,9 @@ class _Group(click.Group):
 
 
 def _cli_wording(exc: FastSegError) -> str:
-    """The message in the command line's words: Python's ``allow_fallback=True`` is ``--allow_fallback`` here."""
-    return str(exc).replace("allow_fallback=True", "--allow_fallback")
+    """The message in the command line's words: Python's ``allow_fallback=True`` is ``--allow_fallback``
+    here, and ``weights='reference'`` is ``--weights reference``."""
+    return str(exc).replace("allow_fallback=True", "--allow_fallback").replace("weights='reference'", "--weights reference")
 
 
 @click.group(cls=_Group, commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from fastseg.bench.engines import BENCH_ENGINES
-from fastseg.cli.options import allow_fallback_option, device_option, parse_hw_size, slide_options
+from fastseg.cli.options import ConstantChoice, allow_fallback_option, device_option, parse_hw_size, slide_options
+from fastseg.reference import WEIGHTS
 
 
 def _reference_builder(reference_dir: str | None) -> object | None:
@@ -27,18 +26,13 @@ def _reference_builder(reference_dir: str | None) -> object | None:
             return tar
 
         return from_dir
-    import fastseg
+    from fastseg.convert.reference import load_builder
+    from fastseg.errors import MissingDependencyError
 
-    repo = Path(fastseg.__file__).resolve().parents[2]
-    if not (repo / "converters" / "reference_models.py").is_file():
-        return None
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
     try:
-        from converters.reference_models import ensure_reference
-    except ImportError:
+        return load_builder()
+    except MissingDependencyError:  # no converters/ or PaddleSeg: official tarballs only
         return None
-    return ensure_reference
 
 
 @click.command("bench")
@@ -58,8 +52,11 @@ def _reference_builder(reference_dir: str | None) -> object | None:
               help="The peak '% peak' divides by, GFLOP/s [default: the theoretical peak of the rows' precision on "
                    "this CPU: cores x clock x MAC/cycle x 2, AMX tiles for bf16/int8; see fastseg.bench.peak].")
 @click.option("--paddlex-python", envvar="FASTSEG_PADDLEX_PYTHON", help="Interpreter of a venv with paddlex (env FASTSEG_PADDLEX_PYTHON).")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
+              help="official: the published weights (downloaded when not cached); reference: UNTRAINED random weights "
+                   "of the same architecture (same cost) [default: official when its tarball is cached, else reference].")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
-@click.option("--engine", type=click.Choice(BENCH_ENGINES), default="ort", show_default=True,
+@click.option("--engine", type=ConstantChoice("fastseg.bench.engines", "BENCH_ENGINES"), default="ort", show_default=True,
               help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8, openvino-bf16: the variant, UNGATED on reference weights); each row records what ran.")
 @slide_options(slide_help="fastseg rows: sliding windows HxW (PaddleSeg slide_inference).",
                protocol_help="fastseg rows: paddlex (inference.yml) or each model's published PaddleSeg test protocol.")
@@ -77,6 +74,7 @@ def bench_cmd(
     image: str | None,
     peak_gflops: float | None,
     paddlex_python: str | None,
+    weights: str | None,
     reference_dir: str | None,
     engine: str,
     slide: str | None,
@@ -132,12 +130,17 @@ def bench_cmd(
 
     sources = []
     for n in names:
-        tar = downloads_dir(home) / f"{n}_infer.tar"
+        cached = downloads_dir(home) / f"{n}_infer.tar"
+        tar = None if weights == "reference" or not cached.is_file() else cached
+        if weights == "official" and tar is None:
+            from fastseg.download import fetch_model_tarball
+
+            tar = fetch_model_tarball(zoo.get(n), home=home)
         with console.status(f"Preparing {n} (reference builds and conversion run once, then are cached)"):
             try:
                 sources.append(
                     bench.resolve_model(
-                        n, home=home, official_tar=tar if tar.is_file() else None,
+                        n, home=home, official_tar=tar,
                         build_reference=builder, convert=convert,  # type: ignore[arg-type]
                     )
                 )

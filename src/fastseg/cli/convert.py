@@ -91,7 +91,8 @@ def convert_cmd(
 
 def _convert_reference(name: str, *, output: Path | None, force: bool, verify: bool, **options: object) -> None:
     """``fastseg convert NAME --weights reference``: build, convert and label; say so on every line that matters."""
-    from fastseg.reference import REFERENCE_NOTE, build_reference_model, reference_model_dir
+    from fastseg.convert.reference import build_reference_model
+    from fastseg.reference import REFERENCE_NOTE, reference_model_dir
 
     target = output or reference_model_dir(name)
     click.echo(f"Building {name} with untrained reference weights (random: not the official model) into {target} ...",

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
-from fastseg.cli.options import device_option, slide_options
+from fastseg.cli.options import device_option, slide_options, weights_model, weights_option, window_options
 
 
 @click.command("eval")
 @click.option("--model", required=True, help="Zoo model name or converted model directory.")
+@weights_option(help_suffix=" Its figures are labelled UNTRAINED in the table and eval.json.")
 @click.option("--dataset", "dataset_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Dataset directory: PaddleSeg list ('image label' lines) or Cityscapes layout.")
 @click.option("--val-list", "--val_list", "val_list", default=None,
@@ -30,6 +31,7 @@ from fastseg.cli.options import device_option, slide_options
 @slide_options()
 def eval_cmd(
     model: str,
+    weights: str,
     dataset_dir: Path,
     val_list: str | None,
     out_dir: Path,
@@ -50,11 +52,11 @@ def eval_cmd(
     from fastseg.evaluation.report import comparison_lines, render_table, summary_line, warnings_for
     from fastseg.evaluation.runner import evaluate
 
-    from fastseg.slide import window_options
-
     data = load_dataset(dataset_dir, val_list=val_list)  # list errors before a model loads
     options = window_options(model, slide=slide, slide_stride=slide_stride, protocol=protocol)
-    model_arg: str | Path = Path(model) if Path(model).is_dir() else model
+    model_arg: str | Path = weights_model(model, weights)
+    if isinstance(model_arg, str) and Path(model_arg).is_dir():
+        model_arg = Path(model_arg)
     against_arg: str | Path | None = against
     if against is not None and against != "paddle" and Path(against).is_dir():
         against_arg = Path(against)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -17,6 +17,27 @@ WEIGHTS_HELP = (
 )
 SLIDE_HELP = "Sliding windows HxW at network resolution (PaddleSeg slide_inference)."
 PROTOCOL_HELP = "paddlex: the model's inference.yml; published: PaddleSeg's test protocol (fastseg models)."
+
+
+class ConstantChoice(click.Choice):  # type: ignore[type-arg]
+    """``click.Choice`` over a constant that lives in a heavy module (``fastseg.engines``,
+    ``fastseg.bench``): read from its home when a command parses or shows help, so the CLI's
+    choices are the constants themselves while ``fastseg --help`` imports neither."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__((), case_sensitive=True)
+        self._home = (module, name)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import importlib
+
+        module, name = self._home
+        return tuple(getattr(importlib.import_module(module), name))
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click's __init__ assigns; the constant is the truth
+        pass
 
 
 # ---------------------------------------------------------------- shared options
@@ -33,13 +54,15 @@ def allow_fallback_option() -> Callable[[F], F]:
 
 def weights_option(*, help_suffix: str = "") -> Callable[[F], F]:
     """``--weights official|reference``; ``help_suffix`` adds what this command does with a reference build."""
-    return click.option("--weights", type=click.Choice(["official", "reference"]), default="official", show_default=True,
+    from fastseg.reference import WEIGHTS
+
+    return click.option("--weights", type=click.Choice(WEIGHTS), default="official", show_default=True,
                         help=WEIGHTS_HELP + help_suffix)
 
 
 def engine_option() -> Callable[[F], F]:
     """``--engine auto|ort|openvino`` for the commands that run a model (predict, serve)."""
-    return click.option("--engine", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True,
+    return click.option("--engine", type=ConstantChoice("fastseg.engines", "ENGINE_CHOICES"), default="auto", show_default=True,
                         help="auto: the 'fastseg tune' winner for this model here (else ONNX Runtime).")
 
 
@@ -49,7 +72,7 @@ def ray_address_option() -> Callable[[F], F]:
 
 
 def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL_HELP) -> Callable[[F], F]:
-    """``--slide``, ``--slide-stride`` and ``--protocol`` (fastseg.slide.window_options reads them)."""
+    """``--slide``, ``--slide-stride`` and ``--protocol`` (``window_options`` reads them)."""
     options = (
         click.option("--slide", default=None, help=slide_help),
         click.option("--slide-stride", "--slide_stride", "slide_stride", default=None, help="Window step HxW [default: --slide]."),
@@ -65,22 +88,56 @@ def slide_options(*, slide_help: str = SLIDE_HELP, protocol_help: str = PROTOCOL
     return decorate
 
 
+def window_options(
+    model: str | Path, *, slide: str | None, slide_stride: str | None, protocol: str, keep_target_size: bool = False
+) -> dict[str, Any]:
+    """``Segmenter`` keyword arguments from ``--slide``, ``--slide-stride`` and ``--protocol``
+    (one parser for predict and eval). ``keep_target_size``: the user gave ``--target_size``,
+    which wins over the protocol's.
+
+    Raises:
+        InputError: a malformed HxW, or ``published`` for a model without a published protocol.
+    """
+    from fastseg.slide import parse_hw, protocol_kwargs
+
+    windows = {
+        key: parse_hw(text, name=flag)
+        for key, text, flag in (("slide", slide, "--slide"), ("slide_stride", slide_stride, "--slide-stride"))
+        if text
+    }
+    kwargs = {**protocol_kwargs(model, protocol), **windows}
+    if keep_target_size:
+        kwargs.pop("target_size", None)
+    return kwargs
+
+
 # ---------------------------------------------------------------- --weights
-def weights_model(model: str, weights: str) -> str | Path:
-    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name."""
+def weights_model(model: str, weights: str, *, model_option: str = "--model") -> str | Path:
+    """``model``, or for ``--weights reference`` the labelled reference build of that zoo name.
+
+    ``model_option`` is how this command names its model argument (in the refusal of a directory).
+    """
     if weights != "reference":
         return model
     if Path(model).expanduser().exists():
-        raise click.UsageError("--weights reference builds a zoo model: give --model NAME (see 'fastseg models').")
-    from fastseg.reference import build_reference_model, reference_model_dir
+        raise click.UsageError(f"--weights reference builds a zoo model: give {model_option} NAME (see 'fastseg models').")
+    from fastseg.model_resolution import resolve_model_dir
+    from fastseg.reference import reference_model_dir
 
     click.echo(
         f"Using untrained reference weights for {model} (random: not the official model); "
         f"built once into {reference_model_dir(model)} ...",
         err=True,
     )
-    model_dir, _ = build_reference_model(model)
-    return model_dir
+    return resolve_model_dir(model, weights="reference")
+
+
+def model_dir_for(model: str, weights: str) -> Path:
+    """The converted model directory a ``MODEL`` argument means (a directory, or a zoo name
+    converted on demand or, with ``--weights reference``, built with untrained weights)."""
+    from fastseg.model_resolution import resolve_model_dir
+
+    return Path(weights_model(model, weights, model_option="MODEL")) if weights == "reference" else resolve_model_dir(model)
 
 
 # ---------------------------------------------------------------- size parsers

@@ -16,7 +16,9 @@ from fastseg.cli.options import (
     slide_options,
     weights_model,
     weights_option,
+    window_options,
 )
+from fastseg.reference import Weights
 
 LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 
@@ -75,15 +77,15 @@ def predict_cmd(
 
     from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
+    from fastseg.ray.devices import is_multi_device
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
-    from fastseg.slide import window_options
 
     ts = parse_target_size(target_size)
     kwargs = window_options(
         model or DEFAULT_MODEL, slide=slide, slide_stride=slide_stride, protocol=protocol,
         keep_target_size=ts is not None,
     )
-    if use_ray or ray_address or "," in device:
+    if use_ray or ray_address or is_multi_device(device):
         from fastseg.ray.commands import run_predict
 
         run_predict(
@@ -96,11 +98,10 @@ def predict_cmd(
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
-        if weights != "official":
-            raise click.UsageError("--weights reference needs --model NAME, not --pipeline.")
         if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
-        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
+        seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
+                              weights=_given_weights(weights))
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
@@ -122,6 +123,14 @@ def predict_cmd(
     if outcome.failures:
         click.echo(failures_text(outcome), err=True)
         raise SystemExit(1)
+
+
+def _given_weights(weights: str) -> Weights | None:
+    """``--weights`` when given on the command line, else None: a pipeline YAML's own ``weights`` applies."""
+    source = click.get_current_context().get_parameter_source("weights")
+    if source is None or source == click.core.ParameterSource.DEFAULT:
+        return None
+    return "reference" if weights == "reference" else "official"
 
 
 @click.command("get-config")

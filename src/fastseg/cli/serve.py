@@ -71,6 +71,7 @@ def serve_cmd(
             f"'fastseg serve' needs the [serve] extra ({exc.name} is missing): pip install 'fastseg-ort[serve]'"
         ) from exc
     from fastseg.engines.ort import RuntimeOptions
+    from fastseg.ray.devices import is_multi_device
     from fastseg.segmenter import Segmenter
 
     from fastseg.serving.port import ensure_port_free
@@ -81,7 +82,7 @@ def serve_cmd(
     model_arg = weights_model(model, weights)
     if isinstance(model_arg, str) and Path(model_arg).is_dir():
         model_arg = Path(model_arg)
-    if use_ray or ray_address or replicas or "," in device:
+    if use_ray or ray_address or replicas or is_multi_device(device):
         from fastseg.ray.commands import run_serve
 
         run_serve(

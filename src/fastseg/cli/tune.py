@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from fastseg.cli.options import hw_size_callback
+from fastseg.cli.options import hw_size_callback, model_dir_for, weights_option
 
 
 @click.command("tune")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model")
+@weights_option()
 @click.option("--size", "size", default=None, callback=hw_size_callback, help="Image HxW to time at [default: the dataset's frame, e.g. 1024x2048].")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True)
@@ -20,15 +21,20 @@ from fastseg.cli.options import hw_size_callback
 @click.option("--variant", "variants", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A gated int8 model dir to compare too (quantize registers its own automatically).")
 def tune_cmd(
-    model_dir: Path, size: tuple[int, int] | None, threads: int, runs: int, warmup: int, image: Path | None,
+    model: str, weights: str, size: tuple[int, int] | None, threads: int, runs: int, warmup: int, image: Path | None,
     variants: tuple[Path, ...],
 ) -> None:
-    """Time every engine and precision for MODEL_DIR here and record the fastest for engine=auto."""
+    """Time every engine and precision for MODEL here and record the fastest for engine=auto.
+
+    MODEL is a converted model directory or a zoo name (converted, or built with --weights
+    reference, on first use).
+    """
     from rich.console import Console
     from rich.table import Table
 
     from fastseg.precision.tune import tune
 
+    model_dir = model_dir_for(model, weights)
     console = Console(width=max(120, Console().width))  # the table unwrapped
     timings, winner, record = tune(
         model_dir, size=size, threads=threads, runs=runs, warmup=warmup, image=image,

@@ -52,7 +52,7 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def run_worker(cmd: str, workdir: Path, *, what: str, timeout_s: float = 1800.0, **request: Any) -> None:
+def run_paddle_worker(cmd: str, workdir: Path, *, what: str, timeout_s: float = 1800.0, **request: Any) -> None:
     """Run one ``_worker`` command in a child process inside ``workdir``.
 
     Raises:

@@ -1,7 +1,7 @@
 """Append the requested head to a logits graph ([N, C, H, W] float32, one output).
 
 The converter always exports the Paddle program with its own head stripped (see
-``pir_program.strip_head``), so every head is built the same way here:
+``pir_program.strip_program_head``), so every head is built the same way here:
 
 * ``labels``: ArgMax(axis=1) + Cast -> [N, H, W] int32, as PaddleX (argmax stays in the graph);
 * ``logits``: the graph as is;

@@ -255,7 +255,7 @@ def _convert(
 
     # 1. a PIR program (legacy ProgramDesc translated in the child)
     if src.paddle_format == "legacy":
-        engine.run_worker(
+        engine.run_paddle_worker(
             "to_pir",
             work,
             what="Translating the legacy .pdmodel to PIR",
@@ -274,7 +274,7 @@ def _convert(
 
     # 2. JSON edits: logits program, adaptive pool inputs static
     pools = pir_program.adaptive_pools(program)
-    logits_program, head_info = pir_program.strip_head(program)
+    logits_program, head_info = pir_program.strip_program_head(program)
     chosen_opset, opset_reason = choose_opset(program) if opset is None else (opset, "asked for")
     logits_json = work / "logits.json"
     logits_json.write_text(json.dumps(logits_program), encoding="utf-8")
@@ -286,7 +286,7 @@ def _convert(
 
     # 3. paddle2onnx in a child process
     raw_onnx = work / "raw.onnx"
-    engine.run_worker(
+    engine.run_paddle_worker(
         "export",
         work,
         what="paddle2onnx",
@@ -399,12 +399,12 @@ def _verify(
     verify_sizes: list[tuple[int, int]],
     fixed_hw: tuple[int, int] | None,
 ) -> dict[str, Any]:
-    from fastseg.convert.verify import compare, verification_inputs
+    from fastseg.convert.verify import compare_outputs, verification_inputs
 
     inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess, fixed_hw=fixed_hw)
     np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    engine.run_worker(
+    engine.run_paddle_worker(
         "predict",
         work,
         what="Paddle Inference (verification)",
@@ -417,7 +417,7 @@ def _verify(
     with np.load(work / "outputs.npz") as out:
         logits = {k: out[f"0:{k}"] for k in inputs}
     t1 = time.perf_counter()
-    figures = compare(
+    figures = compare_outputs(
         inputs=inputs,
         final_model=final_model,
         logits_name=logits_model.graph.output[0].name,

@@ -6,7 +6,7 @@ Two edits make every model convertible with dynamic H and W and with any head:
   input ("Adaptive only support static input shape"). Declaring only the pools' *input*
   values static lets it convert (to fixed-kernel AveragePool nodes that ``adaptive_pool.py``
   then replaces by exact dynamic subgraphs); every other shape stays computed at run time.
-* ``strip_head``: removes the trailing argmax / cast / softmax so the program fetches the
+* ``strip_program_head``: removes the trailing argmax / cast / softmax so the program fetches the
   float logits [N, C, H, W]; the requested head is appended to the ONNX graph afterwards.
 
 Program layout (PIR serialisation v3): ``program.regions[0].blocks[0].ops``, each op
@@ -43,7 +43,7 @@ class AdaptivePool:
 
 @dataclass(frozen=True)
 class HeadInfo:
-    """What ``strip_head`` removed: op names in program order (e.g. ``("argmax",)``)."""
+    """What ``strip_program_head`` removed: op names in program order (e.g. ``("argmax",)``)."""
 
     removed: tuple[str, ...]
 
@@ -143,7 +143,7 @@ def make_adaptive_inputs_static(program: Program) -> Program:
     return out
 
 
-def strip_head(program: Program) -> tuple[Program, HeadInfo]:
+def strip_program_head(program: Program) -> tuple[Program, HeadInfo]:
     """A copy that fetches the float logits: trailing argmax/cast/softmax ops are removed.
 
     Raises:

@@ -3,7 +3,7 @@
 Inputs are the user's images (each at its own size) or deterministic synthetic images at the
 requested sizes plus one batch of 2. Figures per input: argmax agreement between the final
 ONNX model (its own head) and the argmax of Paddle's logits, and max |logit diff| between the
-ONNX logits graph and the Paddle program with its head stripped (``pir_program.strip_head``).
+ONNX logits graph and the Paddle program with its head stripped (``pir_program.strip_program_head``).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def tie_figures(ref_logits: npt.NDArray[Any], mismatch: npt.NDArray[np.bool_]) -
     return figures
 
 
-def compare(
+def compare_outputs(
     *,
     inputs: dict[str, npt.NDArray[np.float32]],
     final_model: onnx.ModelProto,

@@ -344,6 +344,9 @@ def create_session(
             log.warning("%s Falling back to the CPU (allow_fallback=True).", exc)
             providers = [(CPU_EP, {})]
     load_path, load_options = _use_optimized_cache(model_path, options)
+    # ORT's process-wide logger (provider and device-discovery warnings, printed before a session's
+    # own level applies) follows ort_log_level too: its warnings must not bury fastseg's one line.
+    ort.set_default_logger_severity(load_options.ort_log_level)
     source: str | bytes = str(load_path)
     if fused is not None:
         source, load_options = fused_model_bytes(model_path, fused), replace(options, optimized_model_path=None)

@@ -20,15 +20,15 @@ if TYPE_CHECKING:
     from fastseg.evaluation.metrics import MetricsDelta as MetricsDelta
     from fastseg.evaluation.metrics import compare as compare
     from fastseg.evaluation.metrics import evaluate_labels as evaluate_labels
-    from fastseg.evaluation.runner import Comparison as Comparison
-    from fastseg.evaluation.runner import EvalReport as EvalReport
+    from fastseg.evaluation.report import Comparison as Comparison
+    from fastseg.evaluation.report import EvalReport as EvalReport
     from fastseg.evaluation.runner import evaluate as evaluate
 
 _LAZY = {
-    "Comparison": "fastseg.evaluation.runner",
+    "Comparison": "fastseg.evaluation.report",
     "ConfusionAccumulator": "fastseg.evaluation.metrics",
     "Dataset": "fastseg.evaluation.datasets",
-    "EvalReport": "fastseg.evaluation.runner",
+    "EvalReport": "fastseg.evaluation.report",
     "Metrics": "fastseg.evaluation.metrics",
     "MetricsDelta": "fastseg.evaluation.metrics",
     "Sample": "fastseg.evaluation.datasets",

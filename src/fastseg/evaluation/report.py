@@ -1,26 +1,91 @@
-"""How an ``EvalReport`` is shown and saved: a rich per-class table, ``eval.json`` and a
-row-normalised confusion-matrix PNG (every file written atomically)."""
+"""What ``evaluate`` measured (``EvalReport``) and how it is shown and saved: a rich per-class
+table, ``eval.json`` and a row-normalised confusion-matrix PNG (every file written atomically).
+Figures of untrained reference weights carry their warning in each."""
 
 from __future__ import annotations
 
 import io
 import json
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import MissingDependencyError
+from fastseg.evaluation.metrics import Metrics, MetricsDelta
 from fastseg.files import write_bytes_atomic, write_text_atomic
+from fastseg.reference import REFERENCE_NOTE, REFERENCE_WEIGHTS
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from fastseg.evaluation.runner import EvalReport
-
 JSON_FILE = "eval.json"
 CONFUSION_FILE = "confusion.png"
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """The second model's figures on the same images, and how the first differs from it."""
+
+    name: str
+    engine: str
+    metrics: Metrics
+    label_agreement: float  # fraction of all pixels where both models give the same class
+    delta: MetricsDelta  # evaluated model - this one
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "engine": self.engine,
+            **self.metrics.to_json(),
+            "label_agreement": self.label_agreement,
+            "delta": self.delta.to_json(),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class EvalReport:
+    """What ``evaluate`` measured; ``to_json`` is ``eval.json``."""
+
+    model: str
+    model_dir: str
+    engine: str
+    dataset: str
+    layout: str
+    class_names: tuple[str, ...]
+    ignore_index: int
+    metrics: Metrics
+    seconds: float
+    against: Comparison | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    weights: str | None = None  # the model's provenance["weights"] ("reference-random" = untrained)
+
+    @property
+    def weights_note(self) -> str | None:
+        """The untrained-weights warning for a reference build's figures, else None."""
+        return REFERENCE_NOTE if self.weights == REFERENCE_WEIGHTS else None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.metrics.to_json(),
+            "engine": self.engine,
+            "model": self.model,
+            "model_dir": self.model_dir,
+            "weights": self.weights,
+            "weights_note": self.weights_note,
+            "dataset": self.dataset,
+            "layout": self.layout,
+            "class_names": list(self.class_names),
+            "ignore_index": self.ignore_index,
+            "seconds": round(self.seconds, 3),
+            "confusion": self.metrics.confusion.tolist(),
+            "metric": "PaddleSeg 2.8 (zero-union IoU counts as 0)",
+        }
+        if self.against is not None:
+            out["against"] = self.against.to_json()
+        return out
 
 
 def _pct(value: float) -> str:
@@ -31,9 +96,14 @@ def summary_line(report: EvalReport) -> str:
     """PaddleSeg's ``[EVAL]`` line: images, mIoU, Acc, Kappa, Dice."""
     m = report.metrics
     return (
-        f"{report.model} ({report.engine}) on {m.num_images} image(s) of {report.dataset}: "
+        f"{_shown(report)} ({report.engine}) on {m.num_images} image(s) of {report.dataset}: "
         f"mIoU {m.miou:.4f}  Acc {m.acc:.4f}  Kappa {m.kappa:.4f}  Dice {m.dice:.4f}"
     )
+
+
+def _shown(report: EvalReport) -> str:
+    """The model's name, with the untrained-weights warning when it has one."""
+    return report.model + (f" [{report.weights_note}]" if report.weights_note else "")
 
 
 def comparison_lines(report: EvalReport) -> list[str]:
@@ -55,7 +125,7 @@ def render_table(report: EvalReport) -> Table:
     from rich.table import Table
 
     m = report.metrics
-    table = Table(title=f"{report.model}: per-class metrics (%, PaddleSeg's definitions)")
+    table = Table(title=f"{_shown(report)}: per-class metrics (%, PaddleSeg's definitions)")
     for col in ("Id", "Class", "IoU", "Acc", "Recall", "Dice", "Label px"):
         table.add_column(col, justify="left" if col == "Class" else "right")
     if report.against is not None:
@@ -125,7 +195,7 @@ def confusion_png(report: EvalReport) -> bytes:
         ax.set_yticks(range(n), names, fontsize=8)
         ax.set_xlabel("prediction")
         ax.set_ylabel("label (rows sum to 1)")
-        ax.set_title(f"{report.model} ({report.engine}): mIoU {m.miou:.4f}, {m.num_images} image(s)")
+        ax.set_title(f"{_shown(report)} ({report.engine}): mIoU {m.miou:.4f}, {m.num_images} image(s)")
         if n <= 30:
             for r in range(n):
                 for c in range(n):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,8 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import InputError
+from fastseg.reference import Weights
 from fastseg.evaluation.datasets import Dataset, Sample, load_dataset, read_label
-from fastseg.evaluation.metrics import IGNORE_INDEX, ConfusionAccumulator, Metrics, MetricsDelta, compare
+from fastseg.evaluation.metrics import IGNORE_INDEX, ConfusionAccumulator, compare
+from fastseg.evaluation.report import Comparison, EvalReport, write_outputs
 
 if TYPE_CHECKING:
     from fastseg.segmenter import Segmenter
@@ -64,61 +66,6 @@ class _PaddleLabeler:
         return labels
 
 
-@dataclass(frozen=True, eq=False)
-class Comparison:
-    """The second model's figures on the same images, and how the first differs from it."""
-
-    name: str
-    engine: str
-    metrics: Metrics
-    label_agreement: float  # fraction of all pixels where both models give the same class
-    delta: MetricsDelta  # evaluated model - this one
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.name,
-            "engine": self.engine,
-            **self.metrics.to_json(),
-            "label_agreement": self.label_agreement,
-            "delta": self.delta.to_json(),
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class EvalReport:
-    """What ``evaluate`` measured; ``to_json`` is ``eval.json``."""
-
-    model: str
-    model_dir: str
-    engine: str
-    dataset: str
-    layout: str
-    class_names: tuple[str, ...]
-    ignore_index: int
-    metrics: Metrics
-    seconds: float
-    against: Comparison | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            **self.metrics.to_json(),
-            "engine": self.engine,
-            "model": self.model,
-            "model_dir": self.model_dir,
-            "dataset": self.dataset,
-            "layout": self.layout,
-            "class_names": list(self.class_names),
-            "ignore_index": self.ignore_index,
-            "seconds": round(self.seconds, 3),
-            "confusion": self.metrics.confusion.tolist(),
-            "metric": "PaddleSeg 2.8 (zero-union IoU counts as 0)",
-        }
-        if self.against is not None:
-            out["against"] = self.against.to_json()
-        return out
-
-
 def _agreeing(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> int:
     return int(np.count_nonzero(a == b))
 
@@ -147,6 +94,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     segmenter_options: Mapping[str, Any] | None = None,
+    weights: Weights = "official",
 ) -> EvalReport:
     """PaddleSeg's mIoU (and Acc, Kappa, Dice, per class) of ``model`` on a labelled dataset.
 
@@ -160,6 +108,7 @@ def evaluate(
             name/directory (run on ``device`` with ONNX Runtime), or a ``Segmenter``.
         out_dir: write ``eval.json`` and ``confusion.png`` there (atomically).
         progress: called with the number of images finished after each chunk.
+        weights: ``official`` or ``reference`` (untrained; labelled in the report) for a zoo name.
         segmenter_options: more ``Segmenter`` arguments for a name/directory ``model`` (``slide``,
             ``slide_stride``, ``target_size``: what ``--slide`` and ``--protocol published`` set).
 
@@ -171,7 +120,7 @@ def evaluate(
     if not data.samples:
         raise InputError(f"Dataset {data.root} has no images.")
     with contextlib.ExitStack() as stack:
-        seg, owned = _segmenter(model, device, batch_size, engine, segmenter_options or {})
+        seg, owned = _segmenter(model, device, batch_size, engine, {"weights": weights, **(segmenter_options or {})})
         if owned:
             stack.callback(seg.close)
         meta = seg.meta
@@ -213,11 +162,9 @@ def evaluate(
         report = EvalReport(
             model=meta.model_name, model_dir=str(seg.model_dir), engine=primary.engine, dataset=str(data.root),
             layout=data.layout, class_names=tuple(meta.class_names), ignore_index=ignore_index,
-            metrics=metrics, seconds=seconds, against=comparison,
+            metrics=metrics, seconds=seconds, against=comparison, weights=meta.provenance.get("weights"),
         )
     if out_dir is not None:
-        from fastseg.evaluation.report import write_outputs
-
         report.files.update({k: str(v) for k, v in write_outputs(report, Path(out_dir)).items()})
     return report
 

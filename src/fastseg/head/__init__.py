@@ -6,7 +6,7 @@ identical to the graph's labels, without the full-resolution C x H x W logits.
 and cuts the tail; size_expr.py evaluates the Resize's size from shapes.
 """
 
-from fastseg.head.banded import ResizeSpec, resize_argmax
+from fastseg.head.banded import TailResize, resize_argmax
 from fastseg.head.plan import AUTO_MIN_CLASSES, HEAD_MODES, Head, HeadMode, head_cache_dir, prepare_head
 
 __all__ = [
@@ -14,7 +14,7 @@ __all__ = [
     "HEAD_MODES",
     "Head",
     "HeadMode",
-    "ResizeSpec",
+    "TailResize",
     "head_cache_dir",
     "prepare_head",
     "resize_argmax",

@@ -34,7 +34,7 @@ _F = np.float32
 
 
 @dataclass(frozen=True)
-class ResizeSpec:
+class TailResize:
     """The Resize attributes the head reproduces (see ``tail.py``)."""
 
     mode: str  # "linear" | "nearest"
@@ -46,7 +46,7 @@ class ResizeSpec:
 def resize_argmax(
     logits_nchw: npt.NDArray[np.float32],
     out_hw: tuple[int, int],
-    spec: ResizeSpec,
+    spec: TailResize,
     *,
     scales_hw: tuple[float, float] | None = None,
     band_rows: int | None = None,

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError
 from fastseg.files import write_bytes_atomic, write_text_atomic
-from fastseg.head.banded import ResizeSpec, resize_argmax
+from fastseg.head.banded import TailResize, resize_argmax
 from fastseg.head.interp import output_length
 from fastseg.head.size_expr import evaluate_sizes
 from fastseg.engines.device import parse_device, physical_cores
@@ -82,7 +82,7 @@ class Head:
             out_hw = (output_length(h, scales_hw[0]), output_length(w, scales_hw[1]))
         else:
             raise ModelDirError(f"The model's Resize scales {scales} cannot be reproduced.")
-        spec = ResizeSpec(tail["mode"], tail["coordinate_mode"], tail["nearest_mode"], tail["select_last_index"])
+        spec = TailResize(tail["mode"], tail["coordinate_mode"], tail["nearest_mode"], tail["select_last_index"])
         labels = resize_argmax(output, out_hw, spec, scales_hw=scales_hw, band_rows=self.band_rows, threads=self.threads)
         if tail["keepdims"]:
             labels = labels[:, None]

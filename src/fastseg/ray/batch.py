@@ -203,7 +203,9 @@ def _build_dataset(
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}.")
     plan = plan_workers(device, workers=workers, cluster=cluster_resources())
-    package = ModelFiles.pack(model, home=segmenter_kwargs.pop("home", None))
+    package = ModelFiles.pack(
+        model, home=segmenter_kwargs.pop("home", None), weights=segmenter_kwargs.pop("weights", "official")
+    )
     model_ref = ray.put(package)
     # Reading is I/O: it reserves no CPU, so it never waits for the CPUs the actors hold.
     ds = ray.data.read_binary_files(list(files), include_paths=True, num_cpus=0)
@@ -255,7 +257,8 @@ def segment(
         device: ``cpu``, ``gpu:0,1,2`` (one actor per GPU), ... (see ``plan_workers``).
         num_cpus: CPUs of a locally started Ray (default: all).
         on_progress: called with (done, total) as results arrive.
-        **segmenter_kwargs: passed to each actor's ``Segmenter`` (``options``, ``engine``, ...).
+        **segmenter_kwargs: passed to each actor's ``Segmenter`` (``options``, ``engine``, ...); ``weights`` and
+            ``home`` choose the model here, before it is shipped.
 
     Returns:
         ``BatchReport``; inputs that failed are listed in ``failed``, the rest are written.

@@ -24,6 +24,7 @@ from fastseg.errors import FastSegError, ModelDirError
 from fastseg.model_dir import read_meta
 from fastseg.ray.devices import ClusterResources, cluster_resources_from, require_ray, visible_devices_env
 from fastseg.engines.ort import RuntimeOptions
+from fastseg.reference import Weights
 from fastseg.segmenter import Segmenter, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,14 @@ class ModelFiles:
     files: Mapping[str, bytes]
 
     @classmethod
-    def pack(cls, model: str | Path, *, home: Path | None = None) -> ModelFiles:
-        """Resolve ``model`` (zoo name or directory; converts on demand) and read its files.
+    def pack(cls, model: str | Path, *, home: Path | None = None, weights: Weights = "official") -> ModelFiles:
+        """Resolve ``model`` (zoo name or directory; converts, or builds ``weights="reference"``, on
+        demand) and read its files.
 
         Raises:
-            UnknownModelError, ModelDirError, MissingDependencyError: as ``Segmenter``.
+            UnknownModelError, ModelDirError, MissingDependencyError, InputError: as ``Segmenter``.
         """
-        model_dir = resolve_model_dir(model, home=home)
+        model_dir = resolve_model_dir(model, home=home, weights=weights)
         meta = read_meta(model_dir)
         files = {
             p.relative_to(model_dir).as_posix(): p.read_bytes()

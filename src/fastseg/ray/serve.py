@@ -28,11 +28,11 @@ from ray.serve.deployment import Application
 from fastseg.ray.cluster import ModelFiles, WorkerSegmenter, cluster_resources, fetch_model
 from fastseg.ray.devices import WorkerPlan, plan_workers
 from fastseg.serving.app import create_app
-from fastseg.serving.batcher import Batcher, Inference, PredictFn, TargetSize, Ticket
+from fastseg.serving.batcher import Batcher, Inference, PredictFn, RequestedSize, Ticket
 from fastseg.serving.config import ServingConfig
 
 DEPLOYMENT_NAME = "fastseg"
-_Job = tuple[npt.NDArray[np.uint8], TargetSize]
+_Job = tuple[npt.NDArray[np.uint8], RequestedSize]
 
 
 class ServeBatcher(Batcher):
@@ -61,7 +61,7 @@ class ServeBatcher(Batcher):
     async def stop(self) -> None:
         """Nothing to stop: Serve drains the replica."""
 
-    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
+    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: RequestedSize) -> Inference:
         """Hand one image to ``@serve.batch`` and wait for its label map."""
         if not ticket.submitted:
             ticket.submitted = True
@@ -71,7 +71,7 @@ class ServeBatcher(Batcher):
 
     async def _run_jobs(self, jobs: Sequence[_Job]) -> list[Inference]:
         """One Serve batch: one ``predict`` call per requested target size, in a thread."""
-        groups: dict[TargetSize, list[int]] = {}
+        groups: dict[RequestedSize, list[int]] = {}
         for i, (_, target) in enumerate(jobs):
             groups.setdefault(target, []).append(i)
         out: list[Inference | None] = [None] * len(jobs)
@@ -128,7 +128,8 @@ def build_serve_app(
         max_ongoing_requests: requests one replica works on at once (default: 2 x max_batch, so
             a batch can fill while the previous one runs).
         device: ``cpu``, ``gpu:0,1`` (one replica per GPU), ...
-        **segmenter_kwargs: passed to each replica's ``Segmenter``.
+        **segmenter_kwargs: passed to each replica's ``Segmenter``; ``weights`` and ``home`` choose the model
+            here, before it is shipped.
 
     Raises:
         DeviceError, UnknownModelError, ModelDirError, MissingDependencyError.
@@ -139,7 +140,7 @@ def build_serve_app(
     plan = plan_workers(device, workers=replicas, cluster=cluster_resources())
     kwargs = dict(segmenter_kwargs)
     kwargs.setdefault("batch_size", config.max_batch)
-    package = ModelFiles.pack(model, home=kwargs.pop("home", None))
+    package = ModelFiles.pack(model, home=kwargs.pop("home", None), weights=kwargs.pop("weights", "official"))
     deployment = serve.deployment(
         name=DEPLOYMENT_NAME,
         num_replicas=plan.workers,

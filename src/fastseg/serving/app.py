@@ -49,7 +49,7 @@ from fastseg.model_dir import ModelMeta
 from fastseg.processing import resize_spec_for, resized_hw
 from fastseg.reference import weights_note
 from fastseg.results import colorize
-from fastseg.serving.batcher import Batcher, PredictFn, TargetSize, Ticket
+from fastseg.serving.batcher import Batcher, PredictFn, RequestedSize, Ticket
 from fastseg.serving.budget import MemoryBudget
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.docs import add_offline_docs
@@ -165,14 +165,14 @@ def _parse_request(body: bytes) -> InferRequest:
         raise InputError(f"invalid request body: {reasons}.") from exc
 
 
-def _network_hw(meta: ModelMeta, target: TargetSize, image_hw: tuple[int, int]) -> tuple[int, int]:
+def _network_hw(meta: ModelMeta, target: RequestedSize, image_hw: tuple[int, int]) -> tuple[int, int]:
     """(height, width) of the tensor the network will get for this image and targetSize."""
     if meta.fixed_hw is not None and not meta.dynamic_hw:
         return meta.fixed_hw
     return resized_hw(image_hw, resize_spec_for(meta.preprocess.resize, target))
 
 
-def _check_network_input(meta: ModelMeta, target: TargetSize, header: ImageHeader, limit: int) -> None:
+def _check_network_input(meta: ModelMeta, target: RequestedSize, header: ImageHeader, limit: int) -> None:
     """Refuse a network input over ``limit`` pixels (a small image with a huge targetSize)."""
     height, width = _network_hw(meta, target, (header.height, header.width))
     if height * width > limit:
@@ -227,7 +227,7 @@ def create_app(
     decoder = ImageDecoder(max_bytes=config.max_body_bytes, max_pixels=max_pixels, url_inputs=config.url_inputs)
     budget = MemoryBudget(config.decode_memory_bytes)
 
-    def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: TargetSize) -> list[npt.NDArray[np.integer]]:
+    def predict(images: Sequence[npt.NDArray[np.uint8]], target_size: RequestedSize) -> list[npt.NDArray[np.integer]]:
         results = segmenter.predict_images(list(images), target_size=target_size)
         return [_labels_from_result(r, img) for r, img in zip(results, images)]
 
@@ -273,7 +273,7 @@ def create_app(
         t0 = time.perf_counter()
         if req.labelMapFormat == "png" and not config.allow_compact_format:
             raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
-        target: TargetSize = req.targetSize
+        target: RequestedSize = req.targetSize
         sides = () if target is None else (target,) * 2 if isinstance(target, int) else target
         if 0 in sides or (-1 in sides and len(set(sides)) > 1):
             raise InputError(f"targetSize {req.targetSize!r} is invalid: use sides > 0, or -1 for no resize.")

@@ -25,9 +25,9 @@ from fastseg.errors import InputError
 
 LOG = logging.getLogger("fastseg.serving")
 
-TargetSize = int | tuple[int, int] | None
+RequestedSize = int | tuple[int, int] | None  # a request's targetSize: None (the model's Resize), N or (w, h)
 #: (images BGR HxWx3, target size) -> label maps HxW, one per image, in order.
-PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], TargetSize], list[npt.NDArray[np.integer]]]
+PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize], list[npt.NDArray[np.integer]]]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Ticket:
 @dataclass
 class _Job:
     image: npt.NDArray[np.uint8]
-    target_size: TargetSize
+    target_size: RequestedSize
     future: asyncio.Future[Inference] = field(repr=False)
 
 
@@ -134,7 +134,7 @@ class Batcher:
         if not ticket.submitted:
             self._upcoming -= 1
 
-    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: TargetSize) -> Inference:
+    async def submit(self, ticket: Ticket, image: npt.NDArray[np.uint8], target_size: RequestedSize) -> Inference:
         """Queue one image and wait for its label map. Cancelling the wait drops the job."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called (is the app's lifespan running?)")
@@ -171,7 +171,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(queue)
-            groups: dict[TargetSize, list[_Job]] = {}
+            groups: dict[RequestedSize, list[_Job]] = {}
             for job in batch:
                 if not job.future.done():  # timed out or cancelled while queued
                     groups.setdefault(job.target_size, []).append(job)
