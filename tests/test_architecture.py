@@ -25,12 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model_dir", "zoo", "reference", "files", "errors"),
 )
 
-KNOWN_CYCLE_EDGES = {  # (module, imported module) closing a circle -> the work that removes it
-    ("fastseg.segmenter", "fastseg.precision.quantize"): "issue 19 item 2: precision labels read from ModelMeta",
-}
-KNOWN_UPWARD = {  # (module, imported module) -> the work that removes the upward import
-    ("fastseg.segmenter", "fastseg.precision.quantize"): "issue 19 item 2: precision labels read from ModelMeta",
-}
+KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # (module, imported module) closing a circle -> the work that removes it
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}  # (module, imported module) -> the work that removes the upward import
 KNOWN_LONG = {  # path under src/ -> the work that splits it
     "fastseg/convert/pipeline.py": "issue 19 item 4: _convert becomes a plan plus one function per step",
 }
