@@ -3,7 +3,7 @@ any process it starts) made, as JSON on stdout. Meant to run inside a private ne
 (``unshare -n``, loopback up), where the only reachable address is loopback: see
 tests/test_no_phone_home.py and docs/hardening.md.
 
-    python tests/netns_probe.py predict|openvino|serve|ray MODEL_DIR WORK_DIR [--linger S]
+    python tests/netns_probe.py predict|openvino|serve|ray|serve-ray MODEL_DIR WORK_DIR [--linger S]
 
 ``serve`` starts the server, sends a few requests to 127.0.0.1, keeps it idle until ``--linger``
 seconds after start (ONNX Runtime's telemetry fires about 10 s after a session loads), then
@@ -88,14 +88,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(log: Path, model: Path, work: Path, linger: float) -> int:
+def _serve(log: Path, model: Path, work: Path, linger: float, extra: list[str]) -> int:
     port = _free_port()
     body = json.dumps({"image": base64.b64encode((work / "images" / "img0.png").read_bytes()).decode()}).encode()
     start = time.monotonic()
-    proc = subprocess.Popen(_traced(log, _fastseg("serve", "--model", str(model), "--port", str(port))))
+    proc = subprocess.Popen(_traced(log, _fastseg("serve", "--model", str(model), "--port", str(port), *extra)))
     try:
         answered = 0
-        while time.monotonic() - start < 60 and proc.poll() is None:
+        while time.monotonic() - start < 120 and proc.poll() is None:
             try:
                 request = urllib.request.Request(
                     f"http://127.0.0.1:{port}/semantic-segmentation", data=body,
@@ -126,7 +126,7 @@ def _serve(log: Path, model: Path, work: Path, linger: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=("predict", "openvino", "serve", "ray"))
+    parser.add_argument("case", choices=("predict", "openvino", "serve", "ray", "serve-ray"))
     parser.add_argument("model", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--linger", type=float, default=14.0)
@@ -134,8 +134,8 @@ def main() -> int:
     uplink = _network()
     log = args.work / f"{args.case}.strace"
     images = _images(args.work, 4)
-    if args.case == "serve":
-        rc = _serve(log, args.model, args.work, args.linger)
+    if args.case.startswith("serve"):
+        rc = _serve(log, args.model, args.work, args.linger, ["--ray"] if args.case == "serve-ray" else [])
     else:
         source = str(images) if args.case == "ray" else str(images / "img0.png")
         extra = {"ray": ["--ray", "--workers", "1"], "openvino": ["--engine", "openvino"]}.get(args.case, [])

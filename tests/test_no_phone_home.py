@@ -1,6 +1,6 @@
 """No connection the user did not ask for (docs/hardening.md): ``fastseg predict`` (ONNX Runtime
 and OpenVINO), ``fastseg serve`` (a few requests, then idle past ONNX Runtime's telemetry
-delay) and a local Ray run, each inside a private network namespace with a fake uplink, under
+delay), ``predict --ray`` and ``serve --ray`` on a local Ray, each inside a private network namespace with a fake uplink, under
 ``strace -f``: no connect() beyond loopback and local sockets, from any process. The harness is
 tests/netns_probe.py; it needs root, strace, unshare and ip (skipped with the reason otherwise).
 """
@@ -78,12 +78,16 @@ def test_the_probe_sees_onnxruntime_telemetry_when_the_user_turns_it_on(tmp_path
 
 @needs_namespace
 @pytest.mark.ray
-def test_local_ray_run_stays_on_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["ray", "serve-ray"])
+def test_local_ray_run_stays_on_loopback(tmp_path: Path, case: str) -> None:
+    """``predict --ray`` on a small directory and ``serve --ray`` (3 requests answered, then
+    SIGINT), each on the local cluster fastseg starts."""
     pytest.importorskip("ray", reason="needs Ray (the [ray] extra)")
-    report = _probe("ray", tmp_path, timeout=300)
-    assert report["non_loopback"] == [], "the local Ray run connected beyond loopback"
+    report = _probe(case, tmp_path, timeout=300)
+    assert report["non_loopback"] == [], f"{case}: the local Ray cluster connected beyond loopback"
     assert isinstance(report["connects"], int) and report["connects"] > 0  # Ray's own traffic, on loopback
-    assert sorted(p.name for p in (tmp_path / "out-ray").rglob("*.png")) == [f"img{i}_res.png" for i in range(4)]
+    if case == "ray":
+        assert sorted(p.name for p in (tmp_path / "out-ray").rglob("*.png")) == [f"img{i}_res.png" for i in range(4)]
 
 
 def test_strace_lines_are_classified(tmp_path: Path) -> None:
