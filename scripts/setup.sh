@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: a .venv with fastseg and every extra, the reference-model
-# dependencies, and (when root on Debian) the system Chromium for the browser test.
+# dependencies, and (when root on Debian) the system Chromium for the browser test and strace for
+# the no-phone-home test.
 # Usage: bash scripts/setup.sh                       (idempotent; re-run after pulling)
 #        PYTHON=python3.11 bash scripts/setup.sh     (fastseg needs Python >= 3.11)
 set -euo pipefail
@@ -29,8 +30,9 @@ fi
 .venv/bin/python -m pip install -q -r converters/requirements.txt
 .venv/bin/python -m pip install -q --no-deps paddleseg==2.8.0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${FASTSEG_NO_APT:-}" ]; then
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  # chromium: the browser test; strace and ip (iproute2): the no-phone-home test (tests/test_no_phone_home.py).
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v strace >/dev/null || ! command -v ip >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver strace iproute2 >/dev/null
   fi
 fi
 echo "fastseg set up: $(.venv/bin/fastseg --version)"

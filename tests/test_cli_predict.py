@@ -113,3 +113,13 @@ def test_save_path_that_is_a_file_is_a_one_line_error(model_dir: Path, image_dir
     )
     assert result.exit_code == 2 and result.output.startswith("Error: "), result.output
     assert "Traceback" not in result.output and blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("url", ["http://[x]/", "http://[::1", "http://a]b/", "http://a b/"])
+def test_malformed_url_input_is_a_listed_failure(model_dir: Path, tmp_path: Path, url: str) -> None:
+    """A URL that urllib cannot parse (ValueError) or http.client refuses (InvalidURL) is one
+    failure line and exit 1, like an unreadable file; no traceback, no connection attempted."""
+    result = CliRunner().invoke(main, ["predict", "--input", url, "--model", str(model_dir), "--save_path", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"  Cannot download image {url}: " in result.output
+    assert "Traceback" not in result.output

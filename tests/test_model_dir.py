@@ -100,3 +100,144 @@ def test_predict_with_a_non_object_fastseg_json_is_one_line(good_dir: Path, tmp_
         "('fastseg convert ... --force')."
     ]
     assert "Traceback" not in result.output
+
+
+def _write(good_dir: Path, target: Path, text: str) -> Path:
+    shutil.copytree(good_dir, target)
+    (target / META_FILE).write_text(text, encoding="utf-8")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ('"num_classes": 3', '"num_classes": 1e400', "num_classes"),
+        ('"num_classes": 3', '"num_classes": NaN', "num_classes"),
+        ('"opset": 13', '"opset": -1e400', "opset"),
+    ],
+)
+def test_non_finite_number_names_the_field(good_dir: Path, tmp_path: Path, old: str, new: str, field: str) -> None:
+    """JSON reads 1e400 as infinity; int() of it was an OverflowError traceback."""
+    text = (good_dir / META_FILE).read_text(encoding="utf-8")
+    assert old in text
+    broken = _write(good_dir, tmp_path / "m", text.replace(old, new))
+    with pytest.raises(ModelDirError, match=rf"^fastseg.json: {field} is not a finite number \(1e400 reads as infinity\)"):
+        read_meta(broken)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("palette", [[0, 0, 0], [1, 1, float("inf")], [2, 2, 2]], r"palette\[1\]\[2\]"),
+        ("preprocess.resize", {"target_size": [float("inf"), 512]}, r"preprocess.resize.target_size\[0\]"),
+        ("fixed_hw", [32, float("-inf")], r"fixed_hw\[1\]"),
+    ],
+)
+def test_non_finite_nested_value_names_its_path(raw: dict[str, Any], path: str, value: Any, field: str) -> None:
+    with pytest.raises(ModelDirError, match=rf"^fastseg.json: {field} is not a finite number"):
+        ModelMeta.from_json(_set(raw, path, value))
+
+
+def test_deeply_nested_fastseg_json_is_a_model_dir_error(good_dir: Path, tmp_path: Path) -> None:
+    depth = 200_000
+    text = '{"format_version": 1, "provenance": ' + "[" * depth + "]" * depth + "}"
+    broken = _write(good_dir, tmp_path / "deep", text)
+    with pytest.raises(ModelDirError, match="nests arrays/objects too deeply to read; re-convert"):
+        read_meta(broken)
+
+
+def test_huge_integer_is_a_model_dir_error(good_dir: Path, tmp_path: Path) -> None:
+    text = (good_dir / META_FILE).read_text(encoding="utf-8").replace('"opset": 13', '"opset": ' + "9" * 5000)
+    with pytest.raises(ModelDirError, match="is invalid .*4300 digits"):
+        read_meta(_write(good_dir, tmp_path / "big", text))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [
+        ("preprocess.resize", {"target_size": [512, 512], "interp": "BOGUS"},
+         r"preprocess.resize.interp is 'BOGUS'; use one of \['NEAREST', 'LINEAR'"),
+        ("preprocess.resize", {"target_size": [10**6, 512]}, r"target_size is \[1000000, 512\]; give \[width, height\] from 1 to 16384"),
+        ("preprocess.resize", {"target_size": [512, 512], "size_divisor": 10**9}, "size_divisor is 1000000000; use an int from 1 to 4096"),
+        ("fixed_hw", [32, 10**6], r"fixed_hw is \[32, 1000000\]; give \[height, width\] from 1 to 16384"),
+    ],
+)
+def test_unusable_resize_is_refused_at_load(raw: dict[str, Any], path: str, value: Any, needle: str) -> None:
+    with pytest.raises(ModelDirError, match=needle):
+        ModelMeta.from_json(_set(raw, path, value))
+
+
+def test_lower_case_interp_is_accepted_and_the_names_match_processing(raw: dict[str, Any]) -> None:
+    from fastseg.processing import INTERPOLATIONS
+
+    meta = ModelMeta.from_json(_set(raw, "preprocess.resize", {"target_size": [8, 8], "interp": "nearest"}))
+    assert meta.preprocess.resize is not None and meta.preprocess.resize.interp == "nearest"
+    for name in INTERPOLATIONS:  # every name processing maps is one check_meta accepts, and no other
+        ModelMeta.from_json(_set(raw, "preprocess.resize", {"target_size": [8, 8], "interp": name}))
+    with pytest.raises(ModelDirError):
+        ModelMeta.from_json(_set(raw, "preprocess.resize", {"target_size": [8, 8], "interp": "INTER_LINEAR"}))
+
+
+def _with_kind(model_dir: Path, kind: str) -> Path:
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    meta["output_kind"] = kind
+    (model_dir / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    return model_dir
+
+
+@pytest.mark.parametrize(
+    ("graph", "claimed", "shown"),
+    [("labels", "logits", r"tensor\(int64\) \['N', 'H', 'W'\]"), ("labels", "probs", "tensor\\(int64\\)"),
+     ("logits", "labels", r"tensor\(float\) \['N', 3, 'H', 'W'\]")],
+)
+def test_output_kind_that_the_graph_contradicts_is_refused_at_load(tmp_path: Path, graph: str, claimed: str, shown: str) -> None:
+    from fastseg.segmenter import Segmenter
+
+    model = _with_kind(colour_model_dir(tmp_path / "m", kind=graph), claimed)
+    with pytest.raises(ModelDirError, match=rf"output_kind is '{claimed}' with num_classes 3, but the model's output '\w+' is {shown}"):
+        Segmenter(model, device="cpu", head="graph")
+
+
+def test_logits_channels_must_match_num_classes() -> None:
+    from fastseg.processing import check_output_kind
+
+    check_output_kind("logits", 3, "y", ("N", 3, "H", "W"), "tensor(float)")
+    check_output_kind("probs", 3, "y", ("N", None, "H", "W"), "tensor(float16)")  # dynamic channels: not judged
+    check_output_kind("labels", 3, "y", ("N", 1, "H", "W"), "tensor(int32)")
+    with pytest.raises(ModelDirError, match=r"is tensor\(float\) \['N', 19, 'H', 'W'\]"):
+        check_output_kind("logits", 3, "y", ("N", 19, "H", "W"), "tensor(float)")
+    with pytest.raises(ModelDirError, match="labels: integer"):
+        check_output_kind("labels", 3, "y", ("N", 2, "H", "W"), "tensor(int64)")
+
+
+def test_probs_graph_read_as_logits_is_accepted(tmp_path: Path) -> None:
+    """Both are float [N,C,H,W] and argmax the same: only the score differs, nothing to refuse."""
+    from fastseg.segmenter import Segmenter
+
+    with Segmenter(_with_kind(colour_model_dir(tmp_path / "m", kind="probs"), "logits"), device="cpu") as seg:
+        assert seg.meta.output_kind == "logits"
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda m: m["preprocess"].update(resize={"target_size": [8, 8], "interp": "BOGUS"}), "preprocess.resize.interp is 'BOGUS'"),
+        (lambda m: m.update(output_kind="logits"), "output_kind is 'logits'"),
+        (lambda m: m.update(num_classes=float("inf")), "num_classes is not a finite number"),
+    ],
+)
+def test_serve_refuses_an_unservable_model_at_start_in_one_line(good_dir: Path, tmp_path: Path, edit: Any, needle: str) -> None:
+    """Before: serve started and answered every request 422 (or a traceback for 1e400)."""
+    pytest.importorskip("uvicorn", reason="needs the [serve] extra")
+    import socket
+
+    meta = json.loads((good_dir / META_FILE).read_text(encoding="utf-8"))
+    edit(meta)
+    broken = _write(good_dir, tmp_path / "m", json.dumps(meta))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = CliRunner().invoke(main, ["serve", "--model", str(broken), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: fastseg.json: ") and needle in lines[0], result.output

@@ -313,6 +313,25 @@ def test_ssrf_private_addresses_refused(segmenter: Any, target: str) -> None:
         assert_error(post(url, {"image": target}), 422, "refused")
 
 
+MALFORMED_URLS = (
+    "http://[x]/", "http://[::1", "http://a]b/", "HTTPS://[", "http://u:p@[x/", "http://[::1]:99999/", "http://a:b/",
+    "http://exa mple/", "http://a/\x00", "http://a\r\nb/", "http://é.example/", "http://a/é", "http:///x",
+)
+
+
+def test_malformed_urls_are_422_with_one_line(server: str, segmenter: Any) -> None:
+    """urllib's ValueError (``http://[x]/``, ``[::1``, ``a]b``, bad ports) and httpcore's TypeError
+    (non-ASCII) were 500s with a traceback, URL inputs on or off; now each is a one-line 422."""
+    urls = UrlInputConfig(allowed_hosts=("*",), allow_private_addresses=False)
+    with live_server(create_app(segmenter, ServingConfig(url_inputs=urls))) as url_on:
+        for target in MALFORMED_URLS:
+            off = assert_error(post(server, {"image": target}), 422, "URL inputs are disabled")
+            on = assert_error(post(url_on, {"image": target}), 422, "'image' URL")
+            assert "\n" not in off["errorMsg"] and "\n" not in on["errorMsg"], (target, on["errorMsg"])
+        long_url = "http://a/" + "b" * 9000
+        assert_error(post(url_on, {"image": long_url}), 422, "at most 8192")
+
+
 # ------------------------------------------------------------------ concurrency: overload, timeout, faults
 class GatedSegmenter:
     """Blocks in predict_images until ``gate`` is set; records batch sizes; can fail on demand."""

@@ -10,6 +10,7 @@ Public API (everything else is internal)::
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,10 @@ from fastseg.errors import (
     QuantizationGateError,
     UnknownModelError,
 )
+from fastseg.offline import keep_offline
+
+# Before any fastseg module imports onnxruntime or ray (the imports above load neither); see fastseg.offline.
+keep_offline(os.environ)
 
 if TYPE_CHECKING:
     from fastseg.evaluation.runner import evaluate

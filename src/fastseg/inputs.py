@@ -7,6 +7,7 @@ checked when expanded and read only when an item is loaded.
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -61,7 +62,7 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked by caller)
             return resp.read()  # type: ignore[no-any-return]
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL, BadStatusLine
         raise InputError(f"Cannot download image {url}: {exc}. Check the URL or download it and pass the file.") from exc
 
 

@@ -196,7 +196,13 @@ class ModelMeta:
             )
         except KeyError as exc:
             raise ModelDirError(f"{META_FILE} lacks the field {exc}; re-convert the model ('fastseg convert ... --force').") from exc
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, OverflowError) as exc:
+            # int() of 1e400 (which JSON reads as infinity) or of NaN: name the field, not Python's words.
+            where = _non_finite_path(raw) if isinstance(exc, OverflowError) or "NaN" in str(exc) else None
+            if where is not None:
+                raise ModelDirError(
+                    f"{META_FILE}: {where} is not a finite number (1e400 reads as infinity); {_REFIX}."
+                ) from exc
             raise ModelDirError(f"{META_FILE} is invalid ({exc}); re-convert the model ('fastseg convert ... --force').") from exc
         check_meta(meta)
         return meta
@@ -234,17 +240,23 @@ def check_meta(meta: ModelMeta) -> None:
         raise bad("preprocess.std", f"is {list(pre.std)}; a zero std divides by zero (PaddleX's default is 0.5)")
     if pre.scale <= 0:
         raise bad("preprocess.scale", f"is {pre.scale}; it must be > 0 (1/255 for 8-bit images)")
+    max_side = 16384  # no segmentation network runs on more per side; larger is a typo or an attack
     if pre.resize is not None:
         width, height = pre.resize.target_size
-        if width < 1 or height < 1:
+        if not (1 <= width <= max_side and 1 <= height <= max_side):
             raise bad(
                 "preprocess.resize.target_size",
-                f"is {[width, height]}; give [width, height] > 0, or remove resize for no resizing",
+                f"is {[width, height]}; give [width, height] from 1 to {max_side}, or remove resize for no resizing",
             )
-        if pre.resize.size_divisor is not None and pre.resize.size_divisor < 1:
-            raise bad("preprocess.resize.size_divisor", f"is {pre.resize.size_divisor}; use a positive int or null")
-    if meta.fixed_hw is not None and (meta.fixed_hw[0] < 1 or meta.fixed_hw[1] < 1):
-        raise bad("fixed_hw", f"is {list(meta.fixed_hw)}; give [height, width] > 0, or null")
+        if pre.resize.size_divisor is not None and not 1 <= pre.resize.size_divisor <= 4096:
+            raise bad("preprocess.resize.size_divisor", f"is {pre.resize.size_divisor}; use an int from 1 to 4096, or null")
+        # The names fastseg.processing.INTERPOLATIONS maps to OpenCV (tests keep the two equal):
+        # refused here, a bad name would fail every image instead of the model's load.
+        interps = ("NEAREST", "LINEAR", "BICUBIC", "CUBIC", "AREA", "LANCZOS4")
+        if pre.resize.interp.upper() not in interps:
+            raise bad("preprocess.resize.interp", f"is {pre.resize.interp!r}; use one of {list(interps)}")
+    if meta.fixed_hw is not None and not all(1 <= side <= max_side for side in meta.fixed_hw):
+        raise bad("fixed_hw", f"is {list(meta.fixed_hw)}; give [height, width] from 1 to {max_side}, or null")
     if meta.opset < 1:
         raise bad("opset", f"is {meta.opset}")
     if (meta.precision == "fp32") != (meta.gate is None):
@@ -256,6 +268,21 @@ def check_meta(meta: ModelMeta) -> None:
 def _json_type(value: Any) -> str:
     names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def _non_finite_path(raw: Any) -> str | None:
+    """The first path (``palette[2][0]``) in parsed JSON that holds a non-finite number, or None.
+    Iterative: a deeply nested document must not turn into a RecursionError here."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), item) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 def _finite(value: Any, name: str) -> float:
@@ -298,12 +325,20 @@ def read_meta(model_dir: Path) -> ModelMeta:
             f"{str(model_dir)!r} is not a fastseg model directory: it needs {ONNX_FILE} and {META_FILE} "
             "(written by 'fastseg convert')."
         )
+    meta_path = model_dir / META_FILE
+    max_bytes = 16 * 1024 * 1024  # a real fastseg.json is a few KB (a 10k-class name list under 1 MB)
+    if meta_path.stat().st_size > max_bytes:
+        raise ModelDirError(f"{meta_path} holds {meta_path.stat().st_size} bytes, over {max_bytes}; re-convert the model.")
     try:
-        raw = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ModelDirError(f"{model_dir / META_FILE} is not UTF-8 text ({exc}); re-convert the model.") from exc
+        raise ModelDirError(f"{meta_path} is not UTF-8 text ({exc}); re-convert the model.") from exc
     except json.JSONDecodeError as exc:
-        raise ModelDirError(f"{model_dir / META_FILE} is not valid JSON ({exc}); re-convert the model.") from exc
+        raise ModelDirError(f"{meta_path} is not valid JSON ({exc}); re-convert the model.") from exc
+    except RecursionError as exc:
+        raise ModelDirError(f"{meta_path} nests arrays/objects too deeply to read; re-convert the model.") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ModelDirError(f"{meta_path} is invalid ({exc}); re-convert the model.") from exc
     return ModelMeta.from_json(raw)
 
 

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import InputError
-from fastseg.model_dir import PreprocessSpec, ResizeSpec
+from fastseg.errors import InputError, ModelDirError
+from fastseg.model_dir import META_FILE, PreprocessSpec, ResizeSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -221,6 +221,30 @@ def preprocess_batch(
     (h, w) = sizes.pop()
     out = np.empty((len(images_bgr), 3, h, w), dtype=np.float32)
     return preprocess_into(images_bgr, out, spec, resize=resize)
+
+
+def check_output_kind(kind: str, num_classes: int, name: str, shape: Sequence[Any], type_name: str) -> None:
+    """Refuse, when a model loads, a graph output that ``labels_from_output`` could not read as
+    ``kind`` (else every image would fail): labels are integer [N,H,W] or [N,1,H,W], logits and
+    probs float [N,num_classes,H,W]. ``type_name`` is ONNX Runtime's (``tensor(int64)``); an
+    unknown rank (empty shape), a dynamic channel count or another type is not judged.
+
+    Raises:
+        ModelDirError: naming output_kind, the output and what it is.
+    """
+    integer = type_name.startswith(("tensor(int", "tensor(uint"))
+    floating = type_name in ("tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)")
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+    if kind == "labels":
+        wrong = floating or len(shape) not in (0, 3, 4) or channels not in (None, 1)
+    else:
+        wrong = integer or len(shape) not in (0, 4) or channels not in (None, num_classes)
+    if wrong:
+        raise ModelDirError(
+            f"{META_FILE}: output_kind is {kind!r} with num_classes {num_classes}, but the model's output {name!r} is "
+            f"{type_name} {list(shape)} (labels: integer [N,H,W]; logits/probs: float [N,num_classes,H,W]); "
+            "fix output_kind, or re-convert the model ('fastseg convert ... --force')."
+        )
 
 
 def labels_from_output(

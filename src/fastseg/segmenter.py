@@ -34,6 +34,7 @@ from fastseg.pipeline_config import (
 from fastseg.processing import (
     TargetSize,
     as_bgr,
+    check_output_kind,
     group_by_shape,
     labels_from_output,
     normalize_coefficients,
@@ -165,6 +166,9 @@ class Segmenter:
         self._session: EngineSession | None = self._open_session(
             spec, options, home=home, allow_fallback=allow_fallback, fuse=fuse
         )
+        if self.slide is None and not self._head.banded:  # the session's output is the graph's own
+            out = self._session.outputs[0]
+            check_output_kind(self._meta.output_kind, self._meta.num_classes, out.name, out.shape, out.type)
         log.info(
             "%s runs on %s with %s %s (%s)",
             self._meta.model_name, spec, self._session.engine, self.engine_choice.precision, self.engine_choice.reason,

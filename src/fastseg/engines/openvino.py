@@ -25,6 +25,7 @@ from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
 from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
+from fastseg.offline import import_openvino as import_openvino_quietly
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,17 @@ INSTALL_HINT = "pip install 'fastseg-ort[openvino]'"
 def import_openvino() -> Any:
     """The ``openvino`` module, or a MissingDependencyError naming the extra."""
     try:
-        import openvino
+        return import_openvino_quietly()  # without its import-time telemetry (fastseg.offline)
     except ImportError as exc:
         raise MissingDependencyError(
             f"The OpenVINO engine needs the openvino package ({exc}); install it with: {INSTALL_HINT}"
         ) from exc
-    return openvino
 
 
 def openvino_version() -> str | None:
     """The installed OpenVINO version, or None when it is not installed."""
     try:
-        import openvino
+        openvino = import_openvino_quietly()
     except ImportError:
         return None
     return str(openvino.get_version()).split("-")[0]

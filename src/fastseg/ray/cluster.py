@@ -30,6 +30,7 @@ from fastseg.segmenter import Segmenter, resolve_model_dir
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 2 * 1024**3  # the object store takes more, but a model this big is a mistake
+_REFUSING_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, a connect is refused at once
 # Ray reports a worker's exception as text ending in its traceback's last line.
 _FASTSEG_ERROR_LINE = re.compile(r"^fastseg\.errors\.(\w+): (.+)$", re.MULTILINE)
 
@@ -127,6 +128,27 @@ def cluster_resources() -> ClusterResources:
     return cluster_resources_from(ray.nodes())  # type: ignore[no-untyped-call]
 
 
+def local_cluster_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment that keeps a local Ray cluster (one fastseg starts) on loopback.
+
+    - ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: Ray finds a node's address by connecting a UDP
+      socket to 8.8.8.8:53 and then serves on that address; with this (despite its name, Ray's
+      switch for "single-node only"), the node is 127.0.0.1 and nothing is probed. It is read
+      when ``ray`` is imported, so ``ray_session`` sets it before importing ray.
+    - ``http_proxy``/``https_proxy`` to a closed loopback port, with ``no_proxy`` for loopback:
+      Ray's dashboard head probes cloud metadata (169.254.169.254, metadata.google.internal)
+      when it starts, even with usage statistics off (ray 2.60); through this proxy every such
+      HTTP request ends, refused, on loopback. Ray's own gRPC ignores proxies.
+
+    A variable the user set is kept, and any proxy variable of theirs leaves the proxies alone.
+    """
+    env = {} if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in environ else {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    names = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    if not any(name in environ or name.upper() in environ for name in names):
+        env.update({"http_proxy": _REFUSING_PROXY, "https_proxy": _REFUSING_PROXY, "no_proxy": "localhost,127.0.0.1,::1"})
+    return env
+
+
 @contextlib.contextmanager
 def ray_session(*, address: str | None, device: str, num_cpus: int | None = None) -> Iterator[bool]:
     """Use the Ray this process is connected to, or connect to ``address``, or start a local Ray
@@ -137,26 +159,30 @@ def ray_session(*, address: str | None, device: str, num_cpus: int | None = None
     Raises:
         MissingDependencyError: Ray is not installed.
     """
-    require_ray("Running on Ray")
-    import ray
-
-    if ray.is_initialized():
-        yield False
-        return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    env = {} if address else visible_devices_env(device)
+    env = {} if address else {**visible_devices_env(device), **local_cluster_env(os.environ)}
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # read by the local raylet when it detects devices; restored below
+    # Read by the local cluster's processes when they start (devices, address, proxies) and by
+    # this process's ``import ray`` (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER): set first, restored below.
+    os.environ.update(env)
     try:
-        ray.init(address=address, **kwargs)
+        require_ray("Running on Ray")
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, **kwargs)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if not started:
+        yield False
+        return
     try:
         yield True
     finally:

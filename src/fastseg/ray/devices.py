@@ -8,6 +8,7 @@ string without Ray installed is a clear error naming the ``[ray]`` extra (``requ
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,10 +92,10 @@ def require_ray(what: str) -> None:
     Raises:
         MissingDependencyError: naming the ``[ray]`` extra.
     """
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(f"{what} needs Ray (the [ray] extra): {RAY_EXTRA_HINT}") from exc
+    # Found, not imported: a local cluster's settings must be in the environment before
+    # ``import ray`` (fastseg.ray.cluster.local_cluster_env).
+    if importlib.util.find_spec("ray") is None:
+        raise MissingDependencyError(f"{what} needs Ray (the [ray] extra): {RAY_EXTRA_HINT}")
 
 
 def plan_workers(device: str, *, workers: int | None, cluster: ClusterResources) -> WorkerPlan:

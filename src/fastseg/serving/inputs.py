@@ -30,6 +30,7 @@ from fastseg.serving.fetch import fetch_bytes
 
 #: Formats the server decodes. Others (TIFF, PSD, ...) are refused to keep the decoder surface small.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP")
+MAX_URL_CHARS = 8192  # longer 'image' URLs are refused (browsers and servers stop near here too)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk's length field
 
@@ -101,21 +102,14 @@ class ImageDecoder:
 
     def _fetch(self, url: str, deadline: float | None) -> bytes:
         policy = self.url_inputs
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not policy.allowed_hosts:
+        if not policy.allowed_hosts:  # before parsing: a server without URL inputs never parses one
             raise InputError(
                 "URL inputs are disabled on this server: send the image as base64 "
                 "(an operator can allow hosts with url_inputs.allowed_hosts)."
             )
-        if not host:
-            raise InputError(f"'image' URL {url!r} has no host.")
+        host, port = _url_host_port(url)
         if "*" not in policy.allowed_hosts and host not in policy.allowed_hosts:
             raise InputError(f"URL host {host!r} is not allowed; allowed hosts: {list(policy.allowed_hosts)}.")
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
-            raise InputError(f"'image' URL {url!r} has an invalid port.") from exc
         _check_addresses(host, port, allow_private=policy.allow_private_addresses)
         own_deadline = time.monotonic() + policy.timeout_s
         return fetch_bytes(
@@ -123,6 +117,28 @@ class ImageDecoder:
             deadline=own_deadline if deadline is None else min(deadline, own_deadline),
             max_bytes=self.max_bytes,
         )
+
+
+def _url_host_port(url: str) -> tuple[str, int]:
+    """``url``'s lower-case host and its port, or an InputError saying what is wrong with it
+    (urllib's ValueError for ``http://[x]/`` and the like, or the TypeError httpcore raises for a
+    non-ASCII URL, must not reach the client as a 500)."""
+    shown = repr(url if len(url) <= 200 else url[:200] + "...")
+    if len(url) > MAX_URL_CHARS:
+        raise InputError(f"'image' URL has {len(url)} characters; at most {MAX_URL_CHARS} are accepted.")
+    if not url.isascii() or any(ch <= " " or ch == "\x7f" for ch in url):
+        raise InputError(
+            f"'image' URL {shown} holds a space, a control or a non-ASCII character; percent-encode it (RFC 3986)."
+        )
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as exc:
+        raise InputError(f"'image' URL {shown} is malformed ({exc}); send a valid http(s) URL or base64.") from exc
+    if not host:
+        raise InputError(f"'image' URL {shown} has no host.")
+    return host, port
 
 
 def _is_url(field: str) -> bool:

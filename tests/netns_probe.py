@@ -1,0 +1,153 @@
+"""Run one fastseg command under ``strace -f -e trace=connect`` and list every connect() it (or
+any process it starts) made, as JSON on stdout. Meant to run inside a private network namespace
+(``unshare -n``, loopback up), where the only reachable address is loopback: see
+tests/test_no_phone_home.py and docs/hardening.md.
+
+    python tests/netns_probe.py predict|openvino|serve|ray|serve-ray MODEL_DIR WORK_DIR [--linger S]
+
+``serve`` starts the server, sends a few requests to 127.0.0.1, keeps it idle until ``--linger``
+seconds after start (ONNX Runtime's telemetry fires about 10 s after a session loads), then
+stops it with SIGINT. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_CONNECT = re.compile(r"^\s*(\d+)\s+connect\(\d+, \{sa_family=(\w+)(.*?)\}, \d+")
+_LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|inet_pton\(AF_INET6, "::ffff:127\.')
+_EXECVE = re.compile(r'^\s*(\d+)\s+execve\("[^"]*", \[(.*?)\]')
+LOCAL_FAMILIES = ("AF_UNIX", "AF_LOCAL", "AF_NETLINK", "AF_UNSPEC")
+
+
+def connects(log: Path) -> list[str]:
+    """Every connect() with an address in a strace log, as ``FAMILY address (program args)``
+    strings: the program is the last one the connecting pid (or its parent) executed."""
+    found, programs = [], {}
+    for line in log.read_text(errors="replace").splitlines():
+        exec_match = _EXECVE.match(line)
+        if exec_match:
+            programs[exec_match.group(1)] = exec_match.group(2)[:160]
+        match = _CONNECT.match(line)
+        if match:
+            found.append(f"{match.group(2)}{match.group(3)} ({programs.get(match.group(1), 'pid ' + match.group(1))})")
+    return found
+
+
+def non_loopback(found: list[str]) -> list[str]:
+    """The connects that could leave the machine: neither loopback nor a local socket family."""
+    return [c for c in found if not c.startswith(LOCAL_FAMILIES) and not _LOOPBACK.search(c)]
+
+
+def _network() -> bool:
+    """Bring loopback up, and add a fake uplink (a veth pair with a default route into it, where
+    nothing answers) so that code which looks for a route before it connects still tries: a
+    namespace with loopback alone hides such probes. False when veth is not available."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    steps = (
+        "link add fs0 type veth peer name fs1", "addr add 192.0.2.1/24 dev fs0", "link set fs0 up",
+        "link set fs1 up", "route add default via 192.0.2.254 dev fs0",
+    )
+    return all(subprocess.run(["ip", *s.split()], check=False, capture_output=True).returncode == 0 for s in steps)
+
+
+def _fastseg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fastseg", *args]
+
+
+def _traced(log: Path, cmd: list[str]) -> list[str]:
+    return ["strace", "-f", "-qq", "-e", "trace=connect,execve", "-o", str(log), "--", *cmd]
+
+
+def _images(work: Path, count: int) -> Path:
+    folder = work / "images"
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cv2.imwrite(str(folder / ("sub" if i % 2 else "") / f"img{i}.png"), rng.integers(0, 256, (16, 20, 3), np.uint8))
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(log: Path, model: Path, work: Path, linger: float, extra: list[str]) -> int:
+    port = _free_port()
+    body = json.dumps({"image": base64.b64encode((work / "images" / "img0.png").read_bytes()).decode()}).encode()
+    start = time.monotonic()
+    proc = subprocess.Popen(_traced(log, _fastseg("serve", "--model", str(model), "--port", str(port), *extra)))
+    try:
+        answered = 0
+        while time.monotonic() - start < 120 and proc.poll() is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/semantic-segmentation", data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    answered += reply.status == 200
+                if answered == 3:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        time.sleep(max(0.0, linger - (time.monotonic() - start)))
+        if answered != 3:
+            print(f"serve answered {answered} of 3 requests", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        # strace's tracee is its child: stop the server, and strace exits with it.
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        for child in children:
+            os.kill(int(child), signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", choices=("predict", "openvino", "serve", "ray", "serve-ray"))
+    parser.add_argument("model", type=Path)
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--linger", type=float, default=14.0)
+    args = parser.parse_args()
+    uplink = _network()
+    log = args.work / f"{args.case}.strace"
+    images = _images(args.work, 4)
+    if args.case.startswith("serve"):
+        rc = _serve(log, args.model, args.work, args.linger, ["--ray"] if args.case == "serve-ray" else [])
+    else:
+        source = str(images) if args.case == "ray" else str(images / "img0.png")
+        extra = {"ray": ["--ray", "--workers", "1"], "openvino": ["--engine", "openvino"]}.get(args.case, [])
+        out = args.work / f"out-{args.case}"
+        rc = subprocess.run(
+            _traced(log, _fastseg("predict", "--model", str(args.model), "--input", source, "--save_path", str(out), *extra)),
+            timeout=240, check=False,
+        ).returncode
+    found = connects(log)
+    print(json.dumps({"rc": rc, "uplink": uplink, "connects": len(found), "non_loopback": non_loopback(found)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
