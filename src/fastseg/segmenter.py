@@ -46,6 +46,7 @@ from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.slide import SlideConfig, slide_image, slide_model_path
+from fastseg.video import FrameResult, predict_video
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +339,22 @@ class Segmenter:
         if not images:
             return []
         return self._run(images, [None] * len(images), self._resize_for(target_size))
+
+    def predict_video(
+        self,
+        source: str | Path,
+        *,
+        every: int = 1,
+        max_frames: int | None = None,
+        target_size: TargetSize | None = None,
+    ) -> Iterator[FrameResult]:
+        """Segment a video file, rtsp/http(s) stream or ``camera:N`` lazily (``fastseg.video``).
+
+        Yields one ``FrameResult`` per kept frame (every ``every``-th, at most ``max_frames``),
+        carrying ``frame_index`` and ``timestamp`` (s); its labels are those of predicting that
+        frame alone. Decoding runs ahead in a thread with a bounded queue.
+        """
+        return predict_video(self, source, every=every, max_frames=max_frames, target_size=target_size)
 
     def __call__(self, input: Any, **kwargs: Any) -> Iterator[SegResult]:
         return self.predict(input, **kwargs)
