@@ -16,6 +16,7 @@ from fastseg.errors import InputError
 from fastseg.palettes import Palette, legend_names, paddlex_palette, present_labels, save_legend
 from fastseg.processing import TargetSize
 from fastseg.reference import weights_note
+from fastseg.results import save_score_png
 from fastseg.segmenter import InputItem, Segmenter
 
 
@@ -47,6 +48,7 @@ def predict_to_dir(
     overlay: bool | float = False,
     palette: Palette | None = None,
     legend: Sequence[str] | None = None,
+    save_scores: bool = False,
     write_json: bool = True,
     json_max_pixels: int | None = None,
     on_item: Callable[[], None] | None = None,
@@ -58,7 +60,8 @@ def predict_to_dir(
     on. Errors that are not about one input (disk full, a broken model) still stop the run.
     A label map over ``json_max_pixels`` gets its PNG only (counted in ``skipped_json``).
     ``overlay`` may be the blend's alpha; ``palette`` replaces PaddleX's colours; ``legend``
-    (class names, may be empty) also writes ``<stem>_res_legend.png`` naming the classes present.
+    (class names, may be empty) also writes ``<stem>_res_legend.png`` naming the classes present;
+    ``save_scores`` writes ``<stem>_res_score.png`` (the winning class's probability, 0-255).
     """
     outcome = BatchOutcome()
     step = batch_size or seg.batch_size
@@ -74,6 +77,8 @@ def predict_to_dir(
                     on_item()
         for res in seg.predict(ready, batch_size=step, target_size=target_size) if ready else ():
             target = res.save_to_img(out_dir, overlay=overlay, palette=palette)
+            if save_scores:
+                save_score_png(target.with_name(f"{target.stem}_score.png"), res)
             if legend is not None:
                 lut = palette.lut() if palette is not None else paddlex_palette()
                 present = sorted(present_labels(res.labels_hw))

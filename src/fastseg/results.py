@@ -265,3 +265,28 @@ class SegResult(Mapping[str, Any]):
 
 
 _overlay = overlay
+
+
+def score_png(score_hw: npt.NDArray[Any]) -> bytes:
+    """A score map [H,W] in 0..1 as an 8-bit grey PNG (0-255, rounded): ``--save_scores``' file."""
+    grey = np.clip(np.rint(np.asarray(score_hw, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", grey)
+    if not ok:
+        raise InputError("Cannot encode the score map as PNG.")
+    return bytes(buf.tobytes())
+
+
+def save_score_png(target: Path, result: SegResult) -> Path:
+    """Write ``result.score`` to ``target`` as ``score_png`` (atomically).
+
+    Raises:
+        InputError: the result has no score (the model's graph ends in ArgMax and its tail
+            cannot run banded, or ``return_score`` was off).
+    """
+    if result.score is None:
+        raise InputError(
+            "This result has no score map: create the Segmenter with return_score=True; a model whose graph ends in "
+            "ArgMax gives scores only where fastseg's banded head can reproduce its tail (docs/banded-head.md)."
+        )
+    write_bytes_atomic(target, score_png(result.score[0]))
+    return target

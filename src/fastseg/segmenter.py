@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import InputError
+from fastseg.errors import FastSegError, InputError
 from fastseg.head import Head, HeadMode, prepare_head
 from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url
 from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta
@@ -139,14 +139,24 @@ class Segmenter:
     def _prepare_head(
         self, head: HeadMode, *, device: str, options: RuntimeOptions | None, home: Path | None
     ) -> Head:
-        """The head that turns the network's output into labels (``graph`` under sliding windows)."""
-        return prepare_head(
-            self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
+        """The head that turns the network's output into labels (``graph`` under sliding windows).
+
+        With ``return_score`` on a model whose graph ends in ArgMax, ``auto`` means ``banded``
+        where the tail allows it: only the banded head sees the logits a score needs."""
+        mode = "graph" if self.slide is not None else head
+        kwargs: dict[str, Any] = dict(
             output_kind=self._meta.output_kind, device=device,
             engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else "int8",
             num_classes=self._meta.num_classes, home=home,
             threads=options.intra_op_threads if options else None,
         )
+        model_path = self.engine_choice.model_dir / ONNX_FILE
+        if self.return_score and mode == "auto" and self._meta.output_kind == "labels":
+            try:
+                return prepare_head(model_path, head="banded", **kwargs)
+            except FastSegError as exc:
+                log.warning("return_score: no scores for %s, its head ends in ArgMax (%s)", self._meta.model_name, exc)
+        return prepare_head(model_path, head=mode, **kwargs)
 
     def _open_session(
         self, spec: DeviceSpec, options: RuntimeOptions | None, *, home: Path | None, allow_fallback: bool
@@ -259,7 +269,9 @@ class Segmenter:
             batch = preprocess_into([images[i] for i in idx], self._buffer(len(idx), h, w), meta.preprocess, resize=resize)
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
-                labels, scores = labels_from_output(self.infer(batch), meta.output_kind, with_score=self.return_score)
+                output, scores = self._infer_scored(batch) if self.return_score else (self.infer(batch), None)
+                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.return_score)
+                scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
                 score = None if scores is None else restore_size(scores[k], src_hw[i])
@@ -303,6 +315,12 @@ class Segmenter:
         """The model's output for a preprocessed float32 [N,3,H,W] batch: its graph's, or the
         same computed by the body and the banded head (``head``). May be a reused buffer."""
         return self._head.finish(self.session.run(batch_nchw), tuple(batch_nchw.shape))
+
+    def _infer_scored(
+        self, batch_nchw: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
+        """``infer`` plus the banded head's per-pixel score (None under the graph's head)."""
+        return self._head.finish_scored(self.session.run(batch_nchw), tuple(batch_nchw.shape))
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None

@@ -75,6 +75,7 @@ def predict_cmd(
     fourcc: str | None,
     palette: str | None,
     legend: bool,
+    save_scores: bool,
 ) -> None:
     """Segment images (and videos) and save PaddleX-style pseudo-colour maps and JSON.
 
@@ -103,8 +104,10 @@ def predict_cmd(
     if use_ray or ray_address or "," in device:
         from fastseg.ray.commands import run_predict
 
-        if videos or pal is not None or legend:
-            raise click.UsageError("Videos, --palette and --legend run locally for now: drop --ray (and the device list).")
+        if videos or pal is not None or legend or save_scores:
+            raise click.UsageError(
+                "Videos, --palette, --legend and --save_scores run locally for now: drop --ray (and the device list)."
+            )
         run_predict(
             input_=input_ if input_ is not None else str(demo_image()),
             model=None if model is None else str(weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
@@ -120,16 +123,23 @@ def predict_cmd(
         if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine)
+        seg.return_score = save_scores
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
-        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
+        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine,
+                        return_score=save_scores, **kwargs)
     out_dir = Path(save_path)
     with seg:
+        if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:
+            raise click.ClickException(
+                f"--save_scores: {seg.meta.model_name}'s graph ends in ArgMax and fastseg's banded head cannot "
+                "reproduce its tail, so there are no logits to score (docs/video.md); --slide gives scores for any model."
+            )
         if videos:
             if batch_size is not None:
                 seg.batch_size = batch_size
             run_videos(seg, videos, VideoRun(
-                out_dir=out_dir, overlay=overlay, palette=pal, save_labels=save_labels, legend=legend,
+                out_dir=out_dir, overlay=overlay, palette=pal, save_labels=save_labels, save_scores=save_scores, legend=legend,
                 every=every, max_frames=max_frames, fourcc=fourcc, target_size=ts,
             ))
         if images is None:
@@ -139,6 +149,7 @@ def predict_cmd(
             outcome = predict_to_dir(
                 seg, items, out_dir, batch_size=batch_size, target_size=ts,
                 overlay=False if overlay is None else overlay, palette=pal, legend=seg.meta.class_names if legend else None,
+                save_scores=save_scores,
                 write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS,
                 on_item=lambda: bar.update(1),
             )

@@ -37,6 +37,9 @@ def video_options() -> Callable[[F], F]:
         click.option("--palette", default=None,
                      help="Colours: paddlex (default), cityscapes, ade20k, or a JSON file of [[R,G,B], ...] "
                           'or {"palette": [...], "class_names": [...]}.'),
+        click.option("--save_scores", "--save-scores", "save_scores", is_flag=True,
+                     help="Also write each pixel's winning-class probability as an 8-bit PNG (0-255): <stem>_res_score.png, "
+                          "for a video <stem>_res_score/000000.png ..."),
         click.option("--legend", is_flag=True,
                      help="Also write <stem>_res_legend.png naming each class present with its colour."),
     )
@@ -81,6 +84,7 @@ class VideoRun:
     overlay: float | None
     palette: Palette | None
     save_labels: bool
+    save_scores: bool
     legend: bool
     every: int
     max_frames: int | None
@@ -99,7 +103,7 @@ def run_videos(seg: Segmenter, videos: list[VideoSource], run: VideoRun) -> int:
 
     render = RenderOptions(
         overlay=run.overlay, palette=None if run.palette is None else run.palette.lut(),
-        save_labels=run.save_labels, num_classes=seg.meta.num_classes, legend=run.legend,
+        save_labels=run.save_labels, save_scores=run.save_scores, num_classes=seg.meta.num_classes, legend=run.legend,
         class_names=seg.meta.class_names, palette_names=run.palette.class_names if run.palette else (),
         fourcc=run.fourcc,
     )
@@ -120,7 +124,7 @@ def run_videos(seg: Segmenter, videos: list[VideoSource], run: VideoRun) -> int:
                 target_size=run.target_size, on_open=opened, on_frame=advance,
             )
         fps = outcome.frames / outcome.seconds if outcome.seconds else 0.0
-        extras = "".join(f", {p}" for p in (outcome.labels_dir, outcome.legend) if p is not None)
+        extras = "".join(f", {p}" for p in (outcome.labels_dir, outcome.scores_dir, outcome.legend) if p is not None)
         click.echo(f"{src.spec}: {outcome.frames} frame(s) in {outcome.seconds:.2f} s ({fps:.1f} frames/s, "
                    f"decode + inference + encode) -> {outcome.video}{extras}")
         total += outcome.frames

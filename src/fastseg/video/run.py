@@ -21,7 +21,7 @@ import numpy.typing as npt
 from fastseg.errors import InputError
 from fastseg.palettes import legend_names, paddlex_palette, present_labels, save_legend
 from fastseg.processing import TargetSize
-from fastseg.results import SegResult, colorize, overlay
+from fastseg.results import SegResult, colorize, overlay, save_score_png
 from fastseg.video.pipeline import Drain, prefetch
 from fastseg.video.sources import VideoInfo, VideoSource, read_frames, video_info, video_source
 from fastseg.video.writer import VideoOutput, label_png_dtype, output_suffix, write_label_png
@@ -116,6 +116,7 @@ class VideoOutcome:
     frames: int = 0
     seconds: float = 0.0
     labels_dir: Path | None = None
+    scores_dir: Path | None = None
     legend: Path | None = None
     interrupted: bool = False
     info: VideoInfo | None = None
@@ -135,6 +136,7 @@ class RenderOptions:
     overlay: float | None = None
     palette: npt.NDArray[np.uint8] | None = None
     save_labels: bool = False
+    save_scores: bool = False
     num_classes: int = 256
     legend: bool = False
     class_names: tuple[str, ...] = ()
@@ -163,16 +165,20 @@ def video_to_dir(
     """Segment ``source`` into ``out_dir/<stem>_res.mp4`` (same size; frame rate / ``every``).
 
     With ``render.save_labels``, ``out_dir/<stem>_res/<frame index:06d>.png`` holds each kept
-    frame's labels (uint8, uint16 past 256 classes). Ctrl-C (``KeyboardInterrupt``) stops the
-    run, finishes the file (playable, with the frames so far) and sets ``interrupted``.
+    frame's labels (uint8, uint16 past 256 classes); with ``render.save_scores``,
+    ``<stem>_res_score/<index>.png`` its score map (0-255; needs a Segmenter with ``return_score``).
+    Ctrl-C (``KeyboardInterrupt``) stops the run, finishes the file (playable, with the frames so
+    far) and sets ``interrupted``.
     """
     opts = render or RenderOptions()
     src = as_video_source(source)
     outcome = VideoOutcome(video=video_output_path(src, out_dir))
     labels_dir = out_dir / f"{src.stem}_res" if opts.save_labels else None
-    if labels_dir is not None:
-        labels_dir.mkdir(parents=True, exist_ok=True)
-        outcome.labels_dir = labels_dir
+    scores_dir = out_dir / f"{src.stem}_res_score" if opts.save_scores else None
+    for folder in (labels_dir, scores_dir):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    outcome.labels_dir, outcome.scores_dir = labels_dir, scores_dir
     dtype = label_png_dtype(opts.num_classes)
     holder: dict[str, VideoOutput] = {}
 
@@ -192,6 +198,8 @@ def video_to_dir(
         holder["out"].write(picture)
         if labels_dir is not None:
             write_label_png(labels_dir / f"{res.frame_index:06d}.png", labels, dtype)
+        if scores_dir is not None:
+            save_score_png(scores_dir / f"{res.frame_index:06d}.png", res)
         if opts.legend:
             outcome.classes |= present_labels(labels)
 
