@@ -281,3 +281,10 @@ def test_prefetch_and_drain_carry_errors() -> None:
 
 def test_cli_overlay_default_matches_results() -> None:
     assert OVERLAY_ALPHA == DEFAULT_OVERLAY_ALPHA
+
+
+def test_unreachable_camera_and_stream_are_clear_errors(seg: Segmenter) -> None:
+    with pytest.raises(InputError, match=r"Cannot open video 'camera:7': check the camera index"):
+        list(seg.predict_video("camera:7"))
+    with pytest.raises(InputError, match=r"Cannot open video 'rtsp://127.0.0.1:9/live': check the URL"):
+        list(seg.predict_video("rtsp://127.0.0.1:9/live"))  # nothing listens on port 9: refused at once
