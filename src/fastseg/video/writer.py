@@ -9,6 +9,7 @@ Motion-JPEG (``MJPG``) in .avi, VP8 in .webm, and lossless FFV1 (``--fourcc FFV1
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,6 +22,8 @@ from fastseg.errors import InputError
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG", ".webm": "VP80"}
 DEFAULT_SUFFIX = ".mp4"
+
+log = logging.getLogger(__name__)
 
 
 def output_suffix(source_suffix: str) -> str:
@@ -45,6 +48,11 @@ class VideoOutput:
         if len(code) != 4:
             raise InputError(f"A FourCC code has 4 characters (mp4v, MJPG, FFV1, ...), got {code!r}.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if size[0] % 2 or size[1] % 2:
+            log.warning(
+                "%s: OpenCV's FFmpeg writer stores %dx%d frames as %dx%d (even sizes only, whatever the codec); "
+                "the label PNGs (--save_labels) keep the full size.", self.path, size[0], size[1], size[0] & ~1, size[1] & ~1,
+            )
         self._writer: Any = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*code), fps, size)
         if not self._writer.isOpened():
             self._writer.release()
