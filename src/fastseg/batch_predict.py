@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastseg.errors import InputError
+from fastseg.palettes import Palette, legend_names, paddlex_palette, present_labels, save_legend
 from fastseg.processing import TargetSize
 from fastseg.reference import weights_note
+from fastseg.results import save_score_png
 from fastseg.segmenter import InputItem, Segmenter
 
 
@@ -43,7 +45,10 @@ def predict_to_dir(
     *,
     batch_size: int | None = None,
     target_size: TargetSize | None = None,
-    overlay: bool = False,
+    overlay: bool | float = False,
+    palette: Palette | None = None,
+    legend: Sequence[str] | None = None,
+    save_scores: bool = False,
     write_json: bool = True,
     json_max_pixels: int | None = None,
     on_item: Callable[[], None] | None = None,
@@ -54,6 +59,9 @@ def predict_to_dir(
     (missing, unreadable or corrupt image, failed URL) marks that input failed and the run goes
     on. Errors that are not about one input (disk full, a broken model) still stop the run.
     A label map over ``json_max_pixels`` gets its PNG only (counted in ``skipped_json``).
+    ``overlay`` may be the blend's alpha; ``palette`` replaces PaddleX's colours; ``legend``
+    (class names, may be empty) also writes ``<stem>_res_legend.png`` naming the classes present;
+    ``save_scores`` writes ``<stem>_res_score.png`` (the winning class's probability, 0-255).
     """
     outcome = BatchOutcome()
     step = batch_size or seg.batch_size
@@ -68,7 +76,14 @@ def predict_to_dir(
                 if on_item is not None:
                     on_item()
         for res in seg.predict(ready, batch_size=step, target_size=target_size) if ready else ():
-            res.save_to_img(out_dir, overlay=overlay)
+            target = res.save_to_img(out_dir, overlay=overlay, palette=palette)
+            if save_scores:
+                save_score_png(target.with_name(f"{target.stem}_score.png"), res)
+            if legend is not None:
+                lut = palette.lut() if palette is not None else paddlex_palette()
+                present = sorted(present_labels(res.labels_hw))
+                names = legend_names(max(present, default=0) + 1, legend, palette.class_names if palette else ())
+                save_legend(target.with_name(f"{target.stem}_legend.png"), present, names, lut)
             if write_json and (json_max_pixels is None or res.pred.size <= json_max_pixels):
                 res.save_to_json(out_dir)
             elif write_json:

@@ -15,7 +15,6 @@ import json
 import mimetypes
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,32 +24,24 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError
 from fastseg.files import write_bytes_atomic
+from fastseg.palettes import Palette, load_palette
+from fastseg.palettes import paddlex_palette as paddlex_palette  # re-exported: its old home
 
 _KEYS = ("input_path", "page_index", "input_img", "pred")
 DEFAULT_OVERLAY_ALPHA = 0.4  # PaddleSeg's visualize(): 0.6 image + 0.4 colour
 
 
-@cache
-def paddlex_palette(num_colors: int = 256) -> npt.NDArray[np.uint8]:
-    """PaddleX/PaddleSeg ``get_color_map_list``: RGB uint8 [num_colors, 3].
-
-    Label k gets the bit-interleaved colour of k + 1 (PaddleX builds num_colors + 1 entries
-    and drops the first), so label 0 is (128, 0, 0). The result is read-only.
-    """
-    idx = np.arange(1, num_colors + 1, dtype=np.int64)
-    pal = np.zeros((num_colors, 3), dtype=np.int64)
-    bits = int(idx.max()).bit_length()
-    for j in range((bits + 2) // 3):
-        for ch in range(3):
-            pal[:, ch] |= ((idx >> (3 * j + ch)) & 1) << (7 - j)
-    out = pal.astype(np.uint8)
-    out.flags.writeable = False
-    return out
+PaletteLike = Sequence[Sequence[int]] | npt.NDArray[Any] | Palette | str | Path
+"""RGB rows per class, a ``Palette``, or a palette name/JSON file (``fastseg.palettes.load_palette``)."""
 
 
-def _palette_array(palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None) -> npt.NDArray[np.uint8]:
+def _palette_array(palette: PaletteLike | None) -> npt.NDArray[np.uint8]:
     if palette is None:
         return paddlex_palette()
+    if isinstance(palette, (str, Path)):
+        palette = load_palette(palette)
+    if isinstance(palette, Palette):
+        return palette.lut()
     pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     if len(pal) < 256:  # unknown labels keep PaddleX's colours
         pal = np.concatenate([pal, paddlex_palette()[len(pal) :]])
@@ -59,7 +50,7 @@ def _palette_array(palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None) -
 
 def colorize(
     labels_hw: npt.NDArray[Any],
-    palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None = None,
+    palette: PaletteLike | None = None,
     *,
     bgr: bool = False,
 ) -> npt.NDArray[np.uint8]:
@@ -67,8 +58,9 @@ def colorize(
 
     Args:
         labels_hw: integer labels [H,W] in 0..255.
-        palette: RGB rows per class; None = PaddleX's pseudo-colour palette. Labels beyond a
-            short palette use PaddleX's colours.
+        palette: RGB rows per class, a ``Palette``, or a name/JSON file (``paddlex``,
+            ``cityscapes``, ``ade20k``, ``FILE.json``); None = PaddleX's pseudo-colour palette.
+            Labels beyond a short palette use PaddleX's colours.
         bgr: return BGR (for OpenCV) instead of RGB.
 
     Returns:
@@ -91,7 +83,7 @@ def colorize(
 def overlay(
     image_bgr: npt.NDArray[np.uint8],
     labels_hw: npt.NDArray[Any],
-    palette: Sequence[Sequence[int]] | npt.NDArray[Any] | None = None,
+    palette: PaletteLike | None = None,
     alpha: float = DEFAULT_OVERLAY_ALPHA,
 ) -> npt.NDArray[np.uint8]:
     """Blend the colour map over the image: ``(1 - alpha) * image + alpha * colour`` (BGR uint8)."""
@@ -237,9 +229,18 @@ class SegResult(Mapping[str, Any]):
         return {"res": colorize(self.labels_hw, self.palette)}
 
     def save_to_img(
-        self, save_path: str | Path, *, overlay: bool = False, alpha: float = DEFAULT_OVERLAY_ALPHA
+        self,
+        save_path: str | Path,
+        *,
+        overlay: bool | float = False,
+        alpha: float = DEFAULT_OVERLAY_ALPHA,
+        palette: PaletteLike | None = None,
     ) -> Path:
         """Write the pseudo-colour map (or, with ``overlay``, the map blended over the input image).
+
+        ``overlay`` may be the blend's alpha itself (``overlay=0.5``; ``True`` uses ``alpha``).
+        ``palette`` overrides the result's palette for this image: RGB rows, a ``Palette``, or
+        ``paddlex``/``cityscapes``/``ade20k``/``FILE.json`` (``fastseg.palettes``).
 
         ``save_path`` is an image file or a directory (then ``<input stem>_res.png``, as PaddleX
         names it; always PNG so labels are not blurred by JPEG). Written atomically.
@@ -248,12 +249,14 @@ class SegResult(Mapping[str, Any]):
             InputError: ``overlay`` without the input image.
         """
         target = self._target(save_path, ".png", "image/")
-        if overlay:
+        pal: PaletteLike | None = self.palette if palette is None else palette
+        if overlay is not False:
             if self.input_img is None:
                 raise InputError("save_to_img(overlay=True) needs the input image; this result has none.")
-            picture = _overlay(self.input_img, self.labels_hw, self.palette, alpha)
+            blend = alpha if overlay is True else float(overlay)
+            picture = _overlay(self.input_img, self.labels_hw, pal, blend)
         else:
-            picture = colorize(self.labels_hw, self.palette, bgr=True)
+            picture = colorize(self.labels_hw, pal, bgr=True)
         ok, buf = cv2.imencode(target.suffix or ".png", picture)
         if not ok:
             raise InputError(f"Cannot encode an image as {target.suffix!r}; use .png.")
@@ -262,3 +265,28 @@ class SegResult(Mapping[str, Any]):
 
 
 _overlay = overlay
+
+
+def score_png(score_hw: npt.NDArray[Any]) -> bytes:
+    """A score map [H,W] in 0..1 as an 8-bit grey PNG (0-255, rounded): ``--save_scores``' file."""
+    grey = np.clip(np.rint(np.asarray(score_hw, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", grey)
+    if not ok:
+        raise InputError("Cannot encode the score map as PNG.")
+    return bytes(buf.tobytes())
+
+
+def save_score_png(target: Path, result: SegResult) -> Path:
+    """Write ``result.score`` to ``target`` as ``score_png`` (atomically).
+
+    Raises:
+        InputError: the result has no score (the model's graph ends in ArgMax and its tail
+            cannot run banded, or ``return_score`` was off).
+    """
+    if result.score is None:
+        raise InputError(
+            "This result has no score map: create the Segmenter with return_score=True; a model whose graph ends in "
+            "ArgMax gives scores only where fastseg's banded head can reproduce its tail (docs/banded-head.md)."
+        )
+    write_bytes_atomic(target, score_png(result.score[0]))
+    return target

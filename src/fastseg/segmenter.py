@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import InputError
+from fastseg.errors import FastSegError, InputError
 from fastseg.head import Head, HeadMode, prepare_head
 from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url, read_ahead
 from fastseg.model_dir import ONNX_FILE, ModelMeta, PreprocessSpec, ResizeSpec, read_meta
@@ -53,6 +53,7 @@ from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.slide import SlideConfig, slide_image, slide_model_path
+from fastseg.video import FrameResult, predict_video
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,24 @@ class Segmenter:
     def _prepare_head(
         self, head: HeadMode, *, device: str, options: RuntimeOptions | None, home: Path | None
     ) -> Head:
-        """The head that turns the network's output into labels (``graph`` under sliding windows)."""
-        return prepare_head(
-            self.engine_choice.model_dir / ONNX_FILE, head="graph" if self.slide is not None else head,
+        """The head that turns the network's output into labels (``graph`` under sliding windows).
+
+        With ``return_score`` on a model whose graph ends in ArgMax, ``auto`` means ``banded``
+        where the tail allows it: only the banded head sees the logits a score needs."""
+        mode = "graph" if self.slide is not None else head
+        kwargs: dict[str, Any] = dict(
             output_kind=self._meta.output_kind, device=device,
             engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else self.engine_choice.precision,
             num_classes=self._meta.num_classes, home=home,
             threads=options.intra_op_threads if options else None,
         )
+        model_path = self.engine_choice.model_dir / ONNX_FILE
+        if self.return_score and mode == "auto" and self._meta.output_kind == "labels":
+            try:
+                return prepare_head(model_path, head="banded", **kwargs)
+            except FastSegError as exc:
+                log.warning("return_score: no scores for %s, its head ends in ArgMax (%s)", self._meta.model_name, exc)
+        return prepare_head(model_path, head=mode, **kwargs)
 
     def _open_session(
         self, spec: DeviceSpec, options: RuntimeOptions | None, *, home: Path | None, allow_fallback: bool, fuse: bool
@@ -299,8 +310,10 @@ class Segmenter:
         for idx in group_by_shape(net_hw):
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
-                output = self.infer(self.prepare([images[i] for i in idx], resize))
-                labels, scores = labels_from_output(output, meta.output_kind, with_score=self.return_score)
+                batch = self.prepare([images[i] for i in idx], resize)
+                output, scores = self._infer_scored(batch) if self.return_score else (self.infer(batch), None)
+                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.return_score)
+                scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
                 score = None if scores is None else restore_size(scores[k], src_hw[i])
@@ -356,6 +369,14 @@ class Segmenter:
         Raises:
             InputError: a float32 batch for an engine that pre-processes itself (or the reverse).
         """
+        return self._head.finish(*self._run_network(batch))
+
+    def _infer_scored(self, batch: Batch) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
+        """``infer`` plus the banded head's per-pixel score (None under the graph's head)."""
+        return self._head.finish_scored(*self._run_network(batch))
+
+    def _run_network(self, batch: Batch) -> tuple[npt.NDArray[Any], tuple[int, int, int, int]]:
+        """The session's output for ``batch`` and the batch's NCHW shape (what the head needs)."""
         fused = self.session.fused_preprocess
         if fused != (batch.dtype == np.uint8):
             raise InputError(
@@ -363,7 +384,7 @@ class Segmenter:
                 f"got {batch.dtype} {tuple(batch.shape)}: build the batch with Segmenter.prepare(), or pass preprocess='numpy'."
             )
         n, h, w = (batch.shape[0], batch.shape[1], batch.shape[2]) if fused else (batch.shape[0], batch.shape[2], batch.shape[3])
-        return self._head.finish(self.session.run(batch), (n, 3, h, w))
+        return self.session.run(batch), (int(n), 3, int(h), int(w))
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None
@@ -399,6 +420,22 @@ class Segmenter:
         if not images:
             return []
         return self._run(images, [None] * len(images), self._resize_for(target_size))
+
+    def predict_video(
+        self,
+        source: str | Path,
+        *,
+        every: int = 1,
+        max_frames: int | None = None,
+        target_size: TargetSize | None = None,
+    ) -> Iterator[FrameResult]:
+        """Segment a video file, rtsp/http(s) stream or ``camera:N`` lazily (``fastseg.video``).
+
+        Yields one ``FrameResult`` per kept frame (every ``every``-th, at most ``max_frames``),
+        carrying ``frame_index`` and ``timestamp`` (s); its labels are those of predicting that
+        frame alone. Decoding runs ahead in a thread with a bounded queue.
+        """
+        return predict_video(self, source, every=every, max_frames=max_frames, target_size=target_size)
 
     def __call__(self, input: Any, **kwargs: Any) -> Iterator[SegResult]:
         return self.predict(input, **kwargs)

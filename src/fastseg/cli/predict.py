@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fastseg.cli.video import OVERLAY_ALPHA, VideoRun, run_videos, split_inputs, video_options
 from fastseg.cli.options import (
     allow_fallback_option,
     device_option,
@@ -26,7 +27,7 @@ LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 @click.command("predict")
 @click.option("--input", "input_", default=None,
               help="Image file, directory (recursive) or http(s) URL [default: the demo street photo shipped "
-                   "in the package, fastseg/data/demo_street.jpg].")
+                   "in the package, fastseg/data/demo_street.jpg]; also a video, rtsp:// stream or camera:N.")
 @click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
 @weights_option()
 @click.option("--pipeline", default=None, help="PaddleX pipeline YAML (its model/batch_size/target_size).")
@@ -36,7 +37,9 @@ LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 @click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
               help="Images per network call [default: 1, or the pipeline's].")
 @click.option("--target_size", "--target-size", "target_size", default=None, help="N or W,H; overrides the model's Resize.")
-@click.option("--overlay", is_flag=True, help="Save the colour map blended over the input instead of the map alone.")
+@click.option("--overlay", type=click.FloatRange(0.0, 1.0), is_flag=False, flag_value=OVERLAY_ALPHA, default=None,
+              metavar="[ALPHA]", help="Save the colour map blended over the input (ALPHA: the map's weight, "
+                                      f"default {OVERLAY_ALPHA}) instead of the map alone.")
 @allow_fallback_option()
 @click.option("--no-json", "no_json", is_flag=True, help="Skip writing <stem>_res.json (label maps as JSON are large).")
 @engine_option()
@@ -47,6 +50,7 @@ LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 @click.option("--json", "force_json", is_flag=True,
               help="Write <stem>_res.json even for images over 16 MP (skipped by default: ~200 MB for 8000x8000).")
 @slide_options()
+@video_options()
 def predict_cmd(
     input_: str | None,
     model: str | None,
@@ -56,7 +60,7 @@ def predict_cmd(
     save_path: str,
     batch_size: int | None,
     target_size: str | None,
-    overlay: bool,
+    overlay: float | None,
     allow_fallback: bool,
     no_json: bool,
     engine: str,
@@ -67,8 +71,18 @@ def predict_cmd(
     slide: str | None,
     slide_stride: str | None,
     protocol: str,
+    save_labels: bool,
+    every: int,
+    max_frames: int | None,
+    fourcc: str | None,
+    palette: str | None,
+    legend: bool,
+    save_scores: bool,
 ) -> None:
-    """Segment images and save PaddleX-style pseudo-colour maps and JSON.
+    """Segment images (and videos) and save PaddleX-style pseudo-colour maps and JSON.
+
+    A video (file, directory of them, rtsp/http(s) stream, camera:N) becomes <stem>_res.mp4 of
+    the same size, frame rate and frame count (docs/video.md).
 
     An unreadable image is skipped: the others are written, the failures are listed at the
     end and the exit code is 1.
@@ -78,6 +92,7 @@ def predict_cmd(
     from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
     from fastseg.ray.devices import is_multi_device
+    from fastseg.palettes import load_palette
     from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
 
     ts = parse_target_size(target_size)
@@ -85,13 +100,20 @@ def predict_cmd(
         model or DEFAULT_MODEL, slide=slide, slide_stride=slide_stride, protocol=protocol,
         keep_target_size=ts is not None,
     )
+    source = input_ if input_ is not None else str(demo_image())
+    videos, images = split_inputs(source)
+    pal = load_palette(palette) if palette is not None else None
     if use_ray or ray_address or is_multi_device(device):
         from fastseg.ray.commands import run_predict
 
+        if videos or pal is not None or legend or save_scores:
+            raise click.UsageError(
+                "Videos, --palette, --legend and --save_scores run locally for now: drop --ray (and the device list)."
+            )
         run_predict(
             input_=input_ if input_ is not None else str(demo_image()),
             model=None if model is None else str(weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
-            batch_size=batch_size, target_size=ts, overlay=overlay, no_json=no_json, workers=workers,
+            batch_size=batch_size, target_size=ts, overlay=overlay is not None, no_json=no_json, workers=workers,
             address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine, **kwargs},
         )
         return
@@ -102,15 +124,33 @@ def predict_cmd(
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
                               weights=_given_weights(weights))
+        seg.return_score = save_scores
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
-        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
+        seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine,
+                        return_score=save_scores, **kwargs)
     out_dir = Path(save_path)
     with seg:
-        items = expand_inputs(input_ if input_ is not None else str(demo_image()))
+        if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:
+            raise click.ClickException(
+                f"--save_scores: {seg.meta.model_name}'s graph ends in ArgMax and fastseg's banded head cannot "
+                "reproduce its tail, so there are no logits to score (docs/video.md); --slide gives scores for any model."
+            )
+        if videos:
+            if batch_size is not None:
+                seg.batch_size = batch_size
+            run_videos(seg, videos, VideoRun(
+                out_dir=out_dir, overlay=overlay, palette=pal, save_labels=save_labels, save_scores=save_scores, legend=legend,
+                every=every, max_frames=max_frames, fourcc=fourcc, target_size=ts,
+            ))
+        if images is None:
+            return
+        items = expand_inputs(images)
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
             outcome = predict_to_dir(
-                seg, items, out_dir, batch_size=batch_size, target_size=ts, overlay=overlay,
+                seg, items, out_dir, batch_size=batch_size, target_size=ts,
+                overlay=False if overlay is None else overlay, palette=pal, legend=seg.meta.class_names if legend else None,
+                save_scores=save_scores,
                 write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS,
                 on_item=lambda: bar.update(1),
             )

@@ -64,6 +64,33 @@ class Head:
         """
         if not self.banded or self.tail is None:
             return output
+        return self._as_graph_labels(self._banded_labels(output, batch_shape)[0])
+
+    def finish_scored(
+        self, output: npt.NDArray[Any], batch_shape: tuple[int, ...]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
+        """``finish``'s labels and, for the banded head, the winning class's probability
+        float32 [N,H,W] (softmax of the resized logits), computed band by band
+        (``fastseg.head.score``); None for the graph's own head (its output has no logits)."""
+        if not self.banded or self.tail is None:
+            return output, None
+        from fastseg.head.score import resize_score
+
+        labels, spec, scales_hw = self._banded_labels(output, batch_shape)
+        return self._as_graph_labels(labels), resize_score(output, labels, spec, scales_hw=scales_hw)
+
+    def _as_graph_labels(self, labels: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+        """The graph's layout and dtype (keepdims, Cast) of int64 [N,H,W] labels."""
+        assert self.tail is not None
+        if self.tail["keepdims"]:
+            labels = labels[:, None]
+        return labels.astype(self.tail["output_dtype"], copy=False)
+
+    def _banded_labels(
+        self, output: npt.NDArray[Any], batch_shape: tuple[int, ...]
+    ) -> tuple[npt.NDArray[np.int64], TailResize, tuple[float, float] | None]:
+        """int64 [N,H,W] labels from the body's logits, with the Resize reproduced."""
+        assert self.tail is not None
         tail = self.tail
         if output.ndim != 4 or output.dtype != np.float32:
             raise ModelDirError(
@@ -84,9 +111,7 @@ class Head:
             raise ModelDirError(f"The model's Resize scales {scales} cannot be reproduced.")
         spec = TailResize(tail["mode"], tail["coordinate_mode"], tail["nearest_mode"], tail["select_last_index"])
         labels = resize_argmax(output, out_hw, spec, scales_hw=scales_hw, band_rows=self.band_rows, threads=self.threads)
-        if tail["keepdims"]:
-            labels = labels[:, None]
-        return labels.astype(tail["output_dtype"], copy=False)
+        return labels, spec, scales_hw
 
 
 def head_cache_dir(model_path: Path, home: Path | None = None) -> Path:
