@@ -18,11 +18,11 @@ MAX_LINES = 450
 # Top to bottom: a module may import its own layer or a lower one, never a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "__main__"),
-    ("serving", "ray", "bench", "precision", "evaluation", "batch_predict"),
-    ("segmenter", "pipeline_config", "model_resolution", "slide", "inputs", "demo_data"),
+    ("serving", "ray", "bench", "precision", "evaluation", "batch_predict", "pipeline"),
+    ("segmenter", "pipeline_config", "model_resolution", "slide", "inputs", "video", "demo_data"),
     ("convert", "download"),  # the build side: model_resolution converts a zoo model on demand
     ("engines", "head", "processing", "graph_edit", "results"),
-    ("model_dir", "zoo", "reference", "files", "errors"),
+    ("model_dir", "zoo", "reference", "palettes", "files", "errors", "offline"),
 )
 
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # (module, imported module) closing a circle -> the work that removes it

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tiny_models import colour_model_dir
 
 from fastseg.cli import main
-from fastseg.segmenter import load_pipeline_config
+from fastseg.pipeline_config import load_pipeline_config
 
 
 @pytest.fixture(scope="module")

@@ -209,7 +209,7 @@ def test_segmenter_refuses_reference_for_a_directory_and_unknown_weights(built: 
 
 def test_pipeline_yaml_and_create_pipeline_take_weights(built: Path, tmp_path: Path) -> None:
     from fastseg.errors import InputError
-    from fastseg.segmenter import create_pipeline
+    from fastseg.pipeline import create_pipeline
 
     cfg = tmp_path / "pipe.yaml"
     cfg.write_text(f"pipeline_name: semantic_segmentation\nSubModules:\n  SemanticSegmentation:\n"

@@ -18,7 +18,9 @@ from tiny_models import colour_model_dir
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError, UnknownModelError
 from fastseg.model_dir import ResizeSpec
 from fastseg.engines.ort import RuntimeOptions
-from fastseg.segmenter import Segmenter, create_pipeline, load_pipeline_config, write_pipeline_config
+from fastseg.segmenter import Segmenter
+from fastseg.pipeline import create_pipeline
+from fastseg.pipeline_config import load_pipeline_config, write_pipeline_config
 from fastseg.zoo import converted_model_dir
 
 OPTS = RuntimeOptions(intra_op_threads=1)

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from fastseg.evaluation.runner import evaluate
     from fastseg.results import SegResult
     from fastseg.engines.ort import RuntimeOptions
-    from fastseg.segmenter import Segmenter, create_pipeline
+    from fastseg.segmenter import Segmenter
+    from fastseg.pipeline import create_pipeline
 
 # Imported on first use so `fastseg --help` does not load onnxruntime/OpenCV.
 _LAZY = {

@@ -17,7 +17,8 @@ from fastseg.palettes import Palette, legend_names, paddlex_palette, present_lab
 from fastseg.processing import TargetSize
 from fastseg.reference import weights_note
 from fastseg.results import save_score_png
-from fastseg.segmenter import InputItem, Segmenter
+from fastseg.inputs import InputItem
+from fastseg.segmenter import Segmenter
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """PaddleX pipeline configuration: the ``semantic_segmentation`` pipeline YAML, read
 (``load_pipeline_config``) and written (``write_pipeline_config``, PaddleX's ``get-config``).
 
-``fastseg.segmenter.create_pipeline`` builds a ``Segmenter`` from what is read here.
+``fastseg.pipeline.create_pipeline`` builds a ``Segmenter`` from what is read here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``Segmenter``: the one place the pipeline is wired (model dir -> preprocess -> run -> postprocess
--> ``SegResult``), and ``create_pipeline`` for PaddleX pipeline YAMLs.
+-> ``SegResult``); ``fastseg.pipeline.create_pipeline`` builds one from a PaddleX pipeline YAML.
 
 Inputs follow PaddleX's predict() (``fastseg.inputs``); a model is a zoo name or a converted
 directory (``fastseg.model_resolution``); pipeline YAMLs are read by ``fastseg.pipeline_config``.
@@ -20,24 +20,15 @@ import numpy.typing as npt
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.head import Head, HeadMode, prepare_head
-from fastseg.inputs import URL_TIMEOUT_S, InputItem, expand_inputs, fetch_url, read_ahead
-from fastseg.model_dir import ONNX_FILE, ModelMeta, PreprocessSpec, ResizeSpec, read_meta
+from fastseg.inputs import expand_inputs, read_ahead
+from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta
 from fastseg.model_resolution import DEFAULT_MODEL, resolve_model_dir
-from fastseg.pipeline_config import (
-    DEFAULT_PIPELINE_YAML,
-    PIPELINE_NAME,
-    load_pipeline_config,
-    target_size_from_yaml,
-    parse_weights,
-    write_pipeline_config,
-)
 from fastseg.processing import (
     TargetSize,
     as_bgr,
     check_output_kind,
     group_by_shape,
     labels_from_output,
-    normalize_coefficients,
     preprocess_into,
     resize_into,
     resize_spec_for,
@@ -48,7 +39,7 @@ from fastseg.reference import Weights
 from fastseg.results import SegResult
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.session_base import Batch
-from fastseg.engines.preprocess_graph import FusedPreprocess
+from fastseg.engines.preprocess_graph import fused_preprocess
 from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.ort import RuntimeOptions
@@ -57,21 +48,6 @@ from fastseg.video import FrameResult, predict_video
 
 log = logging.getLogger(__name__)
 
-# Re-exported: callers import these from fastseg.segmenter.
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_PIPELINE_YAML",
-    "PIPELINE_NAME",
-    "URL_TIMEOUT_S",
-    "InputItem",
-    "Segmenter",
-    "create_pipeline",
-    "expand_inputs",
-    "fetch_url",
-    "load_pipeline_config",
-    "resolve_model_dir",
-    "write_pipeline_config",
-]
 
 
 PreprocessMode = Literal["auto", "engine", "numpy"]
@@ -80,14 +56,6 @@ PREPROCESS_MODES: tuple[str, ...] = ("auto", "engine", "numpy")
 
 def _on_cpu(spec: DeviceSpec) -> bool:
     return spec.kind == "cpu" or (spec.kind == "openvino" and spec.openvino_target == "CPU")
-
-
-def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
-    """The pre-processing an engine prepends to the graph: the numpy path's very coefficients."""
-    a, b = normalize_coefficients(spec)
-    return FusedPreprocess(
-        scale=(float(a[0]), float(a[1]), float(a[2])), shift=(float(b[0]), float(b[1]), float(b[2])), to_rgb=spec.to_rgb
-    )
 
 
 # ----------------------------------------------------------------------------- Segmenter
@@ -458,37 +426,3 @@ class Segmenter:
     def __repr__(self) -> str:
         where = self._session.device if self._session else "closed"
         return f"Segmenter(model={self._meta.model_name!r}, device={str(where)!r}, dir={str(self.model_dir)!r})"
-
-
-# ----------------------------------------------------------------------------- pipelines
-def create_pipeline(
-    pipeline: str | Path = PIPELINE_NAME,
-    *,
-    device: str = "cpu",
-    options: RuntimeOptions | None = None,
-    allow_fallback: bool = False,
-    home: Path | None = None,
-    engine: str = "auto",
-    weights: Weights | None = None,
-) -> Segmenter:
-    """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
-
-    Reads ``SubModules.SemanticSegmentation``: ``model_dir`` (wins when set) or ``model_name``,
-    ``weights`` (``official`` or ``reference``, as ``Segmenter``'s; the ``weights`` argument
-    overrides it), ``batch_size``, ``target_size``. Use ``predict(input=...)`` on the result, as
-    in PaddleX.
-    """
-    sub = load_pipeline_config(pipeline)
-    model = sub.get("model_dir") or sub.get("model_name") or DEFAULT_MODEL
-    return Segmenter(
-        model,
-        weights=weights or parse_weights(sub.get("weights")),
-        device=device,
-        batch_size=int(sub.get("batch_size") or 1),
-        target_size=target_size_from_yaml(sub.get("target_size")),
-        options=options,
-        allow_fallback=allow_fallback,
-        home=home,
-        engine=engine,
-    )
-

@@ -93,7 +93,10 @@ def predict_cmd(
     from fastseg.demo_data import demo_image
     from fastseg.ray.devices import is_multi_device
     from fastseg.palettes import load_palette
-    from fastseg.segmenter import DEFAULT_MODEL, Segmenter, create_pipeline, expand_inputs
+    from fastseg.model_resolution import DEFAULT_MODEL
+    from fastseg.segmenter import Segmenter
+    from fastseg.pipeline import create_pipeline
+    from fastseg.inputs import expand_inputs
 
     ts = parse_target_size(target_size)
     kwargs = window_options(
@@ -179,7 +182,7 @@ def _given_weights(weights: str) -> Weights | None:
               help="Directory (gets <pipeline>.yaml) or a .yaml file path.")
 def get_config_cmd(pipeline: str, save_path: str) -> None:
     """Write the default PaddleX-style pipeline YAML (edit it, then predict --pipeline it)."""
-    from fastseg.segmenter import write_pipeline_config
+    from fastseg.pipeline_config import write_pipeline_config
 
     target = write_pipeline_config(Path(save_path), pipeline=pipeline)
     click.echo(f"Wrote {target}")

@@ -67,7 +67,7 @@ def split_inputs(input_: str) -> tuple[list[VideoSource], Any]:
     if path.is_dir():
         videos = videos_in(path)
         if videos:
-            from fastseg.segmenter import expand_inputs
+            from fastseg.inputs import expand_inputs
 
             try:
                 return videos, expand_inputs(input_)

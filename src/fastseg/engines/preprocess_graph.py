@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from fastseg.errors import ModelDirError
+from fastseg.model_dir import PreprocessSpec
+from fastseg.processing import normalize_coefficients
 
 FUSED_INPUT = "image_bgr_u8"
 """The fused graph's input: uint8 [N, H, W, 3], BGR as OpenCV decodes."""
@@ -35,6 +37,14 @@ class FusedPreprocess:
     scale: tuple[float, float, float]
     shift: tuple[float, float, float]
     to_rgb: bool
+
+
+def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
+    """What to prepend for ``spec``: the numpy path's very coefficients (``normalize_coefficients``)."""
+    a, b = normalize_coefficients(spec)
+    return FusedPreprocess(
+        scale=(float(a[0]), float(a[1]), float(a[2])), shift=(float(b[0]), float(b[1]), float(b[2])), to_rgb=spec.to_rgb
+    )
 
 
 def fused_model_bytes(model_path: Path, pre: FusedPreprocess) -> bytes:

@@ -59,7 +59,7 @@ class _PaddleLabeler:
     engine: str = "paddle-inference"
 
     def labels(self, chunk: Sequence[Sample]) -> list[npt.NDArray[Any]]:
-        from fastseg.segmenter import InputItem
+        from fastseg.inputs import InputItem
 
         images = [InputItem(source=str(s.image), path=s.image).load() for s in chunk]
         labels: list[npt.NDArray[Any]] = self.reference.labels(images)

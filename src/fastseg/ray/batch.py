@@ -32,7 +32,7 @@ from fastseg.ray.cluster import (
 )
 from fastseg.ray.devices import WorkerPlan, plan_workers
 from fastseg.results import SegResult
-from fastseg.segmenter import InputItem, expand_inputs
+from fastseg.inputs import InputItem, expand_inputs
 
 if TYPE_CHECKING:
     import ray.data

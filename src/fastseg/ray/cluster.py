@@ -25,7 +25,8 @@ from fastseg.model_dir import read_meta
 from fastseg.ray.devices import ClusterResources, cluster_resources_from, require_ray, visible_devices_env
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.reference import Weights
-from fastseg.segmenter import Segmenter, resolve_model_dir
+from fastseg.segmenter import Segmenter
+from fastseg.model_resolution import resolve_model_dir
 
 log = logging.getLogger(__name__)
 

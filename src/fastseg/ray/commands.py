@@ -60,7 +60,7 @@ def run_predict(
     from tqdm import tqdm
 
     from fastseg.ray.batch import list_inputs, segment
-    from fastseg.segmenter import DEFAULT_MODEL
+    from fastseg.model_resolution import DEFAULT_MODEL
 
     if pipeline is not None:
         raise click.UsageError("--pipeline is not supported with --ray: give --model, --batch_size, --target_size.")

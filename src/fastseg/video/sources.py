@@ -104,7 +104,11 @@ def is_video_input(x: object) -> bool:
     if low.startswith(STREAM_SCHEMES) or re.fullmatch(r"camera:\d+", low):
         return True
     if low.startswith(("http://", "https://")):
-        return Path(urllib.parse.urlparse(text).path).suffix.lower() in VIDEO_SUFFIXES
+        try:
+            path = urllib.parse.urlparse(text).path
+        except ValueError:  # an unparsable URL is no video; the image path reports it as a failed input
+            return False
+        return Path(path).suffix.lower() in VIDEO_SUFFIXES
     return Path(text).suffix.lower() in VIDEO_SUFFIXES
 
 
