@@ -182,7 +182,7 @@ def test_bodies_are_counted_before_they_are_read(tiny_dir: Path) -> None:
     refused 503 (naming body_memory_bytes) without being read; afterwards requests pass."""
     stub = GatedSegmenter(read_meta(tiny_dir))
     stub.gate.set()
-    config = ServingConfig(max_body_bytes=10_000, body_memory_bytes=10_000, body_timeout_s=1.0)
+    config = ServingConfig(max_body_bytes=10_000, body_memory_bytes=10_000, body_timeout_s=5.0)
     app = create_app(stub, config)
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url:
@@ -249,3 +249,28 @@ def test_heap_is_trimmed_once_after_a_burst(tiny_dir: Path) -> None:
         assert [r.status_code for r in pool.map(lambda _: post(url, body), range(4))] == [200] * 4
         _wait_for(lambda: app.state.handler.trimmer.trims >= 1)
         assert app.state.handler.trimmer.trims == 1
+
+
+def test_heap_trim_waits_for_an_inference_that_outlived_its_request() -> None:
+    """A timed-out request's inference may still run when the last answer is sent: the trim is
+    put off until it ends, so the memory it frees is handed back too."""
+    import asyncio
+
+    from fastseg.serving.memory import IdleTrimmer
+
+    working = [True]
+    trimmer = IdleTrimmer(delay_s=0.05, still_working=lambda: working[0])
+
+    async def scenario() -> tuple[int, int]:
+        with ThreadPoolExecutor(1) as pool:
+            trimmer.idle_if(True, pool)
+            await asyncio.sleep(0.3)
+            during = trimmer.trims
+            working[0] = False
+            for _ in range(100):  # bounded: 5 s at most
+                if trimmer.trims:
+                    break
+                await asyncio.sleep(0.05)
+            return during, trimmer.trims
+
+    assert asyncio.run(scenario()) == (0, 1)

@@ -81,6 +81,7 @@ class Batcher:
         self._max_batch = max_batch
         self._max_pixels = max_batch_pixels
         self._held: list[_Job] = []  # taken from the queue, left for the next batch (pixel budget)
+        self.running = 0  # predict calls running now (one may outlive its timed-out requests)
         self._max_wait_s = max_wait_s
         self._capacity = capacity
         self._workers = workers
@@ -203,6 +204,7 @@ class Batcher:
                 groups.setdefault(job.target_size, []).append(job)
         for jobs in groups.values():
             started = time.perf_counter()
+            self.running += 1
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
@@ -221,6 +223,8 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            finally:
+                self.running -= 1
             self.stats.batches += 1
             self.stats.images += len(jobs)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))

@@ -168,7 +168,7 @@ class InferenceHandler:
         self.budget = MemoryBudget(config.decode_memory_bytes)
         self.bodies = ByteCounter(config.body_memory_bytes)
         self.batcher = (batcher_factory or default_batcher)(self._predict, config)
-        self.trimmer = IdleTrimmer()
+        self.trimmer = IdleTrimmer(still_working=lambda: self.batcher.running > 0)
         self._cpu: ThreadPoolExecutor | None = None
         self._open = 0  # requests between body reservation and answer
 

@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 LOG = logging.getLogger("fastseg.serving")
@@ -52,8 +53,9 @@ class IdleTrimmer:
     event loop. A burst ends with one trim, not one per request.
     """
 
-    def __init__(self, delay_s: float = 0.5) -> None:
+    def __init__(self, delay_s: float = 0.5, still_working: Callable[[], bool] = lambda: False) -> None:
         self._delay_s = delay_s
+        self._still_working = still_working  # e.g. an inference that outlived its timed-out request
         self._timer: asyncio.TimerHandle | None = None
         self.trims = 0
 
@@ -77,6 +79,9 @@ class IdleTrimmer:
 
     def _trim(self, loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
         self._timer = None
+        if self._still_working():  # memory it frees later must be trimmed too: look again later
+            self._timer = loop.call_later(self._delay_s, self._trim, loop, executor)
+            return
         self.trims += 1
         try:
             loop.run_in_executor(executor, trim_heap)
