@@ -61,9 +61,8 @@ def serve_cmd(
 ) -> None:
     """Serve MODEL over HTTP with PaddleX's /semantic-segmentation contract and a demo page at /."""
     try:
-        import uvicorn
-
         from fastseg.serving import ServingConfig, create_app, load_serving_config
+        from fastseg.serving.server import run_server
     except ImportError as exc:
         from fastseg.errors import MissingDependencyError
 
@@ -74,6 +73,7 @@ def serve_cmd(
     from fastseg.ray.devices import is_multi_device
     from fastseg.segmenter import Segmenter
 
+    from fastseg.serving.memory import limit_arenas
     from fastseg.serving.port import ensure_port_free
 
     config = load_serving_config(config_path) if config_path else ServingConfig()
@@ -92,8 +92,12 @@ def serve_cmd(
         )
         return
     ensure_port_free(host, port)  # before loading a model and printing the banner
+    limit_arenas()  # before any thread allocates: fewer glibc arenas, memory handed back (serving/memory.py)
+    # No ONNX Runtime arena: intermediates go back to the OS after each run instead of staying
+    # at the largest request's peak for the life of the server.
+    options = RuntimeOptions(intra_op_threads=threads, enable_cpu_mem_arena=False)
     segmenter = Segmenter(
-        model_arg, device=device, batch_size=config.max_batch, options=RuntimeOptions(intra_op_threads=threads),
+        model_arg, device=device, batch_size=config.max_batch, options=options,
         allow_fallback=allow_fallback, engine=engine, slide=config.slide, slide_stride=config.slide_stride,
     )
     try:
@@ -104,6 +108,6 @@ def serve_cmd(
             f"queue_size={config.queue_size}, auth={'on' if config.api_key else 'off'})",
             err=True,
         )
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        run_server(app, config, host=host, port=port, log_level=log_level)
     finally:
         segmenter.close()

@@ -1,6 +1,7 @@
 """HTTP serving (the ``[serve]`` extra): ``create_app(segmenter, config)`` and its config."""
 
-from fastseg.serving.app import InferRequest, InferResponse, SegmenterLike, create_app
+from fastseg.serving.app import create_app
+from fastseg.serving.schema import InferRequest, InferResponse, SegmenterLike
 from fastseg.serving.config import ServingConfig, ServingConfigError, UrlInputConfig, load_serving_config
 from fastseg.serving.guard import INFER_ENDPOINT
 from fastseg.serving.inputs import ImageDecoder, decode_image_bytes

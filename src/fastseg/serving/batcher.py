@@ -2,8 +2,8 @@
 
 The event loop never runs inference: requests put a job on an asyncio queue; ``workers``
 dispatcher tasks each take the first waiting job, gather more for at most ``max_wait_s`` (up to
-``max_batch``), group them by requested target size, and run each group as one
-``predict_images`` call in a thread (the Segmenter itself groups mixed sizes by network input
+``max_batch`` images and ``max_batch_pixels`` network-input pixels), group them by requested
+target size, and run each group as one ``predict_images`` call in a thread (the Segmenter itself groups mixed sizes by network input
 shape, so images of different sizes still share a call when the model resizes them alike). Under load the queue fills while a batch runs, so batches grow
 on their own. Admission (``try_admit``) bounds the number of requests in the system: above
 ``capacity`` the caller answers 503 instead of growing memory.
@@ -25,7 +25,7 @@ from fastseg.errors import InputError
 
 LOG = logging.getLogger("fastseg.serving")
 
-RequestedSize = int | tuple[int, int] | None  # a request's targetSize: None (the model's Resize), N or (w, h)
+RequestedSize = int | tuple[int, int] | None
 #: (images BGR HxWx3, target size) -> label maps HxW, one per image, in order.
 PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize], list[npt.NDArray[np.integer]]]
 
@@ -44,14 +44,15 @@ class Ticket:
     """One admitted request's place in the system (from ``Batcher.try_admit``)."""
 
     submitted: bool = False
+    pixels: int = 0  # network-input pixels of its image (set before submit; 0 = unknown)
 
 
 @dataclass
 class _Job:
     image: npt.NDArray[np.uint8]
     target_size: RequestedSize
+    pixels: int
     future: asyncio.Future[Inference] = field(repr=False)
-
 
 
 @dataclass
@@ -74,9 +75,13 @@ class Batcher:
         max_wait_s: float,
         capacity: int,
         workers: int,
+        max_batch_pixels: int | None = None,
     ) -> None:
         self._predict = predict
         self._max_batch = max_batch
+        self._max_pixels = max_batch_pixels
+        self._held: list[_Job] = []  # taken from the queue, left for the next batch (pixel budget)
+        self.running = 0  # predict calls running now (one may outlive its timed-out requests)
         self._max_wait_s = max_wait_s
         self._capacity = capacity
         self._workers = workers
@@ -95,7 +100,7 @@ class Batcher:
     @property
     def queued(self) -> int:
         """Decoded images waiting for an inference thread."""
-        return 0 if self._queue is None else self._queue.qsize()
+        return len(self._held) + (0 if self._queue is None else self._queue.qsize())
 
     async def start(self) -> None:
         """Start the dispatcher tasks and the inference threads (inside the running loop)."""
@@ -112,8 +117,8 @@ class Batcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._queue is not None:
-            while not self._queue.empty():
-                job = self._queue.get_nowait()
+            while self._held or not self._queue.empty():
+                job = self._held.pop() if self._held else self._queue.get_nowait()
                 if not job.future.done():
                     job.future.set_exception(RuntimeError("server is shutting down"))
         if self._executor is not None:
@@ -142,63 +147,88 @@ class Batcher:
         if not ticket.submitted:
             ticket.submitted = True
             self._upcoming -= 1
-        self._queue.put_nowait(_Job(image, target_size, future))
+        self._queue.put_nowait(_Job(image, target_size, ticket.pixels, future))
         return await future
+
+    def _fits(self, batch: list[_Job], job: _Job) -> bool:
+        """A batch holds at most ``max_batch_pixels`` network pixels (its first job always fits)."""
+        if self._max_pixels is None:
+            return True
+        return sum(j.pixels for j in batch) + job.pixels <= self._max_pixels
+
+    async def _next(self, queue: asyncio.Queue[_Job], timeout: float | None) -> _Job:
+        if self._held:
+            return self._held.pop(0)
+        if timeout is None:
+            return await queue.get()
+        if not queue.empty():
+            return queue.get_nowait()
+        return await asyncio.wait_for(queue.get(), timeout)
 
     async def _collect(self, queue: asyncio.Queue[_Job]) -> list[_Job]:
         loop = asyncio.get_running_loop()
-        batch = [await queue.get()]
+        batch = [await self._next(queue, None)]
         deadline = loop.time() + self._max_wait_s
         while len(batch) < self._max_batch:
-            if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            # Wait only for requests that can still join: admitted ones not yet submitted (reading
-            # or decoding). Requests already past inference never will, and with none upcoming
-            # a lone request is not delayed by max_wait_ms.
-            if self._upcoming == 0:
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
+            if not self._held and queue.empty():
+                # Wait only for requests that can still join: admitted ones not yet submitted
+                # (reading or decoding). Requests already past inference never will, and with
+                # none upcoming a lone request is not delayed by max_wait_ms.
+                if self._upcoming == 0:
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+            else:
+                remaining = 0.0
             try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
+                job = await self._next(queue, remaining)
             except TimeoutError:
                 break
+            if not self._fits(batch, job):
+                self._held.insert(0, job)  # first in line for the next batch
+                break
+            batch.append(job)
         return batch
 
     async def _dispatch(self, queue: asyncio.Queue[_Job]) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect(queue)
-            groups: dict[RequestedSize, list[_Job]] = {}
-            for job in batch:
-                if not job.future.done():  # timed out or cancelled while queued
-                    groups.setdefault(job.target_size, []).append(job)
-            for jobs in groups.values():
-                started = time.perf_counter()
-                try:
-                    outputs = await loop.run_in_executor(
-                        self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
-                    )
-                    if len(outputs) != len(jobs):
-                        raise RuntimeError(f"segmenter returned {len(outputs)} results for {len(jobs)} images")
-                except asyncio.CancelledError:
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(RuntimeError("server is shutting down"))
-                    raise
-                except Exception as exc:  # a bad batch must fail its requests, never the dispatcher
-                    if not isinstance(exc, InputError):
-                        LOG.exception("inference failed for a batch of %d", len(jobs))
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                self.stats.batches += 1
-                self.stats.images += len(jobs)
-                self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
-                infer_ms = (time.perf_counter() - started) * 1000.0
-                for job, labels in zip(jobs, outputs):
+            # One batch per call: its images and label maps are freed before the next wait.
+            await self._run_batch(await self._collect(queue))
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        groups: dict[RequestedSize, list[_Job]] = {}
+        for job in batch:
+            if not job.future.done():  # timed out or cancelled while queued: its work stops here
+                groups.setdefault(job.target_size, []).append(job)
+        for jobs in groups.values():
+            started = time.perf_counter()
+            self.running += 1
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
+                )
+                if len(outputs) != len(jobs):
+                    raise RuntimeError(f"segmenter returned {len(outputs)} results for {len(jobs)} images")
+            except asyncio.CancelledError:
+                for job in jobs:
                     if not job.future.done():
-                        job.future.set_result(Inference(labels, infer_ms, len(jobs)))
+                        job.future.set_exception(RuntimeError("server is shutting down"))
+                raise
+            except Exception as exc:  # a bad batch must fail its requests, never the dispatcher
+                if not isinstance(exc, InputError):
+                    LOG.exception("inference failed for a batch of %d", len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            finally:
+                self.running -= 1
+            self.stats.batches += 1
+            self.stats.images += len(jobs)
+            self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
+            infer_ms = (time.perf_counter() - started) * 1000.0
+            for job, labels in zip(jobs, outputs):
+                if not job.future.done():
+                    job.future.set_result(Inference(labels, infer_ms, len(jobs)))

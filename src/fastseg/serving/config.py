@@ -9,9 +9,14 @@ leave a limit at its default).
       max_body_bytes: 20971520   # request body limit (413 above)
       max_pixels: 40000000       # decoded width*height limit, read from the image header (422 above)
       max_input_pixels: 4194304  # network input width*height after Resize/targetSize (422 above)
-      decode_memory_bytes: 536870912  # decoded pixels (w*h*3) held by in-flight requests at once
+      decode_memory_bytes: 268435456  # decoded pixels (w*h*3) held by in-flight requests at once
+      body_memory_bytes: 83886080  # Content-Length of bodies being read/decoded at once (503 above)
       body_timeout_s: 20         # the whole body must arrive within this (408 above), before admission
-      max_batch: 8               # dynamic batching: at most this many images per inference call
+      header_timeout_s: 10       # a connection's request line and headers must arrive within this
+      max_connections: 128       # open connections; more are answered 503 and closed at once
+      cpu_workers: 2             # threads for JSON parsing, image decoding and response encoding
+      max_batch: 1               # dynamic batching: at most this many images per inference call
+      max_batch_pixels: 4194304  # ... and at most this many network-input pixels (one image always runs)
       max_wait_ms: 5             # ... waiting at most this long for a batch to fill
       queue_size: 32             # requests admitted at once (decoding, queued or running); 503 above
       workers: 1                 # inference threads (each runs one batch at a time)
@@ -61,9 +66,15 @@ class ServingConfig:
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_input_pixels: int = 4_194_304
-    decode_memory_bytes: int = 512 * 1024 * 1024
+    decode_memory_bytes: int = 256 * 1024 * 1024
+    body_memory_bytes: int = 80 * 1024 * 1024
     body_timeout_s: float = 20.0
-    max_batch: int = 8
+    header_timeout_s: float = 10.0
+    max_connections: int = 128
+    cpu_workers: int = 2
+    #: 1: measured on CPU, batching gives no throughput and multiplies memory (docs/serving.md).
+    max_batch: int = 1
+    max_batch_pixels: int = 4_194_304
     max_wait_ms: float = 5.0
     queue_size: int = 32
     workers: int = 1
@@ -79,7 +90,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         positive = (
             "max_body_bytes", "max_pixels", "max_input_pixels", "decode_memory_bytes", "body_timeout_s",
-            "max_batch", "queue_size", "workers", "request_timeout_s", "slide_max_pixels",
+            "max_batch", "queue_size", "workers", "request_timeout_s", "slide_max_pixels", "body_memory_bytes",
+            "header_timeout_s", "max_connections", "cpu_workers", "max_batch_pixels",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -89,6 +101,12 @@ class ServingConfig:
                 f"serving config: decode_memory_bytes ({self.decode_memory_bytes}) must be at least "
                 f"3 * max_pixels ({3 * self.max_pixels}) so that an image at the pixel limit can be decoded; "
                 "raise decode_memory_bytes or lower max_pixels."
+            )
+        if self.body_memory_bytes < self.max_body_bytes:
+            raise ServingConfigError(
+                f"serving config: body_memory_bytes ({self.body_memory_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}) so that a body at the size limit can be read; raise body_memory_bytes "
+                "or lower max_body_bytes."
             )
         if self.url_inputs.timeout_s <= 0:
             raise ServingConfigError(f"serving config: url_inputs.timeout_s must be > 0, got {self.url_inputs.timeout_s!r}.")

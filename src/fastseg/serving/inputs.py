@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fastseg.errors import InputError
 from fastseg.serving.config import UrlInputConfig
+from fastseg.serving.decode_cost import MAX_PNG_CHUNKS, check_decode_cost
 from fastseg.serving.fetch import fetch_bytes
 
 #: Formats the server decodes. Others (TIFF, PSD, ...) are refused to keep the decoder surface small.
@@ -200,6 +201,7 @@ def probe_image_bytes(data: bytes, *, max_pixels: int) -> ImageHeader:
     with image:
         width, height = image.size
         fmt = str(image.format)
+        frames = int(getattr(image, "n_frames", 1)) if fmt == "WEBP" else 1  # JPEG: MPO photos are fine
     if width <= 0 or height <= 0:
         raise InputError(f"image has zero size ({width}x{height}).")
     if width * height > max_pixels:
@@ -211,6 +213,7 @@ def probe_image_bytes(data: bytes, *, max_pixels: int) -> ImageHeader:
         _check_png_chunks(data, width, height)
     if fmt == "JPEG" and not _jpeg_complete(data):
         raise InputError(f"JPEG image {width}x{height} is truncated (no end-of-image marker after its last scan).")
+    check_decode_cost(data, fmt, width, height, frames)
     return ImageHeader(fmt, width, height)
 
 
@@ -234,7 +237,9 @@ def _check_png_chunks(data: bytes, width: int, height: int) -> None:
     if not data.startswith(_PNG_SIGNATURE):
         raise InputError("PNG image has no PNG signature.")
     pos, size = len(_PNG_SIGNATURE), len(data)
-    while pos + 8 <= size:
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 8 > size:
+            break
         length = int.from_bytes(data[pos : pos + 4], "big")
         kind = data[pos + 4 : pos + 8].decode("latin-1")
         if length > _PNG_MAX_CHUNK or pos + 12 + length > size:
@@ -245,6 +250,8 @@ def _check_png_chunks(data: bytes, width: int, height: int) -> None:
         if kind == "IEND":
             return
         pos += 12 + length
+    else:
+        raise InputError(f"PNG image {width}x{height} has over {MAX_PNG_CHUNKS} chunks; re-encode it.")
     raise InputError(f"PNG image {width}x{height} is truncated (no IEND chunk).")
 
 
