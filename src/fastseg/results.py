@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError
 from fastseg.files import write_bytes_atomic
+from fastseg.output_names import printable
 
 _KEYS = ("input_path", "page_index", "input_img", "pred")
 DEFAULT_OVERLAY_ALPHA = 0.4  # PaddleSeg's visualize(): 0.6 image + 0.4 colour
@@ -124,7 +125,8 @@ def _array_json(arr: npt.NDArray[Any]) -> str:
 
 
 def _is_type(path: Path, prefix: str) -> bool:
-    mime, _ = mimetypes.guess_type(path.name)
+    """By the suffix alone: a name holding ':', '#' or '?' must not be read as a URL."""
+    mime, _ = mimetypes.guess_type(f"file{path.suffix}")
     return mime is not None and mime.startswith(prefix)
 
 
@@ -184,7 +186,8 @@ class SegResult(Mapping[str, Any]):
 
     # -- serialisation
     def _data(self, *, with_pred: bool) -> dict[str, Any]:
-        data: dict[str, Any] = {"input_path": self.input_path, "page_index": self.page_index}
+        path = None if self.input_path is None else printable(self.input_path)  # always valid UTF-8 JSON
+        data: dict[str, Any] = {"input_path": path, "page_index": self.page_index}
         if self.weights is not None:
             data["weights"] = self.weights
         data["pred"] = self.pred.tolist() if with_pred else "..."

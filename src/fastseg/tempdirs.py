@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import re
 import secrets
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -55,13 +55,13 @@ def temp_root() -> Path:
     Raises:
         FastSegError: the root exists but is not this user's private directory.
     """
-    root = Path(tempfile.gettempdir()) / f"fastseg-{os.getuid()}"
+    root = Path(tempfile.gettempdir()) / f"fastseg-{_uid()}"
     try:
         root.mkdir(mode=0o700, exist_ok=True)
         info = root.lstat()
     except OSError as exc:
         raise FastSegError(f"Cannot create fastseg's temp directory {root}: {exc.strerror}; set TMPDIR.") from exc
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != _uid():
         raise FastSegError(
             f"{root} is not a directory owned by this user; remove it or set TMPDIR to another directory."
         )
@@ -80,8 +80,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _uid() -> int:
+    return os.getuid() if sys.platform != "win32" else 0
+
+
 def _lock(path: Path) -> int:
-    """An fd on directory ``path`` holding its exclusive flock (raises BlockingIOError if held)."""
+    """An fd on directory ``path`` holding its exclusive flock (raises BlockingIOError if held);
+    -1 on Windows, which has no flock (the owner's pid alone decides there)."""
+    if sys.platform == "win32":
+        return -1
+    import fcntl
+
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,12 +104,13 @@ def _is_stale(path: Path, pid: int) -> bool:
     if _pid_alive(pid):
         return False
     try:
-        if path.lstat().st_uid != os.getuid() or path.is_symlink():
+        if path.lstat().st_uid != _uid() or path.is_symlink():
             return False
         fd = _lock(path)
     except OSError:  # locked by a live owner (BlockingIOError), or gone
         return False
-    os.close(fd)
+    if fd >= 0:
+        os.close(fd)
     return True
 
 
@@ -147,7 +157,8 @@ def sweep_stale(where: Path | None = None) -> list[Path]:
 
 def _remove(path: Path, fd: int) -> None:
     shutil.rmtree(path, ignore_errors=True)
-    os.close(fd)
+    if fd >= 0:
+        os.close(fd)
 
 
 class ScratchDir:

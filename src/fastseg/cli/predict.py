@@ -68,8 +68,9 @@ def predict_cmd(
 ) -> None:
     """Segment images and save PaddleX-style pseudo-colour maps and JSON.
 
-    An unreadable image is skipped: the others are written, the failures are listed at the
-    end and the exit code is 1.
+    A directory's tree is mirrored under --save_path and no result overwrites another (same-stem
+    files: good.jpg -> good_res.png, good.png -> good.png_res.png). An unreadable image is
+    skipped: the others are written, the failures are listed at the end and the exit code is 1.
     """
     from tqdm import tqdm
 
@@ -106,11 +107,12 @@ def predict_cmd(
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine, **kwargs)
     out_dir = Path(save_path)
     with seg:
-        items = expand_inputs(input_ if input_ is not None else str(demo_image()))
+        given = input_ if input_ is not None else str(demo_image())
+        items = expand_inputs(given)
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
             outcome = predict_to_dir(
                 seg, items, out_dir, batch_size=batch_size, target_size=ts, overlay=overlay,
-                write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS,
+                write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS, given=[given],
                 on_item=lambda: bar.update(1),
             )
         click.echo(summary_line(outcome, seg, device=device, out_dir=out_dir))
