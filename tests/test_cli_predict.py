@@ -40,11 +40,12 @@ def test_predict_directory(model_dir: Path, image_dir: Path, tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     assert "2 image(s)" in result.stdout and "ms/image" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["blue_res.json", "blue_res.png", "red_res.json", "red_res.png"]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["red_res.json", "red_res.png", "sub/blue_res.json", "sub/blue_res.png"]  # the tree mirrored
     red = json.loads((out / "red_res.json").read_text())
     assert red["input_path"] == str(image_dir / "red.png")
     assert np.all(np.array(red["pred"]) == 0) and np.array(red["pred"]).shape == (1, 10, 14)
-    assert cv2.imread(str(out / "blue_res.png")).shape == (8, 6, 3)
+    assert cv2.imread(str(out / "sub" / "blue_res.png")).shape == (8, 6, 3)
 
 
 def test_predict_overlay_target_size_and_no_json(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:

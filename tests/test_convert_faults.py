@@ -18,8 +18,8 @@ import pytest
 
 import fastseg
 from fastseg.convert import engine
-from fastseg.convert.scratch import sweep_stale_scratch
 from fastseg.errors import ConversionError
+from fastseg.tempdirs import sweep_stale
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals, /proc and PR_SET_PDEATHSIG are Linux")
 
@@ -91,9 +91,10 @@ def fake_worker(tmp_path: Path) -> Path:
 
 @contextmanager
 def converting(tmp_path: Path, fake_worker: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
-    """Start the fake conversion with TMPDIR=tmp_path/tmp; yield (parent, child pid, tmp dir)."""
+    """Start the fake conversion with TMPDIR=tmp_path/tmp; yield (parent, child pid, fastseg's temp root)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    root = tmp / f"fastseg-{os.getuid()}"
     parent_script = tmp_path / "parent.py"
     parent_script.write_text(PARENT, encoding="utf-8")
     (tmp_path / "src").mkdir()
@@ -104,11 +105,12 @@ def converting(tmp_path: Path, fake_worker: Path) -> Iterator[tuple[subprocess.P
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        started = _wait(lambda: any(tmp.glob("fastseg-convert-*/work/child.pid")) or proc.poll() is not None, 30)
+        started = _wait(lambda: any(root.glob("convert-*/work/child.pid")) or proc.poll() is not None, 30)
         assert started and proc.poll() is None, proc.communicate(timeout=5)
-        child = int(next(tmp.glob("fastseg-convert-*/work/child.pid")).read_text())
+        child = int(next(root.glob("convert-*/work/child.pid")).read_text())
         assert _running(child)
-        yield proc, child, tmp
+        assert [p.name for p in tmp.iterdir()] == [root.name]  # every temp dir lives under the root
+        yield proc, child, root
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -139,10 +141,10 @@ def test_kill_9_child_dies_and_next_convert_sweeps_the_scratch_dir(tmp_path: Pat
         proc.kill()
         proc.wait(timeout=10)
         assert _wait(lambda: not _running(child), 2), "the Paddle child outlived its parent"
-        (left,) = tmp.glob("fastseg-convert-*")
-        live = tmp / f"fastseg-convert-{os.getpid()}-keep"  # a running conversion's dir is kept
+        (left,) = tmp.glob("convert-*")
+        live = tmp / f"convert-{os.getpid()}-0123456789ab"  # a running conversion's dir is kept
         live.mkdir()
-        assert sweep_stale_scratch(tmp) == [left]
+        assert sweep_stale(tmp) == [left]
         assert sorted(p.name for p in tmp.iterdir()) == [live.name]
 
 

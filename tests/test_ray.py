@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_directory_runs import expected_outputs, make_tree
 from tiny_models import colour_model_dir
 
 ray = pytest.importorskip("ray", reason="needs Ray (the [ray] extra)")
@@ -59,7 +61,8 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    """Every file under ``directory`` by its relative path (outputs mirror the input tree)."""
+    return {os.path.relpath(p, directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_ray_predict_outputs_are_byte_identical_to_local(
@@ -92,7 +95,26 @@ def test_corrupt_and_missing_inputs_are_reported_and_skipped(
     assert result.exit_code == 1, result.output
     assert "3 image(s)" in result.stdout and "2 failed" in result.stdout
     assert f"{bad}: Cannot decode" in result.stderr and f"{tmp_path / 'gone.png'}: no such file" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{Path(g).stem}_res.png" for g in good)
+    # a list's files are placed relative to their common parent directory
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == sorted(f"{Path(g).stem}_res.png" for g in good)
+
+
+def test_awkward_tree_on_ray_writes_what_local_writes_and_lists_the_failure(
+    ray_cluster: None, model_dir: Path, tmp_path: Path
+) -> None:
+    """Same-stem files, a non-UTF-8 name, a 240-character name, one over NAME_MAX, a newline and a
+    corrupt file: no traceback, the failure listed, exit 1, the same files as a local run."""
+    root = tmp_path / "in"
+    make_tree(root)
+    common = ["predict", "--input", str(root), "--model", str(model_dir), "--batch_size", "3"]
+    local = CliRunner().invoke(main, [*common, "--save_path", str(tmp_path / "local")])
+    on_ray = CliRunner().invoke(main, [*common, "--save_path", str(tmp_path / "ray"), "--ray", "--workers", "1"])
+    assert local.exit_code == 1 and on_ray.exit_code == 1, on_ray.output
+    assert "8 image(s)" in on_ray.stdout and "1 failed" in on_ray.stdout and "Traceback" not in on_ray.output
+    assert on_ray.stderr.strip().splitlines()[-1].startswith(f"  {root / 'broken.png'}: Cannot decode ")
+    assert sorted(_files(tmp_path / "ray")) == expected_outputs()
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
 
 
 def test_segment_dataset_returns_the_local_label_maps(ray_cluster: None, model_dir: Path, image_dir: Path) -> None:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError
 from fastseg.files import write_bytes_atomic
+from fastseg.output_names import printable
 from fastseg.palettes import Palette, load_palette
 from fastseg.palettes import paddlex_palette as paddlex_palette  # re-exported: its old home
 
@@ -116,7 +117,8 @@ def _array_json(arr: npt.NDArray[Any]) -> str:
 
 
 def _is_type(path: Path, prefix: str) -> bool:
-    mime, _ = mimetypes.guess_type(path.name)
+    """By the suffix alone: a name holding ':', '#' or '?' must not be read as a URL."""
+    mime, _ = mimetypes.guess_type(f"file{path.suffix}")
     return mime is not None and mime.startswith(prefix)
 
 
@@ -176,7 +178,8 @@ class SegResult(Mapping[str, Any]):
 
     # -- serialisation
     def _data(self, *, with_pred: bool) -> dict[str, Any]:
-        data: dict[str, Any] = {"input_path": self.input_path, "page_index": self.page_index}
+        path = None if self.input_path is None else printable(self.input_path)  # always valid UTF-8 JSON
+        data: dict[str, Any] = {"input_path": path, "page_index": self.page_index}
         if self.weights is not None:
             data["weights"] = self.weights
         data["pred"] = self.pred.tolist() if with_pred else "..."

@@ -84,12 +84,13 @@ def predict_cmd(
     A video (file, directory of them, rtsp/http(s) stream, camera:N) becomes <stem>_res.mp4 of
     the same size, frame rate and frame count (docs/video.md).
 
-    An unreadable image is skipped: the others are written, the failures are listed at the
-    end and the exit code is 1.
+    A directory's tree is mirrored under --save_path and no result overwrites another (same-stem
+    files: good.jpg -> good_res.png, good.png -> good.png_res.png). An unreadable image is
+    skipped: the others are written, the failures are listed at the end and the exit code is 1.
     """
     from tqdm import tqdm
 
-    from fastseg.batch_predict import failures_text, predict_to_dir, summary_line
+    from fastseg.batch_predict import Extras, failures_text, predict_to_dir, summary_line
     from fastseg.demo_data import demo_image
     from fastseg.ray.devices import is_multi_device
     from fastseg.palettes import load_palette
@@ -149,12 +150,12 @@ def predict_cmd(
         if images is None:
             return
         items = expand_inputs(images)
+        extras = Extras(palette=pal, legend=seg.meta.class_names if legend else None, save_scores=save_scores)
         with tqdm(total=len(items), unit="img", desc=seg.meta.model_name, disable=None) as bar:
             outcome = predict_to_dir(
                 seg, items, out_dir, batch_size=batch_size, target_size=ts,
-                overlay=False if overlay is None else overlay, palette=pal, legend=seg.meta.class_names if legend else None,
-                save_scores=save_scores,
-                write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS,
+                overlay=False if overlay is None else overlay, extras=extras,
+                write_json=not no_json, json_max_pixels=None if force_json else LARGE_JSON_PIXELS, given=[source],
                 on_item=lambda: bar.update(1),
             )
         click.echo(summary_line(outcome, seg, device=device, out_dir=out_dir))

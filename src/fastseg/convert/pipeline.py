@@ -3,14 +3,13 @@
 Steps: locate the source -> (legacy: translate to PIR) -> strip the head and declare adaptive
 pool inputs static (JSON edits) -> paddle2onnx in a child process -> exact dynamic adaptive
 pools -> onnx checker + shape inference -> requested head -> verify against Paddle Inference
--> write ``model.onnx`` + ``fastseg.json`` into a temp dir beside the target, then rename.
+-> write ``model.onnx`` + ``fastseg.json`` into a stage dir beside the target, then swap it in
+(``fastseg.tempdirs.staged_dir``: the old output stays whole until the new one is in place).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from fastseg.convert import engine, pir_program
-from fastseg.convert.scratch import new_scratch_dir, sigterm_exits_cleanly, sweep_stale_scratch
+from fastseg.convert.scratch import sigterm_exits_cleanly
 from fastseg.convert.sources import PaddleSource, open_source, palette, read_deploy_config
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
+from fastseg.tempdirs import new_scratch_dir, staged_dir
 from fastseg.zoo import converted_model_dir, load_zoo
 
 DEFAULT_VERIFY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (97, 211))
@@ -174,8 +174,8 @@ def convert_model(
         raise ModelDirError(f"{source} does not exist; pass a Paddle inference directory or its .tar.")
     engine.require_convert_deps()
 
-    sweep_stale_scratch()  # left by conversions killed with -9
-    scratch = new_scratch_dir()
+    work_dir = new_scratch_dir("convert")  # sweeps what conversions killed with -9 left
+    scratch = work_dir.path
     try:
         src = open_source(source, scratch)
         config = read_deploy_config(src.config_file)
@@ -215,7 +215,7 @@ def convert_model(
             started=started,
         )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        work_dir.close()
 
 
 def _convert(
@@ -428,30 +428,13 @@ def _verify(
 
 
 def _write_atomically(target: Path, model: Any, meta: ModelMeta) -> int:
-    """Write into a temp dir beside ``target`` and rename it into place (old one replaced)."""
+    """Write into a stage dir beside ``target`` and swap it into place (the old one stays whole
+    until then, and is removed after)."""
     import onnx
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old: Path | None = None
-    try:
-        onnx.save(model, str(tmp / ONNX_FILE))
-        write_meta(tmp, meta)
-        # mkdtemp/mkstemp create owner-only modes; a model dir is ordinary shared data
-        tmp.chmod(0o755)
-        for f in tmp.iterdir():
+    with staged_dir(target) as new:
+        onnx.save(model, str(new / ONNX_FILE))
+        write_meta(new, meta)
+        for f in new.iterdir():  # mkstemp creates owner-only modes; a model dir is ordinary shared data
             f.chmod(0o644)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-            target.rename(old)
-        tmp.rename(target)
-    except BaseException:
-        if old is not None and not target.exists():
-            old.rename(target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return (target / ONNX_FILE).stat().st_size
-
-

@@ -9,10 +9,7 @@ it. ``load_builder`` is the one place ``converters/`` is reached (``fastseg benc
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastseg.errors import ConversionError, MissingDependencyError
 from fastseg.model_dir import is_model_dir, write_meta
 from fastseg.reference import REFERENCE_WEIGHTS, reads_as_reference, reference_model_dir
+from fastseg.tempdirs import staged_dir
 from fastseg.zoo import cache_home, load_zoo
 
 if TYPE_CHECKING:
@@ -109,18 +107,10 @@ def build_reference_model(
         tar = build(spec.name, root / "reference-models" / ".tars")
     except RuntimeError as exc:  # the builder's child process failed
         raise ConversionError(f"Building the reference {spec.name} failed: {str(exc).splitlines()[0]}") from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        staged = scratch / "model"
+    with staged_dir(target) as staged:  # the old model stays whole until the new one replaces it
         report = convert_model(
             Path(tar), staged, model_name=spec.name, verify=verify, force=True, **dict(convert_options or {})
         )
         meta = replace(report.meta, provenance={**report.meta.provenance, "weights": REFERENCE_WEIGHTS})
         write_meta(staged, meta)  # labelled before it becomes visible under its final name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staged, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target, replace(report, output_dir=target, meta=meta)

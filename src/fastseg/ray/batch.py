@@ -1,8 +1,13 @@
-"""Batch segmentation on Ray Data: the files stay where they are (``read_binary_files``), a pool
-of actors each holding ONE ``Segmenter`` decodes and segments them (``map_batches``), and each
-actor writes the same ``<stem>_res.png``/``<stem>_res.json`` files as ``fastseg predict``
-(through ``SegResult.save_to_img``/``save_to_json``). A file that cannot be decoded or
-segmented becomes a failure row; it never stops the job.
+"""Batch segmentation on Ray Data: the files stay where they are, a pool of actors each holding
+ONE ``Segmenter`` reads, decodes and segments them (``map_batches`` over input indices), and
+each actor writes the same files under the same names as ``fastseg predict``
+(``batch_predict.save_outputs``, names from ``fastseg.output_names``: the input tree mirrored,
+no two inputs on one name). A file that cannot be read, decoded, segmented or saved becomes a
+failure row; it never stops the job.
+
+The dataset carries indices, not paths: the driver ships the (path, output name) list once
+through the object store, so a file name that is not valid UTF-8 or holds a newline never has
+to pass through Arrow (which cannot hold the first and used to abort the job on both).
 
     report = segment("photos/", "PP-LiteSeg-T", save_path="out/", workers=2)
     ds = segment_dataset("photos/", "PP-LiteSeg-T")  # rows: path, ok, error, labels (HxW int32)
@@ -20,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from fastseg.batch_predict import save_outputs
 from fastseg.errors import FastSegError, InputError
+from fastseg.output_names import output_stems, printable
 from fastseg.processing import TargetSize, decode_image
 from fastseg.ray.cluster import (
     ModelFiles,
@@ -100,18 +107,50 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> tuple[list[str], l
     return files, missing
 
 
+def _given(inputs: str | Path | Sequence[str | Path]) -> list[str]:
+    """What the user passed, as strings (its directories anchor the mirrored output tree)."""
+    return [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
+
+
 # ----------------------------------------------------------------------------- the actor
+def _ray_get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
+
+
+def _read(path: str) -> bytes:
+    """A local file's bytes, or an object store URI's (``s3://...``, through pyarrow's file systems).
+
+    Raises:
+        InputError: the file cannot be read (the message names it, printably).
+    """
+    try:
+        if "://" in path:
+            import pyarrow.fs
+
+            fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+            with fs.open_input_stream(inner) as stream:
+                return bytes(stream.read())
+        with open(path, "rb") as fh:
+            return fh.read()
+    except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses or ArrowInvalid (ValueError)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"Cannot read image {printable(path)!r}: {reason}.") from exc
+
+
 class SegmentBatch:
     """A Ray Data callable class: one ``Segmenter`` per actor, built once, used for every batch.
 
-    Input batch: ``{"path": str[], "bytes": bytes[]}`` (from ``read_binary_files``). Output:
-    ``{"path", "ok", "error"}`` plus ``"labels"`` (HxW int32; empty on failure) when
-    ``save_path`` is None.
+    ``jobs``: (path or URI, output stem) per input. Input batch: ``{"data": int[]}`` (indices
+    into ``jobs``, from ``ray.data.from_numpy``). Output: ``{"id", "ok", "error"}`` plus ``"path"``
+    (printable) and ``"labels"`` (HxW int32; empty on failure) when ``save_path`` is None.
     """
 
     def __init__(
         self,
         model: ModelFiles | Any,
+        jobs: Sequence[tuple[str, str]] | Any,
         *,
         plan: WorkerPlan,
         segmenter_kwargs: Mapping[str, Any],
@@ -120,6 +159,7 @@ class SegmentBatch:
         save_json: bool,
         target_size: TargetSize | None,
     ) -> None:
+        self._jobs: Sequence[tuple[str, str]] = jobs if isinstance(jobs, (list, tuple)) else _ray_get(jobs)
         self._worker = WorkerSegmenter(
             fetch_model(model), device=plan.device, threads=plan.intra_op_threads, segmenter_kwargs=segmenter_kwargs
         )
@@ -129,29 +169,34 @@ class SegmentBatch:
         self._target_size = target_size
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        paths = [str(p) for p in batch["path"]]
+        ids = [int(i) for i in batch["data"]]
         errors: dict[int, str] = {}
         items: dict[int, InputItem] = {}
-        for i, (path, blob) in enumerate(zip(paths, batch["bytes"])):
+        for i, job in enumerate(ids):
+            path = self._jobs[job][0]
             try:
-                items[i] = InputItem(source=path, image=decode_image(bytes(blob), source=repr(path)))
+                items[i] = InputItem(source=path, image=decode_image(_read(path), source=repr(printable(path))))
             except FastSegError as exc:
                 errors[i] = str(exc)
         labels: dict[int, npt.NDArray[np.int32]] = {}
         for i, result in self._predict(items, errors):
-            try:
-                self._save(result)
-            except (FastSegError, OSError) as exc:
-                errors[i] = f"saving failed: {exc}"
-                continue
+            if self._save_path is not None:
+                try:
+                    save_outputs(
+                        result, self._save_path, self._jobs[ids[i]][1], overlay=self._overlay, write_json=self._save_json
+                    )
+                except (FastSegError, OSError) as exc:
+                    errors[i] = f"saving failed: {exc}"
+                    continue
             labels[i] = result.labels_hw
         out: dict[str, Any] = {
-            "path": np.array(paths, dtype=object),
-            "ok": np.array([i not in errors for i in range(len(paths))], dtype=bool),
-            "error": np.array([errors.get(i, "") for i in range(len(paths))], dtype=object),
+            "id": np.array(ids, dtype=np.int64),
+            "ok": np.array([i not in errors for i in range(len(ids))], dtype=bool),
+            "error": np.array([" ".join(printable(errors.get(i, "")).split()) for i in range(len(ids))], dtype=object),
         }
         if self._save_path is None:
-            out["labels"] = [labels.get(i, _NO_LABELS) for i in range(len(paths))]
+            out["path"] = np.array([printable(self._jobs[j][0]) for j in ids], dtype=object)
+            out["labels"] = [labels.get(i, _NO_LABELS) for i in range(len(ids))]
         return out
 
     def _predict(self, items: Mapping[int, InputItem], errors: dict[int, str]) -> Iterator[tuple[int, SegResult]]:
@@ -175,19 +220,13 @@ class SegmentBatch:
                 continue
             yield k, result
 
-    def _save(self, result: SegResult) -> None:
-        if self._save_path is None:
-            return
-        result.save_to_img(self._save_path, overlay=self._overlay)
-        if self._save_json:
-            result.save_to_json(self._save_path)
-
 
 # ----------------------------------------------------------------------------- driver side
 def _build_dataset(
     files: Sequence[str],
     model: str | Path,
     *,
+    given: Sequence[str],
     workers: int | None,
     batch_size: int,
     device: str,
@@ -207,14 +246,17 @@ def _build_dataset(
         model, home=segmenter_kwargs.pop("home", None), weights=segmenter_kwargs.pop("weights", "official")
     )
     model_ref = ray.put(package)
-    # Reading is I/O: it reserves no CPU, so it never waits for the CPUs the actors hold.
-    ds = ray.data.read_binary_files(list(files), include_paths=True, num_cpus=0)
+    jobs_ref = ray.put(list(zip(files, output_stems(files, given=given))))
+    # Indices made here, in blocks of one batch (so every actor gets work): no read task, which
+    # would wait for a CPU while the actors hold them all.
+    blocks = np.array_split(np.arange(len(files), dtype=np.int64), -(-len(files) // batch_size))
+    ds: ray.data.Dataset = ray.data.from_numpy(blocks)
     ds = ds.map_batches(
         SegmentBatch,
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=plan.workers),
-        fn_constructor_args=(model_ref,),
+        fn_constructor_args=(model_ref, jobs_ref),
         fn_constructor_kwargs={
             "plan": plan,
             "segmenter_kwargs": segmenter_kwargs,
@@ -273,16 +315,16 @@ def segment(
     start = time.perf_counter()
     with ray_session(address=address, device=device, num_cpus=num_cpus):
         ds, plan, name = _build_dataset(
-            files, model, workers=workers, batch_size=batch_size, device=device, save_path=str(save_path),
+            files, model, given=_given(inputs), workers=workers, batch_size=batch_size, device=device, save_path=str(save_path),
             overlay=overlay, save_json=save_json, target_size=target_size, segmenter_kwargs=dict(segmenter_kwargs),
         )
         ds.context.enable_progress_bars = False  # this dataset's own context: on_progress reports instead
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for path, ok, error in zip(batch["path"], batch["ok"], batch["error"]):
+                for job, ok, error in zip(batch["id"], batch["ok"], batch["error"]):
                     if not ok:
-                        failed.append((str(path), str(error)))
-                done += len(batch["path"])
+                        failed.append((files[int(job)], str(error)))
+                done += len(batch["id"])
                 if on_progress is not None:
                     on_progress(done, total)
         except Exception as exc:  # an actor that cannot start (device, model): say why in one line
@@ -310,8 +352,8 @@ def segment_dataset(
     target_size: TargetSize | None = None,
     **segmenter_kwargs: Any,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of label maps: rows ``{"path", "ok", "error", "labels"}`` (HxW int32,
-    empty where ``ok`` is False). Uses the Ray this process is connected to (starting a local
+    """A lazy Ray Dataset of label maps: rows ``{"id", "path", "ok", "error", "labels"}`` (``path``
+    printable, see ``output_names.printable``; ``labels`` HxW int32, empty where ``ok`` is False). Uses the Ray this process is connected to (starting a local
     one if none, as Ray Data does); the caller shuts it down.
 
     Raises:
@@ -325,7 +367,7 @@ def segment_dataset(
     if not ray.is_initialized():
         ray.init(include_dashboard=False)  # as Ray Data itself would; the caller shuts it down
     ds, _, _ = _build_dataset(
-        files, model, workers=workers, batch_size=batch_size, device=device, save_path=None, overlay=False,
+        files, model, given=_given(inputs), workers=workers, batch_size=batch_size, device=device, save_path=None, overlay=False,
         save_json=False, target_size=target_size, segmenter_kwargs=dict(segmenter_kwargs),
     )
     return ds

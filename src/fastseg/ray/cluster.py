@@ -3,7 +3,8 @@ directory to workers through Ray's object store, and building one ``Segmenter`` 
 
 The model is resolved once on the driver (a zoo name is converted there, never on workers);
 its files travel as one object, so workers need neither the model cache nor a shared file
-system. Each worker writes them to a private temporary directory and loads them from there.
+system. Each worker writes them to a private directory under fastseg's temp root
+(``fastseg.tempdirs``) and loads them from there; a killed worker's copy is swept by the next.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from fastseg.engines.ort import RuntimeOptions
 from fastseg.reference import Weights
 from fastseg.segmenter import Segmenter
 from fastseg.model_resolution import resolve_model_dir
+from fastseg.tempdirs import new_scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,21 @@ class WorkerSegmenter:
     def __init__(
         self, model: ModelFiles, *, device: str, threads: int | None, segmenter_kwargs: Mapping[str, Any]
     ) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="fastseg-model-")
-        model_dir = model.unpack(Path(self._tmp.name))
+        # <temp root>/model-<pid>-<hex>: removed on close; a killed actor's copy is swept by the next
+        self._tmp = new_scratch_dir("model")
         kwargs = dict(segmenter_kwargs)
         options = kwargs.pop("options", None) or RuntimeOptions()
         if threads is not None and options.intra_op_threads is None:
             options = dataclasses.replace(options, intra_op_threads=threads)
-        self.segmenter = Segmenter(model_dir, device=device, options=options, **kwargs)
+        try:
+            self.segmenter = Segmenter(model.unpack(self._tmp.path), device=device, options=options, **kwargs)
+        except BaseException:
+            self._tmp.close()
+            raise
 
     def close(self) -> None:
         self.segmenter.close()
-        self._tmp.cleanup()
+        self._tmp.close()
 
 
 def fetch_model(model: ModelFiles | Any) -> ModelFiles:

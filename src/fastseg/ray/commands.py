@@ -59,6 +59,7 @@ def run_predict(
     require_ray("'fastseg predict --ray' (or a device list such as gpu:0,1)")
     from tqdm import tqdm
 
+    from fastseg.output_names import printable
     from fastseg.ray.batch import list_inputs, segment
     from fastseg.model_resolution import DEFAULT_MODEL
 
@@ -90,7 +91,7 @@ def run_predict(
     if report.failed:
         click.echo(f"Failed inputs ({len(report.failed)}):", err=True)
         for path, reason in report.failed:
-            click.echo(f"  {path}: {reason}", err=True)
+            click.echo(f"  {printable(path)}: {reason}", err=True)
         sys.exit(1)
 
 
