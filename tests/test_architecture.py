@@ -27,9 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # (module, imported module) closing a circle -> the work that removes it
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}  # (module, imported module) -> the work that removes the upward import
-KNOWN_LONG = {  # path under src/ -> the work that splits it
-    "fastseg/convert/pipeline.py": "issue 19 item 4: _convert becomes a plan plus one function per step",
-}
+KNOWN_LONG: dict[str, str] = {}  # path under src/ -> the work that splits it
 
 
 def _modules() -> dict[str, Path]:

@@ -122,5 +122,5 @@ def test_malformed_url_input_is_a_listed_failure(model_dir: Path, tmp_path: Path
     failure line and exit 1, like an unreadable file; no traceback, no connection attempted."""
     result = CliRunner().invoke(main, ["predict", "--input", url, "--model", str(model_dir), "--save_path", str(tmp_path)])
     assert result.exit_code == 1, result.output
-    assert f"  Cannot download image {url}: " in result.output
+    assert f"  {url}: Cannot download image {url}: " in result.output  # the failure list: source, then reason
     assert "Traceback" not in result.output

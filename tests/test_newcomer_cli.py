@@ -107,9 +107,8 @@ def test_commands_share_device_words_and_the_fallback_flag(command: str) -> None
 
 def test_serve_falls_back_to_cpu_with_the_flag(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``serve --allow_fallback`` reaches the Segmenter (uvicorn itself is not started)."""
-    import uvicorn
-
     import fastseg.segmenter as segmenter_mod
+    from fastseg.serving import server
 
     seen: dict[str, object] = {}
     real = segmenter_mod.Segmenter
@@ -120,7 +119,7 @@ def test_serve_falls_back_to_cpu_with_the_flag(model_dir: Path, monkeypatch: pyt
             super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(segmenter_mod, "Segmenter", Recording)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(ran=True))
+    monkeypatch.setattr(server, "run_server", lambda app, config, **kw: seen.update(ran=True))
     result = CliRunner().invoke(main, ["serve", "--model", str(model_dir), "--device", "gpu:0", "--allow_fallback", "--port", "0"])
     assert result.exit_code == 0, result.output
     assert seen["allow_fallback"] is True and seen["ran"] is True

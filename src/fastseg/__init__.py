@@ -42,7 +42,7 @@ _LAZY = {
     "RuntimeOptions": "fastseg.engines.ort",
     "SegResult": "fastseg.results",
     "Segmenter": "fastseg.segmenter",
-    "create_pipeline": "fastseg.segmenter",
+    "create_pipeline": "fastseg.pipeline",
     "evaluate": "fastseg.evaluation.runner",
 }
 

@@ -70,7 +70,10 @@ def _locate(sources: Sequence[str], dirs: Sequence[str]) -> list[tuple[str, str]
     loose: list[str] = []
     for src in sources:
         if "://" in src:  # a URL or object-store URI: its last path segment, no folders
-            name = posixpath.basename(urlsplit(src).path) or "image"
+            try:
+                name = posixpath.basename(urlsplit(src).path) or "image"
+            except ValueError:  # unparsable (http://[x]/): the download fails and lists it
+                name = "image"
             placed.append(("", name))
             continue
         found = _split(src, dirs) if dirs else None
