@@ -37,12 +37,15 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Published:
-    """Figures PaddleX publishes for a model (other hardware: never a ratio to ours)."""
+    """Figures PaddleX publishes for a model (other hardware: never a ratio to ours).
+
+    None where PaddleX publishes no figure (its table leaves MaskFormer's latency and size blank).
+    """
 
     miou: float
-    gpu_ms: float
-    cpu_ms: float
-    size_mb: float
+    gpu_ms: float | None
+    cpu_ms: float | None
+    size_mb: float | None
     latency_note: str | None = None
 
 
@@ -159,6 +162,10 @@ def _protocol(raw: Mapping[str, Any] | None) -> Protocol | None:
     )
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
     """Build a ``Zoo`` from the YAML's parsed mapping (validates the cross references)."""
     datasets = {name: _dataset(name, d) for name, d in raw["datasets"].items()}
@@ -175,9 +182,9 @@ def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
             pretrained_url=m["pretrained_url"],
             published=Published(
                 miou=float(pub["miou"]),
-                gpu_ms=float(pub["gpu_ms"]),
-                cpu_ms=float(pub["cpu_ms"]),
-                size_mb=float(pub["size_mb"]),
+                gpu_ms=_optional_float(pub.get("gpu_ms")),
+                cpu_ms=_optional_float(pub.get("cpu_ms")),
+                size_mb=_optional_float(pub.get("size_mb")),
                 latency_note=pub.get("latency_note"),
             ),
             protocol=_protocol(m.get("protocol")),
