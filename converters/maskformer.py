@@ -30,7 +30,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # Spread of the random class logits and mask logits (std over queries/pixels): a trained
 # model's order, so the class x mask combination has clear winners rather than float ties.
 CLASS_LOGIT_STD = 6.0
-MASK_LOGIT_STD = 2.0
+MASK_LOGIT_STD = 1.0
 MASKFORMER_NAMES = ("MaskFormer_tiny", "MaskFormer_small")
 
 
