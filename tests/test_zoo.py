@@ -26,6 +26,8 @@ def test_zoo_has_the_20_paddlex_models_with_published_figures() -> None:
     assert (tiny.published.miou, small.published.miou) == (46.69, 49.70)
     assert (tiny.published.gpu_ms, tiny.published.cpu_ms, tiny.published.size_mb) == (None, None, None)
     assert tiny.dataset.num_classes == 150 and tiny.family == "MaskFormer"
+    assert tiny.protocol is not None and tiny.protocol.describe() == "resize 512x512 exactly"
+    assert tiny.protocol.segmenter_kwargs() == {"target_size": None, "slide": None, "slide_stride": None}
     assert tiny.inference_urls == (
         "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0/MaskFormer_tiny_infer.tar",)
 

@@ -57,7 +57,9 @@ class Protocol:
     size_divisor 32 (PaddleX's target_size defaults); ``slide``/``slide_stride`` are
     (height, width) windows on the resized image; ``test_scale`` is PaddleSeg's
     ``test_config.scales`` (recorded; fastseg applies it as ``target_size`` for the
-    dataset's frame size). None everywhere = the whole image at its own resolution.
+    dataset's frame size). ``exact_resize`` (width, height) records a Resize without
+    keep_ratio that the model's own inference.yml already applies (MaskFormer's fixed 512x512),
+    so it sets nothing. None everywhere = the whole image at its own resolution.
     """
 
     config: str
@@ -66,10 +68,13 @@ class Protocol:
     slide: tuple[int, int] | None = None
     slide_stride: tuple[int, int] | None = None
     note: str | None = None
+    exact_resize: tuple[int, int] | None = None
 
     def describe(self) -> str:
         """A short human form: ``slide 1024x1024/768x768``, ``resize 1024x512`` (WxH) or ``whole image``."""
         parts = []
+        if self.exact_resize is not None:
+            parts.append(f"resize {self.exact_resize[0]}x{self.exact_resize[1]} exactly")
         if self.target_size is not None:
             parts.append(f"resize {self.target_size[0]}x{self.target_size[1]}")
         if self.slide is not None:
@@ -159,6 +164,7 @@ def _protocol(raw: Mapping[str, Any] | None) -> Protocol | None:
         slide=_pair(raw.get("slide")),
         slide_stride=_pair(raw.get("slide_stride")),
         note=raw.get("note"),
+        exact_resize=_pair(raw.get("exact_resize")),
     )
 
 
