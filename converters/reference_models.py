@@ -1,4 +1,4 @@
-"""Reference builds of PaddleX's 18 segmentation architectures with random but sane weights.
+"""Reference builds of PaddleX's 20 segmentation architectures with random but sane weights.
 
 Each model is built from PaddleSeg's own code (PyPI ``paddleseg`` 2.8.0; SeaFormer from
 ``converters/seaformer.py``) with the configuration of PaddleX's training config
@@ -39,6 +39,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import yaml
+
+from converters.maskformer import (
+    MASKFORMER_INPUT_SHAPE,
+    MASKFORMER_NAMES,
+    maskformer_inference_yml,
+    scale_mask_heads,
+)
 
 if TYPE_CHECKING:
     import paddle
@@ -161,6 +168,15 @@ def _segformer(variant: int) -> Callable[[int], "paddle.nn.Layer"]:
     return build
 
 
+def _maskformer(size: str) -> Callable[[int], "paddle.nn.Layer"]:
+    def build(num_classes: int) -> "paddle.nn.Layer":
+        from converters.maskformer import maskformer
+
+        return maskformer(size, num_classes)
+
+    return build
+
+
 def _seaformer(size: str) -> Callable[[int], "paddle.nn.Layer"]:
     def build(num_classes: int) -> "paddle.nn.Layer":
         from converters.seaformer import seaformer_seg
@@ -188,6 +204,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         *(
             Architecture(f"SeaFormer_{s}", ADE20K_CLASSES, _seaformer(s))
             for s in ("tiny", "small", "base", "large")
+        ),
+        *(
+            Architecture(f"MaskFormer_{s}", ADE20K_CLASSES, _maskformer(s))
+            for s in ("tiny", "small")
         ),
     )
 }
@@ -348,7 +368,11 @@ def build_model(name: str, *, seed: int = 0) -> "paddle.nn.Layer":
     randomise_weights(model, seed=seed)
     damp_residual_branches(model, RESIDUAL_BRANCH_SCALE)
     recalibrate_batchnorm(model, seed=seed)
-    scale_classifier(model, arch.num_classes, seed=seed)
+    if name in MASKFORMER_NAMES:
+        images = natural_images(1, *CALIBRATION_SIZE, seed=seed + CALIBRATION_PASSES + 1)
+        scale_mask_heads(model, images)
+    else:
+        scale_classifier(model, arch.num_classes, seed=seed)
     model.eval()
     return model
 
@@ -404,6 +428,8 @@ def logits_summary(
 def inference_yml(name: str, *, legacy: bool) -> dict[str, Any]:
     """The inference.yml PaddleSeg's export writes for a PaddleX model (core/export.py)."""
     del legacy  # PaddleSeg writes 'inference.pdmodel' whatever format jit.save produced.
+    if name in MASKFORMER_NAMES:
+        return maskformer_inference_yml(name)
     return {
         "Deploy": {
             "model": "inference.pdmodel",
@@ -438,7 +464,9 @@ def export_model(model: "paddle.nn.Layer", folder: Path, *, name: str, legacy: b
     # PaddleSeg's own export wrapper: argmax(axis=1, dtype=int32), no keepdim -> [N, H, W].
     wrapped = WrappedModel(model, "argmax")
     wrapped.eval()
-    spec = [paddle.static.InputSpec(shape=[None, 3, None, None], dtype="float32", name="x")]
+    # PaddleX exports MaskFormer with its config's fixed input_shape (converters/maskformer.py).
+    shape = MASKFORMER_INPUT_SHAPE if name in MASKFORMER_NAMES else [None, 3, None, None]
+    spec = [paddle.static.InputSpec(shape=shape, dtype="float32", name="x")]
     static = paddle.jit.to_static(wrapped, input_spec=spec, full_graph=True)
     paddle.jit.save(static, str(folder / "inference"))
     with open(folder / "inference.yml", "w", encoding="utf-8") as f:

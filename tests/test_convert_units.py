@@ -283,6 +283,31 @@ def test_verification_images_keep_their_size_unless_the_export_is_fixed(tmp_path
     assert all(v.dtype == np.float32 and -1.0 <= v.min() and v.max() <= 1.0 for v in fixed.values())
 
 
+def test_fixed_batch_leaves_out_the_batch_of_two() -> None:
+    sizes = [(16, 24)]
+    both = verification_inputs(images_dir=None, sizes=sizes, preprocess=PreprocessSpec())
+    assert {k: v.shape for k, v in both.items()} == {
+        "synthetic_16x24": (1, 3, 16, 24), "synthetic_batch2_16x24": (2, 3, 16, 24)}
+    one = verification_inputs(images_dir=None, sizes=sizes, preprocess=PreprocessSpec(), batch2=False)
+    assert {k: v.shape for k, v in one.items()} == {"synthetic_16x24": (1, 3, 16, 24)}
+
+
+def _data_op_program(shape: list[int]) -> dict[str, object]:
+    data = {"#": "1.data", "A": [{"AT": {"#": "0.a_str", "D": "x"}, "N": "name"},
+                                 {"AT": {"#": "1.a_intarray", "D": shape}, "N": "shape"}], "I": [], "O": []}
+    return {"program": {"regions": [{"blocks": [{"ops": [data]}]}]}}
+
+
+def test_static_input_shape_of_a_fixed_export_freezes_the_conversion() -> None:
+    # PaddleX's MaskFormer export: InputSpec [1, 3, 512, 512]
+    assert pir_program.static_input_shape(_data_op_program([1, 3, 512, 512])) == (1, (512, 512))
+    assert pir_program.static_input_shape(_data_op_program([-1, 3, -1, -1])) == (None, None)
+    assert pir_program.check_fixed_hw((512, 512), None) == (512, 512)
+    assert pir_program.check_fixed_hw(None, (64, 96)) == (64, 96)
+    with pytest.raises(ConversionError, match="fixed input of 512x512.*Omit --fixed-shape"):
+        pir_program.check_fixed_hw((512, 512), (256, 256))
+
+
 def test_tie_figures_locate_disagreements_at_small_margins() -> None:
     from fastseg.convert.verify import tie_figures
 

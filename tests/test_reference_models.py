@@ -152,3 +152,16 @@ def test_residual_branches_are_damped_at_their_last_batchnorm() -> None:
             scaled = name.startswith(f"{last}._batch_norm.") and name.rsplit(".", 1)[1] in ("weight", "bias")
             expected = before[name] * (0.25 if scaled else 1.0)
             np.testing.assert_allclose(param.numpy(), expected, rtol=1e-6, err_msg=name)
+
+
+def test_maskformer_inference_yml_is_paddlex_fixed_512_export() -> None:
+    """PaddleX exports MaskFormer with input_shape [1, 3, 512, 512] and its val transforms."""
+    from converters.reference_models import inference_yml
+
+    deploy = inference_yml("MaskFormer_tiny", legacy=False)["Deploy"]
+    assert deploy["input_shape"] == [1, 3, 512, 512]
+    assert deploy["transforms"] == [
+        {"type": "Resize", "target_size": [512, 512], "keep_ratio": False, "interp": "LINEAR"},
+        {"type": "Normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    ]
+    assert (deploy["output_op"], deploy["output_dtype"]) == ("argmax", "int32")

@@ -52,7 +52,7 @@ def test_cli_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout.split("\n", 1)[1])
-    assert len(rows) == 18
+    assert len(rows) == 20
 
 
 def test_wheel_ships_the_demo_image_and_says_where_reference_builds_come_from(wheel: Path, tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from fastseg.errors import UnknownModelError
 from fastseg.zoo import cache_home, load_zoo
 
 
-def test_zoo_has_the_18_paddlex_models_with_published_figures() -> None:
+def test_zoo_has_the_20_paddlex_models_with_published_figures() -> None:
     zoo = load_zoo()
-    assert len(zoo.models) == 18
+    assert len(zoo.models) == 20
     spec = zoo.get("PP-LiteSeg-T")
     assert (spec.published.miou, spec.published.gpu_ms, spec.published.cpu_ms, spec.published.size_mb) == (
         73.10, 7.68, 138.68, 28.5)
@@ -21,6 +21,15 @@ def test_zoo_has_the_18_paddlex_models_with_published_figures() -> None:
     assert spec.inference_urls[1].endswith("/paddle3.0b2/PP-LiteSeg-T_infer.tar")
     assert zoo.get("SegFormer-B0").published.latency_note is not None
     assert zoo.get("Deeplabv3-R50").published.latency_note is None
+    # PaddleX's doc publishes MaskFormer's mIoU only (latency and size cells are blank)
+    tiny, small = zoo.get("MaskFormer_tiny"), zoo.get("MaskFormer_small")
+    assert (tiny.published.miou, small.published.miou) == (46.69, 49.70)
+    assert (tiny.published.gpu_ms, tiny.published.cpu_ms, tiny.published.size_mb) == (None, None, None)
+    assert tiny.dataset.num_classes == 150 and tiny.family == "MaskFormer"
+    assert tiny.protocol is not None and tiny.protocol.describe() == "resize 512x512 exactly"
+    assert tiny.protocol.segmenter_kwargs() == {"target_size": None, "slide": None, "slide_stride": None}
+    assert tiny.inference_urls == (
+        "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0/MaskFormer_tiny_infer.tar",)
 
 
 def test_palette_is_paddleseg_color_map() -> None:
@@ -40,11 +49,12 @@ def test_cache_home_env_override(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert cache_home({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "fastseg"
 
 
-def test_models_command_prints_18_rows() -> None:
+def test_models_command_prints_20_rows() -> None:
     out = CliRunner().invoke(main, ["models", "--format", "json"])
     assert out.exit_code == 0, out.output
     import json
 
     rows = json.loads(out.output)
     assert [r["name"] for r in rows][:2] == ["Deeplabv3_Plus-R50", "Deeplabv3_Plus-R101"]
-    assert len(rows) == 18
+    assert len(rows) == 20
+    assert rows[-1]["name"] == "MaskFormer_small" and rows[-1]["cpu_ms"] is None

@@ -37,12 +37,15 @@ class LabelSpace:
 
 @dataclass(frozen=True)
 class Published:
-    """Figures PaddleX publishes for a model (other hardware: never a ratio to ours)."""
+    """Figures PaddleX publishes for a model (other hardware: never a ratio to ours).
+
+    None where PaddleX publishes no figure (its table leaves MaskFormer's latency and size blank).
+    """
 
     miou: float
-    gpu_ms: float
-    cpu_ms: float
-    size_mb: float
+    gpu_ms: float | None
+    cpu_ms: float | None
+    size_mb: float | None
     latency_note: str | None = None
 
 
@@ -54,7 +57,9 @@ class Protocol:
     size_divisor 32 (PaddleX's target_size defaults); ``slide``/``slide_stride`` are
     (height, width) windows on the resized image; ``test_scale`` is PaddleSeg's
     ``test_config.scales`` (recorded; fastseg applies it as ``target_size`` for the
-    dataset's frame size). None everywhere = the whole image at its own resolution.
+    dataset's frame size). ``exact_resize`` (width, height) records a Resize without
+    keep_ratio that the model's own inference.yml already applies (MaskFormer's fixed 512x512),
+    so it sets nothing. None everywhere = the whole image at its own resolution.
     """
 
     config: str
@@ -63,10 +68,13 @@ class Protocol:
     slide: tuple[int, int] | None = None
     slide_stride: tuple[int, int] | None = None
     note: str | None = None
+    exact_resize: tuple[int, int] | None = None
 
     def describe(self) -> str:
         """A short human form: ``slide 1024x1024/768x768``, ``resize 1024x512`` (WxH) or ``whole image``."""
         parts = []
+        if self.exact_resize is not None:
+            parts.append(f"resize {self.exact_resize[0]}x{self.exact_resize[1]} exactly")
         if self.target_size is not None:
             parts.append(f"resize {self.target_size[0]}x{self.target_size[1]}")
         if self.slide is not None:
@@ -156,7 +164,12 @@ def _protocol(raw: Mapping[str, Any] | None) -> Protocol | None:
         slide=_pair(raw.get("slide")),
         slide_stride=_pair(raw.get("slide_stride")),
         note=raw.get("note"),
+        exact_resize=_pair(raw.get("exact_resize")),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
@@ -175,9 +188,9 @@ def parse_zoo(raw: Mapping[str, Any]) -> Zoo:
             pretrained_url=m["pretrained_url"],
             published=Published(
                 miou=float(pub["miou"]),
-                gpu_ms=float(pub["gpu_ms"]),
-                cpu_ms=float(pub["cpu_ms"]),
-                size_mb=float(pub["size_mb"]),
+                gpu_ms=_optional_float(pub.get("gpu_ms")),
+                cpu_ms=_optional_float(pub.get("cpu_ms")),
+                size_mb=_optional_float(pub.get("size_mb")),
                 latency_note=pub.get("latency_note"),
             ),
             protocol=_protocol(m.get("protocol")),

@@ -1,4 +1,4 @@
-"""``fastseg models``: the zoo's 18 models with PaddleX's published figures."""
+"""``fastseg models``: the zoo's 20 models with PaddleX's published figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 @click.command("models")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def models_cmd(fmt: str) -> None:
-    """List the 18 PaddleX models with PaddleX's published figures."""
+    """List the 20 PaddleX models with PaddleX's published figures."""
     import dataclasses
     import json
 
@@ -53,9 +53,9 @@ def models_cmd(fmt: str) -> None:
             s.dataset.name,
             str(s.dataset.num_classes),
             f"{p.miou:.2f}",
-            f"{p.gpu_ms:.2f}" + ("*" if p.latency_note else ""),
-            f"{p.cpu_ms:.2f}" + ("*" if p.latency_note else ""),
-            f"{p.size_mb:.1f}",
+            _figure(p.gpu_ms, ".2f", p.latency_note),
+            _figure(p.cpu_ms, ".2f", p.latency_note),
+            _figure(p.size_mb, ".1f", None),
             converted_status(s.name),
             "-" if s.protocol is None else s.protocol.describe(),
         )
@@ -68,3 +68,8 @@ def models_cmd(fmt: str) -> None:
     if any("reference" in converted_status(s.name) for s in zoo.models.values()):
         console.print("Converted 'reference': UNTRAINED reference weights (random; --weights reference), not the official model.")
     console.print("Published protocol: how PaddleSeg's config evaluated the mIoU ('predict --protocol published' applies it).")
+
+
+def _figure(value: float | None, spec: str, note: str | None) -> str:
+    """A published figure, '-' where PaddleX publishes none; '*' marks a sliced-input latency."""
+    return "-" if value is None else format(value, spec) + ("*" if note else "")

@@ -272,6 +272,12 @@ def _convert(
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConversionError(f"{pir_json.name} is not a readable PIR JSON program ({exc}).") from exc
 
+    # A fixed-shape export (PaddleX's MaskFormer: [1, 3, 512, 512]) runs at that size only.
+    static_batch, static_hw = pir_program.static_input_shape(program)
+    fixed_hw = pir_program.check_fixed_hw(static_hw, fixed_hw)
+    if static_hw is not None and images_dir is None:
+        verify_sizes = [static_hw]
+
     # 2. JSON edits: logits program, adaptive pool inputs static
     pools = pir_program.adaptive_pools(program)
     logits_program, head_info = pir_program.strip_program_head(program)
@@ -312,7 +318,9 @@ def _convert(
     # 4. verification against Paddle Inference
     verification: dict[str, Any] = {"skipped": True}
     if verify:
-        verification = _verify(
+        from fastseg.convert.verify import verify_against_paddle
+
+        verification = verify_against_paddle(
             work=work,
             src=src,
             logits_json=logits_json,
@@ -323,6 +331,7 @@ def _convert(
             images_dir=images_dir,
             verify_sizes=verify_sizes,
             fixed_hw=fixed_hw,
+            batch2=static_batch is None,
         )
         verification["threshold"] = threshold
         _lap("verify")
@@ -361,6 +370,7 @@ def _convert(
             "paddle_format": src.paddle_format,
             "source_output": head_info.source_output,
             "source_output_op": preprocess_config.output_op,
+            "source_input_shape": [static_batch, 3, *static_hw] if static_hw else None,
             "removed_head_ops": list(head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
             "decoder_fuse_convs_folded": decoder_folds,
@@ -384,47 +394,6 @@ def _convert(
         verification=verification,
         meta=meta,
     )
-
-
-def _verify(
-    *,
-    work: Path,
-    src: PaddleSource,
-    logits_json: Path,
-    params: Path,
-    logits_model: Any,
-    final_model: Any,
-    preprocess: Any,
-    images_dir: Path | None,
-    verify_sizes: list[tuple[int, int]],
-    fixed_hw: tuple[int, int] | None,
-) -> dict[str, Any]:
-    from fastseg.convert.verify import compare_outputs, verification_inputs
-
-    inputs = verification_inputs(images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess, fixed_hw=fixed_hw)
-    np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
-    t0 = time.perf_counter()
-    engine.run_paddle_worker(
-        "predict",
-        work,
-        what="Paddle Inference (verification)",
-        inputs_npz=str(work / "inputs.npz"),
-        outputs_npz=str(work / "outputs.npz"),
-        # the source program minus its argmax/softmax head (labels = argmax of these logits;
-        # running the untouched program too doubled the verification time for the same labels)
-        programs=[{"model_file": str(logits_json), "params_file": str(params)}],
-    )
-    with np.load(work / "outputs.npz") as out:
-        logits = {k: out[f"0:{k}"] for k in inputs}
-    t1 = time.perf_counter()
-    figures = compare_outputs(
-        inputs=inputs,
-        final_model=final_model,
-        logits_name=logits_model.graph.output[0].name,
-        paddle_logits=logits,
-    )
-    figures["seconds"] = {"paddle": round(t1 - t0, 2), "onnxruntime": round(time.perf_counter() - t1, 2)}
-    return figures
 
 
 def _write_atomically(target: Path, model: Any, meta: ModelMeta) -> int:

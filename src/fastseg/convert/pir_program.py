@@ -193,3 +193,38 @@ def input_name(program: Program) -> str:
             if name:
                 return str(name)
     return "x"
+
+
+def static_input_shape(program: Program) -> tuple[int | None, tuple[int, int] | None]:
+    """The image input's static batch and (H, W) from its ``data`` op (None where dynamic).
+
+    PaddleX exports some models with a fixed ``input_shape`` (MaskFormer: [1, 3, 512, 512]);
+    their graphs bake that size into reshapes, so the ONNX model accepts nothing else.
+    """
+    for op in ops_of(program):
+        if op_name(op) in ("feed", "data"):
+            shape = _attrs(op).get("shape")
+            if not isinstance(shape, list) or len(shape) != 4:
+                return None, None
+            batch = int(shape[0]) if int(shape[0]) > 0 else None
+            h, w = int(shape[2]), int(shape[3])
+            return batch, ((h, w) if h > 0 and w > 0 else None)
+    return None, None
+
+
+def check_fixed_hw(
+    static_hw: tuple[int, int] | None, fixed_hw: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The input size to freeze: the program's own static (H, W) if it has one, else ``fixed_hw``.
+
+    Raises:
+        ConversionError: ``fixed_hw`` asks for another size than the program's static one.
+    """
+    if static_hw is None:
+        return fixed_hw
+    if fixed_hw is not None and tuple(fixed_hw) != static_hw:
+        raise ConversionError(
+            f"This model was exported with a fixed input of {static_hw[0]}x{static_hw[1]} (HxW); "
+            f"--fixed-shape {fixed_hw[0]}x{fixed_hw[1]} cannot change it. Omit --fixed-shape."
+        )
+    return static_hw

@@ -8,9 +8,10 @@ ONNX logits graph and the Paddle program with its head stripped (``pir_program.s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -18,9 +19,13 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
+from fastseg.convert import engine
 from fastseg.errors import ConversionError, InputError
 from fastseg.model_dir import PreprocessSpec
 from fastseg.processing import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from fastseg.convert.sources import PaddleSource
 
 MAX_IMAGES = 16
 
@@ -48,11 +53,13 @@ def verification_inputs(
     sizes: Sequence[tuple[int, int]],
     preprocess: PreprocessSpec,
     fixed_hw: tuple[int, int] | None = None,
+    batch2: bool = True,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Named NCHW float32 inputs: user images at their own size, else synthetic ones.
 
     With ``fixed_hw`` (a fixed-shape export) user images are resized to that (height, width)
-    first: the model accepts no other size.
+    first: the model accepts no other size. ``batch2=False`` (a fixed batch of 1) leaves out
+    the batch-of-2 input.
 
     Raises:
         InputError: ``images_dir`` has no readable images.
@@ -73,7 +80,7 @@ def verification_inputs(
         return inputs
     for i, (h, w) in enumerate(sizes):
         inputs[f"synthetic_{h}x{w}"] = _normalise(synthetic_image(h, w, seed=i), preprocess)
-    if sizes:
+    if sizes and batch2:
         h, w = sizes[0]
         pair = [_normalise(synthetic_image(h, w, seed=100 + j), preprocess) for j in range(2)]
         inputs[f"synthetic_batch2_{h}x{w}"] = np.concatenate(pair, axis=0)
@@ -154,3 +161,47 @@ def compare_outputs(
         "min_argmax_agreement": min(v["argmax_agreement"] for v in per_input.values()),
         "max_abs_logit_diff": max(v["max_abs_logit_diff"] for v in per_input.values()),
     }
+
+
+def verify_against_paddle(
+    *,
+    work: Path,
+    src: "PaddleSource",
+    logits_json: Path,
+    params: Path,
+    logits_model: Any,
+    final_model: Any,
+    preprocess: Any,
+    images_dir: Path | None,
+    verify_sizes: list[tuple[int, int]],
+    fixed_hw: tuple[int, int] | None,
+    batch2: bool,
+) -> dict[str, Any]:
+    """Run the logits program in Paddle Inference (a child process) and ONNX Runtime on the
+    verification inputs; the figures ``compare_outputs`` returns, with both runtimes' seconds."""
+    inputs = verification_inputs(
+        images_dir=images_dir, sizes=verify_sizes, preprocess=preprocess, fixed_hw=fixed_hw, batch2=batch2
+    )
+    np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    engine.run_paddle_worker(
+        "predict",
+        work,
+        what="Paddle Inference (verification)",
+        inputs_npz=str(work / "inputs.npz"),
+        outputs_npz=str(work / "outputs.npz"),
+        # the source program minus its argmax/softmax head (labels = argmax of these logits;
+        # running the untouched program too doubled the verification time for the same labels)
+        programs=[{"model_file": str(logits_json), "params_file": str(params)}],
+    )
+    with np.load(work / "outputs.npz") as out:
+        logits = {k: out[f"0:{k}"] for k in inputs}
+    t1 = time.perf_counter()
+    figures = compare_outputs(
+        inputs=inputs,
+        final_model=final_model,
+        logits_name=logits_model.graph.output[0].name,
+        paddle_logits=logits,
+    )
+    figures["seconds"] = {"paddle": round(t1 - t0, 2), "onnxruntime": round(time.perf_counter() - t1, 2)}
+    return figures
