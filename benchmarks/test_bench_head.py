@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from fastseg.head import ResizeSpec, resize_argmax
+from fastseg.head import TailResize, resize_argmax
 from fastseg.engines.device import physical_cores
 
 CLASSES = 150
@@ -59,7 +59,7 @@ def test_head_150_classes(benchmark, bench_size: tuple[int, int], kind: str, hea
         feed = {"L": logits, "sizes": np.array([1, CLASSES, h, w], np.int64)}
         labels = benchmark(lambda: sess.run(None, feed)[0])
     else:
-        spec = ResizeSpec("linear", "half_pixel")
+        spec = TailResize("linear", "half_pixel")
         labels = benchmark(resize_argmax, logits, (h, w), spec, threads=physical_cores())
     assert labels.shape == (1, h, w)
     np.testing.assert_array_equal(labels, _ort_head().run(None, {"L": logits, "sizes": np.array([1, CLASSES, h, w], np.int64)})[0])
