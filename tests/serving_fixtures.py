@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 import socket
 import threading
 import time
@@ -117,3 +118,32 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def wait_for_health(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Poll ``url``/health until a ``fastseg serve`` child answers 200; fail with its stderr
+    (or combined output) when it exits or ``timeout_s`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate()
+            raise AssertionError(f"fastseg serve did not come up: {err or out!r}")
+        time.sleep(0.2)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (or the socket errors)."""
+    answer = b""
+    try:
+        while chunk := sock.recv(4096):
+            answer += chunk
+    except OSError:
+        pass
+    return answer

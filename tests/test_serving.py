@@ -435,7 +435,7 @@ def test_cli_serve_runs_uvicorn_with_config(tiny_dir: Path, tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from tests.serving_fixtures import free_port
+    from tests.serving_fixtures import free_port, wait_for_health
 
     config = tmp_path / "serving.yaml"
     config.write_text("Serving:\n  visualize: false\n  max_batch: 2\n", encoding="utf-8")
@@ -446,16 +446,7 @@ def test_cli_serve_runs_uvicorn_with_config(tiny_dir: Path, tmp_path: Path) -> N
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"fastseg serve did not come up: {proc.communicate()[0]!r}")
-            time.sleep(0.2)
+        wait_for_health(url, proc)
         body = {"image": b64(png_bytes(quadrant_image(16, 16)))}
         assert_error(post(url, body), 401)
         resp = post(url, body, headers={"Authorization": "Bearer k3y"})

@@ -28,7 +28,9 @@ from fastseg.model_dir import read_meta
 from fastseg.serving import ServingConfig, ServingConfigError, create_app, decode_image_bytes
 from fastseg.serving.decode_cost import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
 from fastseg.serving.server import uvicorn_config
-from tests.serving_fixtures import b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image
+from tests.serving_fixtures import (
+    b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed,
+)
 from tests.test_serving import GatedSegmenter, _wait_for, assert_error
 
 ENDPOINT = "/semantic-segmentation"
@@ -167,16 +169,6 @@ def limited_server(app: FastAPI, config: ServingConfig) -> Iterator[tuple[str, i
         thread.join(timeout=20)
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := sock.recv(4096):
-            answer += chunk
-    except OSError:
-        pass
-    return answer
-
-
 def test_bodies_are_counted_before_they_are_read(tiny_dir: Path) -> None:
     """Room for one 10 kB body: while a client announces 10 kB and stalls, the next body is
     refused 503 (naming body_memory_bytes) without being read; afterwards requests pass."""
@@ -193,7 +185,7 @@ def test_bodies_are_counted_before_they_are_read(tiny_dir: Path) -> None:
             resp = post(url, body)
             assert_error(resp, 503, "body_memory_bytes 10000")
             assert resp.headers["Retry-After"] == "1"
-            assert _read_all(sock).startswith(b"HTTP/1.1 408")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
         _wait_for(lambda: app.state.handler.bodies.used == 0)
         assert post(url, body).status_code == 200
 
@@ -218,7 +210,7 @@ def test_headers_must_arrive_within_header_timeout(tiny_dir: Path) -> None:
                     closed = True
                     break
                 time.sleep(0.2)
-            assert closed or _read_all(sock) == b""  # cut off with no answer
+            assert closed or read_until_closed(sock) == b""  # cut off with no answer
         assert post(url, {"image": b64(png_bytes(quadrant_image(8, 8)))}).status_code == 200
 
 
@@ -230,7 +222,7 @@ def test_connections_over_the_limit_get_503_at_once(tiny_dir: Path) -> None:
         idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
-                answer = _read_all(third)
+                answer = read_until_closed(third)
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower()
             assert b'"errorCode":503' in body and b"too many open connections" in body

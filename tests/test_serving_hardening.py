@@ -23,7 +23,9 @@ from fastseg.errors import InputError
 from fastseg.model_dir import read_meta
 from fastseg.serving import ServingConfig, ServingConfigError, UrlInputConfig, create_app, decode_image_bytes
 from fastseg.serving.fetch import fetch_bytes
-from tests.serving_fixtures import b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image
+from tests.serving_fixtures import (
+    b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed, wait_for_health,
+)
 from tests.test_serving import GatedSegmenter, _wait_for, assert_error
 
 Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
@@ -92,16 +94,7 @@ def test_server_peak_rss_stays_flat_under_bombs_and_huge_target_sizes(tiny_dir: 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"fastseg serve did not come up: {proc.communicate()[1]!r}")
-            time.sleep(0.2)
+        wait_for_health(url, proc)
         assert post(url, GOOD).status_code == 200  # warm: sessions, buffers, thread pool
         baseline = _vm_hwm_mb(proc.pid)
         bomb = {"image": b64(png_bomb())}
@@ -173,13 +166,7 @@ def _slow_sender(port: int, content_length: int, drips: int, interval: float) ->
             except OSError:
                 break  # the server answered and closed
             time.sleep(interval)
-        answer = b""
-        try:
-            while chunk := sock.recv(4096):
-                answer += chunk
-        except OSError:
-            pass
-        return answer
+        return read_until_closed(sock)
 
 
 def test_slow_senders_hold_no_admission_slot(segmenter: Any) -> None:
