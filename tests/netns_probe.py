@@ -5,9 +5,15 @@ tests/test_no_phone_home.py and docs/hardening.md.
 
     python tests/netns_probe.py predict|openvino|serve|ray|serve-ray MODEL_DIR WORK_DIR [--linger S]
 
-``serve`` starts the server, sends a few requests to 127.0.0.1, keeps it idle until ``--linger``
-seconds after start (ONNX Runtime's telemetry fires about 10 s after a session loads), then
-stops it with SIGINT. Every wait is bounded.
+``serve`` starts the server, sends a few requests to 127.0.0.1, keeps it idle for ``--linger``
+seconds after its first answer (ONNX Runtime's telemetry fires about 10 s after a session loads;
+counting from the answer, not from the start, keeps a slow, loaded machine from ending the wait
+before the session is up), then stops it with SIGINT. ``--until-seen`` ends the idle wait as soon
+as a connect beyond loopback shows in the log (the positive control). Every wait is bounded.
+
+The namespace gets its own /etc/resolv.conf naming a nameserver on the fake uplink, so a DNS
+lookup shows as a connect beyond loopback whatever the host's resolver is (a host resolver on
+127.0.0.53, as systemd-resolved and Docker set up, would otherwise hide every lookup).
 """
 
 from __future__ import annotations
@@ -53,16 +59,27 @@ def non_loopback(found: list[str]) -> list[str]:
     return [c for c in found if not c.startswith(LOCAL_FAMILIES) and not _LOOPBACK.search(c)]
 
 
-def _network() -> bool:
+FAKE_NAMESERVER = "192.0.2.53"
+
+
+def _network(work: Path) -> bool:
     """Bring loopback up, and add a fake uplink (a veth pair with a default route into it, where
     nothing answers) so that code which looks for a route before it connects still tries: a
-    namespace with loopback alone hides such probes. False when veth is not available."""
+    namespace with loopback alone hides such probes. When the probe also has its own mount
+    namespace (``unshare -n -m``), point /etc/resolv.conf at a nameserver on that uplink.
+    False when veth is not available."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     steps = (
         "link add fs0 type veth peer name fs1", "addr add 192.0.2.1/24 dev fs0", "link set fs0 up",
         "link set fs1 up", "route add default via 192.0.2.254 dev fs0",
     )
-    return all(subprocess.run(["ip", *s.split()], check=False, capture_output=True).returncode == 0 for s in steps)
+    uplink = all(subprocess.run(["ip", *s.split()], check=False, capture_output=True).returncode == 0 for s in steps)
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {FAKE_NAMESERVER}\noptions timeout:1 attempts:1\n")
+    private = subprocess.run(["mount", "--make-rprivate", "/"], check=False, capture_output=True).returncode == 0
+    if private:
+        subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=False, capture_output=True)
+    return uplink
 
 
 def _fastseg(*args: str) -> list[str]:
@@ -88,7 +105,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(log: Path, model: Path, work: Path, linger: float, extra: list[str]) -> int:
+def _idle(log: Path, proc: subprocess.Popen[bytes], linger: float, until_seen: bool) -> None:
+    """Keep the answered server idle for ``linger`` seconds, or until a connect beyond
+    loopback shows in the log when ``until_seen``."""
+    deadline = time.monotonic() + linger
+    while time.monotonic() < deadline and proc.poll() is None:
+        if until_seen and log.exists() and non_loopback(connects(log)):
+            return
+        time.sleep(0.5)
+
+
+def _serve(log: Path, model: Path, work: Path, linger: float, until_seen: bool, extra: list[str]) -> int:
     port = _free_port()
     body = json.dumps({"image": base64.b64encode((work / "images" / "img0.png").read_bytes()).decode()}).encode()
     start = time.monotonic()
@@ -107,10 +134,10 @@ def _serve(log: Path, model: Path, work: Path, linger: float, extra: list[str]) 
                     break
             except OSError:
                 time.sleep(0.3)
-        time.sleep(max(0.0, linger - (time.monotonic() - start)))
         if answered != 3:
             print(f"serve answered {answered} of 3 requests", file=sys.stderr)
             return 1
+        _idle(log, proc, linger, until_seen)
         return 0
     finally:
         # strace's tracee is its child: stop the server, and strace exits with it.
@@ -130,12 +157,13 @@ def main() -> int:
     parser.add_argument("model", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--linger", type=float, default=14.0)
+    parser.add_argument("--until-seen", action="store_true")
     args = parser.parse_args()
-    uplink = _network()
+    uplink = _network(args.work)
     log = args.work / f"{args.case}.strace"
     images = _images(args.work, 4)
     if args.case.startswith("serve"):
-        rc = _serve(log, args.model, args.work, args.linger, ["--ray"] if args.case == "serve-ray" else [])
+        rc = _serve(log, args.model, args.work, args.linger, args.until_seen, ["--ray"] if args.case == "serve-ray" else [])
     else:
         source = str(images) if args.case == "ray" else str(images / "img0.png")
         extra = {"ray": ["--ray", "--workers", "1"], "openvino": ["--engine", "openvino"]}.get(args.case, [])
@@ -145,7 +173,8 @@ def main() -> int:
             timeout=240, check=False,
         ).returncode
     found = connects(log)
-    print(json.dumps({"rc": rc, "uplink": uplink, "connects": len(found), "non_loopback": non_loopback(found)}))
+    resolver = re.findall(r"^nameserver\s+(\S+)", Path("/etc/resolv.conf").read_text(errors="replace"), re.M)
+    print(json.dumps({"rc": rc, "uplink": uplink, "nameservers": resolver, "connects": len(found), "non_loopback": non_loopback(found)}))
     return 0
 
 

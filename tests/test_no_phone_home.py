@@ -32,7 +32,7 @@ def _namespace_problem() -> str | None:
     missing = [tool for tool in ("strace", "unshare", "ip") if shutil.which(tool) is None]
     if missing:
         return f"needs {', '.join(missing)} (apt-get install strace iproute2 util-linux)"
-    done = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True, check=False)
+    done = subprocess.run(["unshare", "-n", "-m", "true"], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return f"cannot make a network namespace here: {done.stderr.strip()}"
     return None
@@ -41,12 +41,14 @@ def _namespace_problem() -> str | None:
 needs_namespace = pytest.mark.skipif(_namespace_problem() is not None, reason=str(_namespace_problem()))
 
 
-def _probe(case: str, tmp_path: Path, *, env: dict[str, str] | None = None, timeout: float = 240) -> dict[str, object]:
+def _probe(
+    case: str, tmp_path: Path, *, env: dict[str, str] | None = None, timeout: float = 240, extra: tuple[str, ...] = (),
+) -> dict[str, object]:
     model = colour_model_dir(tmp_path / "model")
     src = str(Path(fastseg.__file__).parents[1])
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        ["unshare", "-n", sys.executable, str(PROBE), case, str(model), str(tmp_path)],
+        ["unshare", "-n", "-m", sys.executable, str(PROBE), case, str(model), str(tmp_path), *extra],
         capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -61,6 +63,7 @@ def test_no_connect_beyond_loopback(case: str, tmp_path: Path) -> None:
     if case == "openvino" and importlib.util.find_spec("openvino") is None:
         pytest.skip("needs openvino (the [openvino] extra)")
     report = _probe(case, tmp_path)
+    assert report["nameservers"] == ["192.0.2.53"], "the namespace's resolver must sit beyond loopback"
     assert report["uplink"], "the namespace needs a fake uplink (veth) so that probes that look for a route show"
     assert report["non_loopback"] == [], f"{case} connected beyond loopback"
     assert (tmp_path / ("serve.strace" if case == "serve" else f"{case}.strace")).stat().st_size > 0
@@ -69,8 +72,10 @@ def test_no_connect_beyond_loopback(case: str, tmp_path: Path) -> None:
 @needs_namespace
 def test_the_probe_sees_onnxruntime_telemetry_when_the_user_turns_it_on(tmp_path: Path) -> None:
     """The harness catches what it guards against, and a user's explicit setting wins: with
-    ``ORT_DISABLE_TELEMETRY=0``, the server's idle ONNX Runtime looks up its telemetry host."""
-    report = _probe("serve", tmp_path, env={"ORT_DISABLE_TELEMETRY": "0"})
+    ``ORT_DISABLE_TELEMETRY=0``, the server's idle ONNX Runtime looks up its telemetry host. The
+    wait runs until the lookup shows, at most 60 s after the first answer (CI machines under a
+    full suite load the session late)."""
+    report = _probe("serve", tmp_path, env={"ORT_DISABLE_TELEMETRY": "0"}, extra=("--linger", "60", "--until-seen"))
     found = report["non_loopback"]
     assert isinstance(found, list) and found, "ONNX Runtime's telemetry lookup was not seen"
     assert all("htons(53)" in c for c in found), found  # DNS lookups only
