@@ -7,11 +7,13 @@ import subprocess
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import numpy.typing as npt
 import uvicorn
@@ -147,3 +149,39 @@ def read_until_closed(sock: socket.socket) -> bytes:
     except OSError:
         pass
     return answer
+
+
+def assert_error(resp: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"logId", "errorCode", "errorMsg"}
+    assert body["errorCode"] == status
+    for needle in needles:
+        assert needle.lower() in body["errorMsg"].lower(), body["errorMsg"]
+    return body
+
+
+class GatedSegmenter:
+    """Blocks in predict_images until ``gate`` is set; records batch sizes; can fail on demand."""
+
+    def __init__(self, meta: ModelMeta) -> None:
+        self.meta = meta
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+        self.fail_with: Exception | None = None
+
+    def predict_images(self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None) -> list[Any]:
+        self.gate.wait(timeout=30)
+        self.batches.append(len(images_bgr))
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
+        return [{"pred": np.zeros((1, *im.shape[:2]), dtype=np.int64)} for im in images_bgr]
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)

@@ -66,7 +66,7 @@ def test_size_parsers() -> None:
 
 
 def test_python_dash_m_fastseg_cli_runs_the_cli() -> None:
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = Path(__file__).resolve().parents[2] / "src"
     done = subprocess.run(
         [sys.executable, "-m", "fastseg.cli", "--help"], capture_output=True, text=True, timeout=120,
         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},

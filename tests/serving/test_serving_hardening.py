@@ -25,8 +25,8 @@ from fastseg.serving import ServingConfig, ServingConfigError, UrlInputConfig, c
 from fastseg.serving.fetch import fetch_bytes
 from tests.serving_fixtures import (
     b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed, wait_for_health,
+    GatedSegmenter, assert_error, wait_for,
 )
-from tests.test_serving import GatedSegmenter, _wait_for, assert_error
 
 Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
 ENDPOINT = "/semantic-segmentation"
@@ -120,7 +120,7 @@ def test_decode_memory_budget_makes_large_images_wait(tiny_dir: Path) -> None:
     body = {"image": b64(png_bytes(quadrant_image(64, 64))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(post, url, body) for _ in range(3)]
-        _wait_for(lambda: app.state.budget.used == 2 * one and app.state.budget.waiting == 1)
+        wait_for(lambda: app.state.budget.used == 2 * one and app.state.budget.waiting == 1)
         assert app.state.batcher.admitted == 3
         info = httpx.get(url + "/info").json()
         assert info["decodeMemory"] == {"reservedBytes": 2 * one, "waiting": 1}
@@ -197,7 +197,7 @@ def test_client_hanging_up_mid_body_logs_one_quiet_line(segmenter: Any, caplog: 
                 f"POST {ENDPOINT} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode() + b'{"image": "'
             )
             time.sleep(0.3)
-        _wait_for(lambda: any("hung up" in r.getMessage() for r in caplog.records), timeout=10)
+        wait_for(lambda: any("hung up" in r.getMessage() for r in caplog.records), timeout=10)
         assert post(url, GOOD).status_code == 200
     serving = [r for r in caplog.records if r.name == "fastseg.serving"]
     assert [r.levelno for r in serving] == [logging.INFO]
@@ -258,7 +258,7 @@ def test_url_fetch_ends_with_its_request(segmenter: Any, drip_host: tuple[str, l
         started = time.monotonic()
         resp = post(url, {"image": url_src})
         assert resp.status_code in (422, 503), resp.text
-        _wait_for(lambda: bool(closed), timeout=5)
+        wait_for(lambda: bool(closed), timeout=5)
         assert closed[0] - started < 3.0
 
 

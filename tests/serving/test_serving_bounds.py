@@ -30,8 +30,8 @@ from fastseg.serving.decode_cost import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
 from fastseg.serving.server import uvicorn_config
 from tests.serving_fixtures import (
     b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed,
+    GatedSegmenter, assert_error, wait_for,
 )
-from tests.test_serving import GatedSegmenter, _wait_for, assert_error
 
 ENDPOINT = "/semantic-segmentation"
 
@@ -129,7 +129,7 @@ def test_timed_out_request_never_runs_inference(tiny_dir: Path) -> None:
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, url, body)
-        _wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
+        wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
         assert_error(post(url, body), 503, "timed out")
         assert_error(first.result(), 503, "timed out")
         stub.gate.set()
@@ -145,9 +145,9 @@ def test_batches_are_bounded_in_pixels(tiny_dir: Path) -> None:
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(6) as pool:
         first = pool.submit(post, url, body)
-        _wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
+        wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
         rest = [pool.submit(post, url, body) for _ in range(5)]
-        _wait_for(lambda: app.state.batcher.queued == 5)
+        wait_for(lambda: app.state.batcher.queued == 5)
         stub.gate.set()
         assert [f.result().status_code for f in [first, *rest]] == [200] * 6
     assert stub.batches == [1, 2, 2, 1]
@@ -161,7 +161,7 @@ def limited_server(app: FastAPI, config: ServingConfig) -> Iterator[tuple[str, i
     server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait_for(lambda: server.started, timeout=20)
+    wait_for(lambda: server.started, timeout=20)
     try:
         yield f"http://127.0.0.1:{port}", port
     finally:
@@ -181,12 +181,12 @@ def test_bodies_are_counted_before_they_are_read(tiny_dir: Path) -> None:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(f"POST {ENDPOINT} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n".encode())
-            _wait_for(lambda: app.state.handler.bodies.used == 10_000)
+            wait_for(lambda: app.state.handler.bodies.used == 10_000)
             resp = post(url, body)
             assert_error(resp, 503, "body_memory_bytes 10000")
             assert resp.headers["Retry-After"] == "1"
             assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
-        _wait_for(lambda: app.state.handler.bodies.used == 0)
+        wait_for(lambda: app.state.handler.bodies.used == 0)
         assert post(url, body).status_code == 200
 
 
@@ -229,7 +229,7 @@ def test_connections_over_the_limit_get_503_at_once(tiny_dir: Path) -> None:
         finally:
             for sock in idle:
                 sock.close()
-        _wait_for(lambda: httpx.get(url + "/health", timeout=5).status_code == 200)
+        wait_for(lambda: httpx.get(url + "/health", timeout=5).status_code == 200)
 
 
 def test_heap_is_trimmed_once_after_a_burst(tiny_dir: Path) -> None:
@@ -239,7 +239,7 @@ def test_heap_is_trimmed_once_after_a_burst(tiny_dir: Path) -> None:
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(4) as pool:
         assert [r.status_code for r in pool.map(lambda _: post(url, body), range(4))] == [200] * 4
-        _wait_for(lambda: app.state.handler.trimmer.trims >= 1)
+        wait_for(lambda: app.state.handler.trimmer.trims >= 1)
         assert app.state.handler.trimmer.trims == 1
 
 

@@ -116,7 +116,7 @@ def test_real_onnxruntime_gpu_without_cuda_names_the_library() -> None:
         pytest.skip("set FASTSEG_ORT_GPU_PYTHON to a venv's python with onnxruntime-gpu (and no CUDA libraries)")
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver: the libraries may well load")
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = Path(__file__).resolve().parents[2] / "src"
     code = (
         "from fastseg.engines.gpu_libs import prepare_cuda\n"
         "try:\n    prepare_cuda('CUDAExecutionProvider')\nexcept Exception as exc:\n"

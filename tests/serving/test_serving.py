@@ -25,12 +25,15 @@ from fastseg.model_dir import ModelMeta, read_meta
 from fastseg.serving import ServingConfig, ServingConfigError, UrlInputConfig, create_app, load_serving_config
 from tests.serving_fixtures import (
     TINY_PALETTE,
+    GatedSegmenter,
+    assert_error,
     b64,
     build_tiny_model_dir,
     live_server,
     png_bytes,
     quadrant_image,
     quadrant_labels,
+    wait_for,
 )
 
 Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
@@ -60,16 +63,6 @@ def server(segmenter: Any) -> Iterator[str]:
 
 def post(url: str, body: Any, **kw: Any) -> httpx.Response:
     return httpx.post(url + ENDPOINT, json=body, timeout=30, **kw)
-
-
-def assert_error(resp: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"logId", "errorCode", "errorMsg"}
-    assert body["errorCode"] == status
-    for needle in needles:
-        assert needle.lower() in body["errorMsg"].lower(), body["errorMsg"]
-    return body
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -333,39 +326,13 @@ def test_malformed_urls_are_422_with_one_line(server: str, segmenter: Any) -> No
 
 
 # ------------------------------------------------------------------ concurrency: overload, timeout, faults
-class GatedSegmenter:
-    """Blocks in predict_images until ``gate`` is set; records batch sizes; can fail on demand."""
-
-    def __init__(self, meta: ModelMeta) -> None:
-        self.meta = meta
-        self.gate = threading.Event()
-        self.batches: list[int] = []
-        self.fail_with: Exception | None = None
-
-    def predict_images(self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None) -> list[Any]:
-        self.gate.wait(timeout=30)
-        self.batches.append(len(images_bgr))
-        if self.fail_with is not None:
-            exc, self.fail_with = self.fail_with, None
-            raise exc
-        return [{"pred": np.zeros((1, *im.shape[:2]), dtype=np.int64)} for im in images_bgr]
-
-
-def _wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
-
-
 def test_overload_answers_503_with_retry_after(tiny_dir: Path) -> None:
     stub = GatedSegmenter(read_meta(tiny_dir))
     app = create_app(stub, ServingConfig(queue_size=2, max_batch=1))
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post, url, body) for _ in range(2)]
-        _wait_for(lambda: app.state.batcher.admitted == 2)
+        wait_for(lambda: app.state.batcher.admitted == 2)
         resp = post(url, body)
         assert_error(resp, 503, "capacity")
         assert resp.headers["Retry-After"] == "1"
@@ -380,9 +347,9 @@ def test_dynamic_batching_groups_waiting_requests(tiny_dir: Path) -> None:
     body = {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}
     with live_server(app) as url, ThreadPoolExecutor(6) as pool:
         first = pool.submit(post, url, body)
-        _wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
+        wait_for(lambda: app.state.batcher.admitted == 1 and app.state.batcher.queued == 0)
         rest = [pool.submit(post, url, body) for _ in range(5)]
-        _wait_for(lambda: app.state.batcher.queued == 5)  # all five wait behind the gated first call
+        wait_for(lambda: app.state.batcher.queued == 5)  # all five wait behind the gated first call
         stub.gate.set()
         assert all(f.result().status_code == 200 for f in [first, *rest])
     assert stub.batches == [1, 5]

@@ -13,7 +13,6 @@ from fastseg.model_dir import read_meta, write_meta
 from fastseg.reference import REFERENCE_NOTE, REFERENCE_WEIGHTS
 from fastseg.serving import ServingConfig, create_app
 from tests.serving_fixtures import build_tiny_model_dir, live_server
-from tests.test_serving_browser import driver  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = pytest.mark.browser
 
