@@ -25,10 +25,11 @@ TINY_CLASSES = ("red", "green", "blue", "dark")
 TINY_PALETTE = ((220, 20, 60), (0, 160, 0), (30, 60, 230), (40, 40, 40))
 
 
-def build_tiny_model_dir(target: Path) -> Path:
+def build_tiny_model_dir(target: Path, *, logits: bool = False) -> Path:
     """A converted model: 1x1 Conv (logit c = channel c of the normalised RGB input, class 3 a
     constant 0.3) + ArgMax over classes, dynamic N/H/W. Red pixels -> 0, green -> 1, blue -> 2,
-    black -> 3, so expected label maps are known exactly."""
+    black -> 3, so expected label maps are known exactly. ``logits``: the Conv's output is the
+    model's (no ArgMax), so a Segmenter with ``scores=True`` gives scores (``tiny_scores``)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -36,14 +37,17 @@ def build_tiny_model_dir(target: Path) -> Path:
     for c in range(3):
         weight[c, c, 0, 0] = 1.0
     bias = np.array([0.0, 0.0, 0.0, 0.3], dtype=np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["logits"])]
+    if logits:
+        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    else:
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0))
+        output = helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])
     graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["x", "w", "b"], ["logits"]),
-            helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0),
-        ],
+        nodes,
         "tiny_seg",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])],
+        [output],
         initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -56,7 +60,7 @@ def build_tiny_model_dir(target: Path) -> Path:
         ModelMeta(
             model_name="TinySeg",
             input_name="x",
-            output_kind="labels",
+            output_kind="logits" if logits else "labels",
             num_classes=4,
             class_names=TINY_CLASSES,
             palette=TINY_PALETTE,
@@ -84,6 +88,15 @@ def quadrant_labels(height: int = 48, width: int = 64) -> npt.NDArray[np.int64]:
     labels[:h2, w2:] = 1
     labels[h2:, :w2] = 2
     return labels
+
+
+def tiny_scores(image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """The tiny model's winning-class probability per pixel, by hand: softmax of its logits
+    ((RGB / 255 - 0.5) / 0.5 for classes 0-2, 0.3 for class 3)."""
+    rgb = (image_bgr[..., ::-1].astype(np.float64) / 255.0 - 0.5) / 0.5
+    logits = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 0.3)], axis=-1)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).max(axis=-1)  # type: ignore[no-any-return]
 
 
 def png_bytes(image: npt.NDArray[np.uint8]) -> bytes:

@@ -63,11 +63,11 @@ def test_banded_scores_equal_ort_softmax(variant: str, tmp_path: Path, monkeypat
     np.testing.assert_allclose(head.finish_scored(logits, x.shape)[1], scores, atol=1e-7)
 
 
-def test_segmenter_return_score_on_an_argmax_model(tmp_path: Path) -> None:
+def test_segmenter_scores_on_an_argmax_model(tmp_path: Path) -> None:
     model_dir = tail_model_dir(tmp_path / "model", classes=8)  # < 32 classes: auto would run the graph
     reference = _score_reference(model_dir / "model.onnx", tmp_path / "ref.onnx")
     image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
-    with Segmenter(model_dir, home=tmp_path / "home", return_score=True) as scored, \
+    with Segmenter(model_dir, home=tmp_path / "home", scores=True) as scored, \
             Segmenter(model_dir, home=tmp_path / "home") as plain:
         assert (scored.head, plain.head) == ("banded", "graph")
         res = next(scored.predict(image))
@@ -77,14 +77,39 @@ def test_segmenter_return_score_on_an_argmax_model(tmp_path: Path) -> None:
 
         batch = preprocess_into([image], x, scored.meta.preprocess, resize=scored.resize)
     assert res.score is not None and res.score.shape == (1, 45, 70) and "score" in res
-    np.testing.assert_allclose(res.score[0], _run(reference, batch)[0], atol=2e-6)
+    assert res.score.dtype == np.float16  # float16 in Python, half the memory of float32
+    np.testing.assert_allclose(res.score[0].astype(np.float32), _run(reference, batch)[0], atol=5e-4)
     assert 1.0 / 8 <= float(res.score.min()) and float(res.score.max()) <= 1.0
+
+
+def test_scores_are_float16_softmax_of_the_logits(tmp_path: Path) -> None:
+    """A logits model: ``res.score`` is float16 max(softmax(logits)), and its PNG is round(255 * score)."""
+    from tiny_models import random_conv_model_dir
+
+    from fastseg.processing import preprocess_into
+    from fastseg.results import score_png
+
+    import cv2
+
+    model_dir = random_conv_model_dir(tmp_path / "logits", kind="logits", classes=5)
+    image = np.random.default_rng(1).integers(0, 256, (19, 23, 3), dtype=np.uint8)
+    with Segmenter(model_dir, scores=True) as seg:
+        res = next(seg.predict(image))
+        batch = preprocess_into([image], np.empty((1, 3, 19, 23), np.float32), seg.meta.preprocess, resize=seg.resize)
+    logits = _run(model_dir / "model.onnx", batch)[0].astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=0)) / np.exp(logits - logits.max(axis=0)).sum(axis=0)
+    assert res.score is not None and res.score.dtype == np.float16 and res.score.shape == (1, 19, 23)
+    np.testing.assert_allclose(res.score[0].astype(np.float64), probs.max(axis=0), atol=5e-4)
+    np.testing.assert_array_equal(res.pred[0], probs.argmax(axis=0))
+    grey = cv2.imdecode(np.frombuffer(score_png(res.score[0]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey, np.rint(res.score[0].astype(np.float32) * 255).astype(np.uint8))
 
 
 def test_graph_head_without_logits_gives_no_score(tmp_path: Path) -> None:
     model_dir = tail_model_dir(tmp_path / "model", classes=4)
     image = np.zeros((8, 8, 3), np.uint8)
-    with Segmenter(model_dir, home=tmp_path / "home", return_score=True, head="graph") as seg:
+    with Segmenter(model_dir, home=tmp_path / "home", scores=True, head="graph") as seg:
         assert next(seg.predict(image)).score is None
 
 
@@ -107,11 +132,11 @@ def test_cli_save_scores_images_and_video(tmp_path: Path) -> None:
         result = CliRunner(env=env).invoke(main, ["predict", "--input", str(tmp_path / name), "--model", str(model_dir),
                                                   "--save_path", str(out), "--no-json", "--save_scores"])
         assert result.exit_code == 0, result.output
-    with Segmenter(model_dir, home=tmp_path / "home", return_score=True) as seg:
+    with Segmenter(model_dir, home=tmp_path / "home", scores=True) as seg:
         want = next(seg.predict(str(tmp_path / "p.png"))).score
     grey = cv2.imread(str(out / "p_res_score.png"), cv2.IMREAD_UNCHANGED)
     assert want is not None and grey.dtype == np.uint8 and grey.shape == (20, 28)
-    np.testing.assert_array_equal(grey, np.rint(want[0] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(grey, np.rint(want[0].astype(np.float32) * 255).astype(np.uint8))
     assert sorted(p.name for p in (out / "v_res_score").iterdir()) == ["000000.png", "000001.png", "000002.png"]
     odd = tail_model_dir(tmp_path / "odd", classes=8, between="Softmax")  # a tail the banded head refuses
     graph = CliRunner(env=env).invoke(main, ["predict", "--input", str(tmp_path / "p.png"), "--model", str(odd),

@@ -167,10 +167,10 @@ def test_target_size_at_construction(model_dir: Path) -> None:
 @pytest.mark.parametrize("kind", ["logits", "probs"])
 def test_logit_and_prob_models_with_score(kind: str, tmp_path: Path) -> None:
     img = stripes(10, 12)
-    with Segmenter(colour_model_dir(tmp_path / kind, kind=kind), options=OPTS, return_score=True) as s:
+    with Segmenter(colour_model_dir(tmp_path / kind, kind=kind), options=OPTS, scores=True) as s:
         (res,) = list(s.predict(img))
     np.testing.assert_array_equal(res.pred[0], expected_labels(img))
-    assert res["score"].shape == (1, 10, 12) and res["score"].dtype == np.float32
+    assert res["score"].shape == (1, 10, 12) and res["score"].dtype == np.float16
     assert np.all(res["score"] > 1 / 3) and np.all(res["score"] <= 1.0)
 
 

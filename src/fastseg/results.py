@@ -130,7 +130,7 @@ class SegResult(Mapping[str, Any]):
         input_path: the source path or URL, None for in-memory arrays.
         input_img: the source image, BGR uint8 [H,W,3] (None if not kept).
         pred: int32 [1,H,W] label map at the source size (PaddleX's layout).
-        score: float32 [1,H,W] probability of the winning class, when asked for; else None.
+        score: float16 [1,H,W] probability of the winning class, when asked for (``scores=True``); else None.
         class_names: the model's class names (index = label).
         palette: RGB colour per class for rendering; None = PaddleX's pseudo-colour palette.
         page_index: always None (PaddleX uses it for PDF pages).
@@ -142,7 +142,7 @@ class SegResult(Mapping[str, Any]):
     input_path: str | None
     input_img: npt.NDArray[np.uint8] | None
     pred: npt.NDArray[np.int32]
-    score: npt.NDArray[np.float32] | None = None
+    score: npt.NDArray[np.float16] | None = None
     class_names: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] | None = field(default=None, repr=False)
     page_index: int | None = None
@@ -270,6 +270,11 @@ class SegResult(Mapping[str, Any]):
 _overlay = overlay
 
 
+def half_score(score_hw: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
+    """A score map [H,W] (computed in float32) as ``SegResult.score``: float16 [1,H,W], half the memory."""
+    return np.ascontiguousarray(score_hw, dtype=np.float16)[None]
+
+
 def score_png(score_hw: npt.NDArray[Any]) -> bytes:
     """A score map [H,W] in 0..1 as an 8-bit grey PNG (0-255, rounded): ``--save_scores``' file."""
     grey = np.clip(np.rint(np.asarray(score_hw, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
@@ -284,11 +289,11 @@ def save_score_png(target: Path, result: SegResult) -> Path:
 
     Raises:
         InputError: the result has no score (the model's graph ends in ArgMax and its tail
-            cannot run banded, or ``return_score`` was off).
+            cannot run banded, or ``scores`` was off).
     """
     if result.score is None:
         raise InputError(
-            "This result has no score map: create the Segmenter with return_score=True; a model whose graph ends in "
+            "This result has no score map: create the Segmenter with scores=True; a model whose graph ends in "
             "ArgMax gives scores only where fastseg's banded head can reproduce its tail (docs/banded-head.md)."
         )
     write_bytes_atomic(target, score_png(result.score[0]))

@@ -36,7 +36,7 @@ from fastseg.processing import (
     restore_size,
 )
 from fastseg.reference import Weights
-from fastseg.results import SegResult
+from fastseg.results import SegResult, half_score
 from fastseg.engines import EngineSession, open_session
 from fastseg.engines.session_base import Batch
 from fastseg.engines.preprocess_graph import fused_preprocess
@@ -78,7 +78,8 @@ class Segmenter:
         options: ONNX Runtime options (threads, TensorRT, IO binding, ...).
         allow_fallback: run on the CPU (with a warning) when the accelerator is missing.
         home: fastseg's cache directory (default ``$FASTSEG_HOME`` or ``~/.cache/fastseg``).
-        return_score: also return each pixel's winning-class probability (logit/prob models).
+        scores: also return each pixel's winning-class probability as ``res.score``, float16
+            [1,H,W] (computed in float32; the banded head gives it for ArgMax graphs too).
         slide: (height, width) of sliding windows at network resolution (PaddleSeg's
             ``slide_inference``: logits averaged over overlaps, bounded memory; see
             ``fastseg.slide``); None = whole-image inference.
@@ -107,7 +108,7 @@ class Segmenter:
         options: RuntimeOptions | None = None,
         allow_fallback: bool = False,
         home: Path | None = None,
-        return_score: bool = False,
+        scores: bool = False,
         engine: str = "auto",
         slide: tuple[int, int] | None = None,
         slide_stride: tuple[int, int] | None = None,
@@ -121,7 +122,7 @@ class Segmenter:
         self.engine_choice: EngineChoice = choose_engine(self.model_dir, engine, spec)
         self._meta = read_meta(self.engine_choice.model_dir)
         self.batch_size = batch_size
-        self.return_score = return_score
+        self.scores = scores
         self._resize = self._base_resize(target_size)
         self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
         if self.slide is not None and head == "banded":
@@ -150,7 +151,7 @@ class Segmenter:
     ) -> Head:
         """The head that turns the network's output into labels (``graph`` under sliding windows).
 
-        With ``return_score`` on a model whose graph ends in ArgMax, ``auto`` means ``banded``
+        With ``scores`` on a model whose graph ends in ArgMax, ``auto`` means ``banded``
         where the tail allows it: only the banded head sees the logits a score needs."""
         mode = "graph" if self.slide is not None else head
         kwargs: dict[str, Any] = dict(
@@ -160,11 +161,11 @@ class Segmenter:
             threads=options.intra_op_threads if options else None,
         )
         model_path = self.engine_choice.model_dir / ONNX_FILE
-        if self.return_score and mode == "auto" and self._meta.output_kind == "labels":
+        if self.scores and mode == "auto" and self._meta.output_kind == "labels":
             try:
                 return prepare_head(model_path, head="banded", **kwargs)
             except FastSegError as exc:
-                log.warning("return_score: no scores for %s, its head ends in ArgMax (%s)", self._meta.model_name, exc)
+                log.warning("scores: no scores for %s, its head ends in ArgMax (%s)", self._meta.model_name, exc)
         return prepare_head(model_path, head=mode, **kwargs)
 
     def _open_session(
@@ -279,8 +280,8 @@ class Segmenter:
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
                 batch = self.prepare([images[i] for i in idx], resize)
-                output, scores = self._infer_scored(batch) if self.return_score else (self.infer(batch), None)
-                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.return_score)
+                output, scores = self._infer_scored(batch) if self.scores else (self.infer(batch), None)
+                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores)
                 scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
@@ -289,7 +290,7 @@ class Segmenter:
                     input_path=sources[i],
                     input_img=images[i],
                     pred=np.ascontiguousarray(pred[None]),
-                    score=None if score is None else score[None],
+                    score=None if score is None else half_score(score),
                     class_names=meta.class_names,
                     weights=meta.provenance.get("weights"),
                 )
@@ -308,14 +309,14 @@ class Segmenter:
             labels, scores = slide_image(
                 image, self.session, config=slide,
                 preprocess=self._meta.preprocess, resize=resize, batch_size=self.batch_size,
-                buffer=self._buffer, with_score=self.return_score,
+                buffer=self._buffer, with_score=self.scores,
             )
             src_hw = (int(image.shape[0]), int(image.shape[1]))
             results.append(SegResult(
                 input_path=source,
                 input_img=image,
                 pred=restore_size(labels, src_hw)[None],
-                score=None if scores is None else restore_size(scores, src_hw)[None],
+                score=None if scores is None else half_score(restore_size(scores, src_hw)),
                 class_names=self._meta.class_names,
                 weights=self._meta.provenance.get("weights"),
             ))

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from fastseg.serving import ServingConfig, create_app
-from tests.serving_fixtures import TINY_PALETTE, build_tiny_model_dir, live_server, quadrant_image
+from tests.serving_fixtures import TINY_PALETTE, build_tiny_model_dir, live_server, quadrant_image, tiny_scores
 
 pytestmark = pytest.mark.browser
 
@@ -53,6 +54,32 @@ def test_page_uploads_image_and_renders_result(driver: Any, tmp_path: Path) -> N
                 driver.save_screenshot(shot)
     finally:
         seg.close()
+
+
+def test_page_shows_the_confidence_map_when_asked(driver: Any, tmp_path: Path) -> None:
+    """A server with 'scores: true' offers the toggle; checked, the page draws result.scoreMapPng."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
+    image = quadrant_image(40, 60)
+    image_path = tmp_path / "q.png"
+    cv2.imwrite(str(image_path), image)
+    with Segmenter(build_tiny_model_dir(tmp_path / "TinyLogits", logits=True), device="cpu", scores=True) as seg, \
+            live_server(create_app(seg, ServingConfig(scores=True))) as url:
+        driver.get(url + "/")
+        WebDriverWait(driver, 20).until(ec.visibility_of_element_located((By.ID, "show-scores")))
+        driver.find_element(By.ID, "show-scores").click()
+        driver.find_element(By.ID, "file-input").send_keys(str(image_path))
+        WebDriverWait(driver, 30).until(ec.visibility_of_element_located((By.ID, "score-figure")))
+        pixels = driver.execute_script(
+            "const c = document.getElementById('score-canvas'); const g = c.getContext('2d');"
+            "return [c.width, c.height, Array.from(g.getImageData(5, 5, 1, 1).data), Array.from(g.getImageData(50, 35, 1, 1).data)];"
+        )
+    assert pixels[:2] == [60, 40]
+    want = np.rint(tiny_scores(image) * 255)
+    assert abs(pixels[2][0] - want[5, 5]) <= 1 and abs(pixels[3][0] - want[35, 50]) <= 1 and pixels[2][0] != pixels[3][0]
 
 
 def test_docs_page_lists_the_operations_offline(driver: Any, tmp_path: Path) -> None:

@@ -288,3 +288,28 @@ def test_unreachable_camera_and_stream_are_clear_errors(seg: Segmenter) -> None:
         list(seg.predict_video("camera:7"))
     with pytest.raises(InputError, match=r"Cannot open video 'rtsp://127.0.0.1:9/live': check the URL"):
         list(seg.predict_video("rtsp://127.0.0.1:9/live"))  # nothing listens on port 9: refused at once
+
+
+def test_odd_frame_size_keeps_size_and_labels(model_dir: Path, seg: Segmenter, tmp_path: Path) -> None:
+    """65x47: the result video is 65x47 (.avi, OpenCV's own Motion-JPEG writer: its FFmpeg writer
+    keeps only even sizes), and every frame's labels are those of predicting it alone."""
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 255, (47, 65, 3), dtype=np.uint8) for _ in range(4)]
+    writer = cv2.VideoWriter(str(tmp_path / "odd.avi"), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), FPS, (65, 47))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    (tmp_path / "odd.mkv").write_bytes((tmp_path / "odd.avi").read_bytes())  # FFmpeg reads by content
+    for name, result_name in (("odd.avi", "odd_res.avi"), ("odd.mkv", "odd_res.avi")):
+        out = tmp_path / name.replace(".", "_")
+        result = CliRunner().invoke(main, ["predict", "--input", str(tmp_path / name), "--model", str(model_dir),
+                                           "--save_path", str(out), "--save_labels", "--overlay"])
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.iterdir()) == sorted([result_name, result_name.replace(".avi", "")])
+        assert video_props(out / result_name) == (65, 47, FPS, 4)
+        for i, frame in enumerate(decoded_frames(tmp_path / name)):
+            labels = cv2.imread(str(out / "odd_res" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(labels, next(seg.predict(frame)).labels_hw)
+    with VideoOutput(tmp_path / "crop.mp4", fps=FPS, size=(65, 47)) as cropped:  # the FFmpeg writer: even only
+        cropped.write(frames[0])
+    assert video_props(tmp_path / "crop.mp4")[:2] == (64, 46)

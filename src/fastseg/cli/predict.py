@@ -110,16 +110,41 @@ def predict_cmd(
     if use_ray or ray_address or is_multi_device(device):
         from fastseg.ray.commands import run_predict
 
-        if videos or pal is not None or legend or save_scores:
+        if images is not None and (pal is not None or legend or save_scores):
             raise click.UsageError(
-                "Videos, --palette, --legend and --save_scores run locally for now: drop --ray (and the device list)."
+                "--palette, --legend and --save_scores run locally for images: drop --ray (and the device list); "
+                "videos take them on Ray."
             )
-        run_predict(
-            input_=input_ if input_ is not None else str(demo_image()),
-            model=None if model is None else str(weights_model(model, weights)), pipeline=pipeline, device=device, save_path=save_path,
-            batch_size=batch_size, target_size=ts, overlay=overlay is not None, no_json=no_json, workers=workers,
-            address=ray_address, segmenter_kwargs={"allow_fallback": allow_fallback, "engine": engine, **kwargs},
-        )
+        ray_model = None if model is None else str(weights_model(model, weights))
+        seg_kwargs = {"allow_fallback": allow_fallback, "engine": engine, **kwargs}
+
+        def images_on_ray() -> None:
+            if images is not None:
+                run_predict(
+                    input_=source, model=ray_model, pipeline=pipeline, device=device, save_path=save_path,
+                    batch_size=batch_size, target_size=ts, overlay=overlay is not None, no_json=no_json,
+                    workers=workers, address=ray_address, segmenter_kwargs=seg_kwargs,
+                )
+
+        if not videos:
+            images_on_ray()
+            return
+        if pipeline is not None:
+            raise click.UsageError("--pipeline is not supported with --ray: give --model, --batch_size, --target_size.")
+        from fastseg.cli.video import render_options, report_videos
+        from fastseg.ray.video import ray_videos
+
+        run = VideoRun(out_dir=Path(save_path), overlay=overlay, palette=pal, save_labels=save_labels,
+                       save_scores=save_scores, legend=legend, every=every, max_frames=max_frames, fourcc=fourcc,
+                       target_size=ts)
+        with ray_videos(ray_model or DEFAULT_MODEL, device=device, workers=workers, address=ray_address,
+                        batch_size=batch_size or 1, segmenter_kwargs={**seg_kwargs, "scores": save_scores}) as runner:
+            render = render_options(runner.meta, run)
+            report_videos(videos, run, lambda src, opened, advance: runner.segment(
+                src, run.out_dir, render=render, every=every, max_frames=max_frames, target_size=ts,
+                on_open=opened, on_frame=advance,
+            ), where=f" on Ray: {runner.plan.workers} worker(s) on {runner.plan.device}")
+            images_on_ray()  # in the same Ray session
         return
     if pipeline is not None:
         if model is not None:
@@ -128,11 +153,11 @@ def predict_cmd(
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
                               weights=_given_weights(weights))
-        seg.return_score = save_scores
+        seg.scores = save_scores
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine,
-                        return_score=save_scores, **kwargs)
+                        scores=save_scores, **kwargs)
     out_dir = Path(save_path)
     with seg:
         if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:

@@ -99,6 +99,7 @@ def serve_cmd(
     segmenter = Segmenter(
         model_arg, device=device, batch_size=config.max_batch, options=options,
         allow_fallback=allow_fallback, engine=engine, slide=config.slide, slide_stride=config.slide_stride,
+        scores=config.scores,
     )
     try:
         app = create_app(segmenter, config)

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from fastseg.model_dir import ModelMeta
     from fastseg.palettes import Palette
     from fastseg.segmenter import Segmenter
-    from fastseg.video import VideoSource
+    from fastseg.video import RenderOptions, VideoInfo, VideoOutcome, VideoSource
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -92,21 +93,42 @@ class VideoRun:
     target_size: Any
 
 
+def render_options(meta: ModelMeta, run: VideoRun) -> RenderOptions:
+    """How ``run`` draws and writes a video of a model with ``meta``."""
+    from fastseg.video import RenderOptions
+
+    return RenderOptions(
+        overlay=run.overlay, palette=None if run.palette is None else run.palette.lut(),
+        save_labels=run.save_labels, save_scores=run.save_scores, num_classes=meta.num_classes, legend=run.legend,
+        class_names=meta.class_names, palette_names=run.palette.class_names if run.palette else (),
+        fourcc=run.fourcc,
+    )
+
+
 def run_videos(seg: Segmenter, videos: list[VideoSource], run: VideoRun) -> int:
-    """Segment each video with a progress bar; returns how many frames were written.
+    """Segment each video locally with a progress bar (``report_videos``)."""
+    from fastseg.video import video_to_dir
+
+    render = render_options(seg.meta, run)
+
+    def one(src: VideoSource, opened: Callable[[VideoInfo], None], advance: Callable[[Any], None]) -> VideoOutcome:
+        return video_to_dir(seg, src, run.out_dir, render=render, every=run.every, max_frames=run.max_frames,
+                            target_size=run.target_size, on_open=opened, on_frame=advance)
+
+    return report_videos(videos, run, one)
+
+
+SegmentOne = Callable[["VideoSource", Callable[["VideoInfo"], None], Callable[[Any], None]], "VideoOutcome"]
+
+
+def report_videos(videos: list[VideoSource], run: VideoRun, segment_one: SegmentOne, *, where: str = "") -> int:
+    """Run ``segment_one(src, on_open, on_frame)`` per video with a progress bar and a summary
+    line; returns how many frames were written.
 
     Ctrl-C finishes the current video's file (playable) and stops the run with exit code 130.
     """
     from tqdm import tqdm
 
-    from fastseg.video import RenderOptions, VideoInfo, video_to_dir
-
-    render = RenderOptions(
-        overlay=run.overlay, palette=None if run.palette is None else run.palette.lut(),
-        save_labels=run.save_labels, save_scores=run.save_scores, num_classes=seg.meta.num_classes, legend=run.legend,
-        class_names=seg.meta.class_names, palette_names=run.palette.class_names if run.palette else (),
-        fourcc=run.fourcc,
-    )
     total = 0
     for src in videos:
         with tqdm(unit="frame", desc=src.stem, disable=None, dynamic_ncols=True) as bar:
@@ -119,14 +141,11 @@ def run_videos(seg: Segmenter, videos: list[VideoSource], run: VideoRun) -> int:
             def advance(_res: Any, bar: Any = bar) -> None:
                 bar.update(1)
 
-            outcome = video_to_dir(
-                seg, src, run.out_dir, render=render, every=run.every, max_frames=run.max_frames,
-                target_size=run.target_size, on_open=opened, on_frame=advance,
-            )
+            outcome = segment_one(src, opened, advance)
         fps = outcome.frames / outcome.seconds if outcome.seconds else 0.0
         extras = "".join(f", {p}" for p in (outcome.labels_dir, outcome.scores_dir, outcome.legend) if p is not None)
         click.echo(f"{src.spec}: {outcome.frames} frame(s) in {outcome.seconds:.2f} s ({fps:.1f} frames/s, "
-                   f"decode + inference + encode) -> {outcome.video}{extras}")
+                   f"decode + inference + encode{where}) -> {outcome.video}{extras}")
         total += outcome.frames
         if outcome.interrupted:
             click.echo("Interrupted: the video written so far is complete and playable.", err=True)

@@ -84,8 +84,8 @@ class ServeBatcher(Batcher):
             self.stats.batches += 1
             self.stats.images += len(idx)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(idx))
-            for i, lab in zip(idx, labels):
-                out[i] = Inference(lab, infer_ms, len(idx))
+            for i, pred in zip(idx, labels):
+                out[i] = Inference(pred.labels_hw, infer_ms, len(idx), pred.score_hw)
         return [r for r in out if r is not None]
 
 
@@ -140,6 +140,7 @@ def build_serve_app(
     plan = plan_workers(device, workers=replicas, cluster=cluster_resources())
     kwargs = dict(segmenter_kwargs)
     kwargs.setdefault("batch_size", config.max_batch)
+    kwargs.setdefault("scores", config.scores)
     package = ModelFiles.pack(model, home=kwargs.pop("home", None), weights=kwargs.pop("weights", "official"))
     deployment = serve.deployment(
         name=DEPLOYMENT_NAME,

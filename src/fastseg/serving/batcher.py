@@ -26,17 +26,28 @@ from fastseg.errors import InputError
 LOG = logging.getLogger("fastseg.serving")
 
 RequestedSize = int | tuple[int, int] | None
-#: (images BGR HxWx3, target size) -> label maps HxW, one per image, in order.
-PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize], list[npt.NDArray[np.integer]]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's label map HxW, and its score map HxW (0..1) when the segmenter computes scores."""
+
+    labels_hw: npt.NDArray[np.integer]
+    score_hw: npt.NDArray[np.floating] | None = None
+
+
+#: (images BGR HxWx3, target size) -> one ``Prediction`` per image, in order.
+PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize], list[Prediction]]
 
 
 @dataclass(frozen=True)
 class Inference:
-    """One image's label map plus how it was computed (for the Server-Timing header)."""
+    """One image's label map (and score map) plus how it was computed (for the Server-Timing header)."""
 
     labels_hw: npt.NDArray[np.integer]
     infer_ms: float  # wall time of the predict call that included this image
     batch_size: int
+    score_hw: npt.NDArray[np.floating] | None = None
 
 
 @dataclass
@@ -229,6 +240,6 @@ class Batcher:
             self.stats.images += len(jobs)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))
             infer_ms = (time.perf_counter() - started) * 1000.0
-            for job, labels in zip(jobs, outputs):
+            for job, pred in zip(jobs, outputs):
                 if not job.future.done():
-                    job.future.set_result(Inference(labels, infer_ms, len(jobs)))
+                    job.future.set_result(Inference(pred.labels_hw, infer_ms, len(jobs), pred.score_hw))

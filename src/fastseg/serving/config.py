@@ -24,6 +24,7 @@ leave a limit at its default).
       retry_after_s: 1           # Retry-After header on 503
       api_key: null              # when set: 'Authorization: Bearer <key>' required on inference
       allow_compact_format: true # accept "labelMapFormat": "png"
+      scores: false              # compute per-pixel confidence, so requests may ask "scores": true
       slide: null                # [h, w]: sliding windows (bounded memory); then images up to
       slide_stride: null         #   slide_max_pixels are accepted instead of max_pixels
       slide_max_pixels: 100000000
@@ -86,6 +87,8 @@ class ServingConfig:
     slide: tuple[int, int] | None = None
     slide_stride: tuple[int, int] | None = None
     slide_max_pixels: int = 100_000_000
+    #: fastseg extension: the segmenter computes scores, so a request may ask ``"scores": true``.
+    scores: bool = False
 
     def __post_init__(self) -> None:
         positive = (

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -34,8 +34,8 @@ from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
 from fastseg.processing import resize_spec_for, resized_hw
 from fastseg.reference import weights_note
-from fastseg.results import colorize
-from fastseg.serving.batcher import Batcher, PredictFn, RequestedSize, Ticket
+from fastseg.results import DEFAULT_OVERLAY_ALPHA, colorize, overlay, score_png
+from fastseg.serving.batcher import Batcher, PredictFn, Prediction, RequestedSize, Ticket
 from fastseg.serving.budget import ByteCounter, MemoryBudget
 from fastseg.serving.config import ServingConfig
 from fastseg.serving.guard import error_response, new_log_id
@@ -80,6 +80,22 @@ def _labels_from_result(result: Any, image: npt.NDArray[np.uint8], num_classes: 
     return pred
 
 
+def _jpeg_b64(picture_bgr: npt.NDArray[np.uint8], what: str) -> str:
+    ok, jpeg = cv2.imencode(".jpg", picture_bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding of the {what} failed")
+    return base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def _score_from_result(result: Any) -> npt.NDArray[np.floating] | None:
+    """``res["score"]`` as HxW (float16 from a Segmenter), or None when it has none."""
+    score = result.get("score") if isinstance(result, Mapping) else None
+    if score is None:
+        return None
+    score = np.asarray(score)
+    return score[0] if score.ndim == 3 else score
+
+
 def _encode_success(
     log_id: str,
     labels_hw: npt.NDArray[np.integer],
@@ -87,7 +103,11 @@ def _encode_success(
     palette: Sequence[Sequence[int]] | None,
     visualize: bool,
     label_format: str,
+    score_hw: npt.NDArray[np.floating] | None = None,
+    overlay_on: tuple[npt.NDArray[np.uint8], float] | None = None,
 ) -> bytes:
+    """PaddleX's success body; the fastseg extensions' keys (``scoreMapPng``, ``overlayImage``)
+    come after PaddleX's, and only when given."""
     height, width = labels_hw.shape
     result: dict[str, Any] = {}
     if label_format == "png":
@@ -101,11 +121,11 @@ def _encode_success(
     result["size"] = [height, width]
     result["image"] = None
     if visualize:
-        colour = colorize(labels_hw, palette, bgr=True)
-        ok, jpeg = cv2.imencode(".jpg", colour, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError("JPEG encoding of the colour map failed")
-        result["image"] = base64.b64encode(jpeg.tobytes()).decode("ascii")
+        result["image"] = _jpeg_b64(colorize(labels_hw, palette, bgr=True), "colour map")
+    if score_hw is not None:
+        result["scoreMapPng"] = base64.b64encode(score_png(score_hw)).decode("ascii")
+    if overlay_on is not None:
+        result["overlayImage"] = _jpeg_b64(overlay(overlay_on[0], labels_hw, palette, overlay_on[1]), "overlay")
     body = {"logId": log_id, "errorCode": 0, "errorMsg": "Success", "result": result}
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -133,6 +153,9 @@ def _check_network_input(meta: ModelMeta, target: RequestedSize, header: ImageHe
 def _check_options(req: InferRequest, config: ServingConfig) -> RequestedSize:
     if req.labelMapFormat == "png" and not config.allow_compact_format:
         raise InputError("labelMapFormat 'png' is disabled on this server (allow_compact_format: false).")
+    if req.scores and not config.scores:
+        raise InputError("\"scores\": true needs a server that computes scores: start it with 'scores: true' "
+                         "in its serving YAML (fastseg serve --config).")
     target: RequestedSize = req.targetSize
     sides = () if target is None else (target,) * 2 if isinstance(target, int) else target
     if 0 in sides or (-1 in sides and len(set(sides)) > 1):
@@ -174,9 +197,10 @@ class InferenceHandler:
 
     def _predict(
         self, images: Sequence[npt.NDArray[np.uint8]], target_size: RequestedSize
-    ) -> list[npt.NDArray[np.integer]]:
+    ) -> list[Prediction]:
         results = self._segmenter.predict_images(list(images), target_size=target_size)
-        return [_labels_from_result(r, img, self.meta.num_classes) for r, img in zip(results, images)]
+        return [Prediction(_labels_from_result(r, img, self.meta.num_classes), _score_from_result(r))
+                for r, img in zip(results, images)]
 
     async def start(self) -> None:
         """Start the CPU threads and the batcher (inside the running loop)."""
@@ -294,13 +318,19 @@ class InferenceHandler:
             body_held[0] = 0
             t1 = time.perf_counter()
             done = await self.batcher.submit(ticket, image, target)
+            if req.scores and done.score_hw is None:
+                raise InputError(f"{self.meta.model_name} gives no scores: its graph ends in ArgMax and fastseg's banded "
+                                 "head cannot reproduce its tail (docs/video.md); serve it with slide windows for scores.")
+            alpha = DEFAULT_OVERLAY_ALPHA if req.overlay is True else None if req.overlay is False else req.overlay
+            overlay_on = None if alpha is None else (image, float(alpha))
             del image
             t2 = time.perf_counter()
             visualize = config.visualize if req.visualize is None else req.visualize
             content = await self._on_cpu(
                 _encode_success, log_id, done.labels_hw, palette=self.palette, visualize=visualize,
-                label_format=req.labelMapFormat,
+                label_format=req.labelMapFormat, score_hw=done.score_hw if req.scores else None, overlay_on=overlay_on,
             )
+            del overlay_on
             infer_ms, batch_size = done.infer_ms, done.batch_size
             del done
             t3 = time.perf_counter()
@@ -327,6 +357,7 @@ class InferenceHandler:
             "classNames": list(self.meta.class_names),
             "palette": legend_rgb,
             "visualize": config.visualize,
+            "scores": config.scores,
             "authRequired": config.api_key is not None,
             "limits": {
                 "maxBodyBytes": config.max_body_bytes,

@@ -26,8 +26,12 @@ class SegmenterLike(Protocol):
     def predict_images(self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None) -> list[Any]: ...
 
 
+Alpha = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class InferRequest(BaseModel):
-    """PaddleX's ``semantic_segmentation.InferRequest`` plus the opt-in ``labelMapFormat``."""
+    """PaddleX's ``semantic_segmentation.InferRequest`` plus opt-in fastseg extensions
+    (``labelMapFormat``, ``scores``, ``overlay``); without them the response is PaddleX's, byte for byte."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -44,6 +48,16 @@ class InferRequest(BaseModel):
         default="json",
         description="'png': result.labelMapPng (base64 single-channel PNG, uint8 or uint16) instead of labelMap.",
     )
+    scores: bool = Field(
+        default=False,
+        description="fastseg extension: also return result.scoreMapPng, base64 8-bit grey PNG of each pixel's "
+        "winning-class probability (round(255 * p)); needs a server started with 'scores: true'.",
+    )
+    overlay: bool | Alpha | None = Field(
+        default=None,
+        description="fastseg extension: also return result.overlayImage, base64 JPEG of the colour map blended "
+        "over the input with this weight (0..1; true = 0.4).",
+    )
 
 
 class InferResult(BaseModel):
@@ -51,6 +65,8 @@ class InferResult(BaseModel):
     labelMapPng: str | None = Field(default=None, description="Only with labelMapFormat='png'.")
     size: tuple[int, int] = Field(description="[H, W] of the label map (the input image's size).")
     image: str | None = Field(default=None, description="Base64 JPEG of the colour map, or null.")
+    scoreMapPng: str | None = Field(default=None, description="fastseg extension: only with scores=true.")
+    overlayImage: str | None = Field(default=None, description="fastseg extension: only with overlay.")
 
 
 class InferResponse(BaseModel):

@@ -19,6 +19,7 @@ async function loadInfo() {
   $("key-row").hidden = !info.authRequired;
   $("weights-note").textContent = info.weightsNote || "";
   $("weights-note").hidden = !info.weightsNote;
+  $("scores-row").hidden = !info.scores;  // the server computes scores: offer the confidence map
 }
 
 function readAsDataURL(file) {
@@ -95,8 +96,11 @@ async function segment(file) {
   const key = $("api-key").value;
   if (key) headers.Authorization = `Bearer ${key}`;
   const t0 = performance.now();
+  const request = { image: b64, visualize: false };
+  const wantScores = info.scores && $("show-scores").checked;
+  if (wantScores) request.scores = true;  // fastseg extension: result.scoreMapPng
   const r = await fetch("/semantic-segmentation", {
-    method: "POST", headers, body: JSON.stringify({ image: b64, visualize: false }),
+    method: "POST", headers, body: JSON.stringify(request),
   });
   const body = await r.json();
   const latency = performance.now() - t0;
@@ -113,6 +117,13 @@ async function segment(file) {
   const counts = colourCanvas(body.result.labelMap, h, w);
   drawOverlay(img);
   drawLegend(counts, h * w);
+  $("score-figure").hidden = !wantScores;
+  if (wantScores) {
+    const scores = await loadImage(`data:image/png;base64,${body.result.scoreMapPng}`);
+    const sc = $("score-canvas");
+    sc.width = w; sc.height = h;
+    sc.getContext("2d").drawImage(scores, 0, 0, w, h);
+  }
   $("latency").textContent = latency.toFixed(1);
   $("size").textContent = `${w}×${h}`;
   $("file-name").textContent = file.name;
@@ -131,6 +142,10 @@ zone.addEventListener("dragleave", () => zone.classList.remove("over"));
 zone.addEventListener("drop", (e) => {
   e.preventDefault(); zone.classList.remove("over");
   if (e.dataTransfer.files[0]) run(e.dataTransfer.files[0]);
+});
+$("show-scores").addEventListener("change", () => {
+  const file = $("file-input").files[0];
+  if (file) run(file);
 });
 $("opacity").addEventListener("input", () => { if (lastImage) drawOverlay(lastImage); });
 loadInfo().catch((err) => setStatus(`Cannot reach the server: ${err.message}`, true));

@@ -23,8 +23,8 @@ from fastseg.palettes import legend_names, paddlex_palette, present_labels, save
 from fastseg.processing import TargetSize
 from fastseg.results import SegResult, colorize, overlay, save_score_png
 from fastseg.video.pipeline import Drain, prefetch
-from fastseg.video.sources import VideoInfo, VideoSource, read_frames, video_info, video_source
-from fastseg.video.writer import VideoOutput, label_png_dtype, output_suffix, write_label_png
+from fastseg.video.sources import VideoInfo, VideoSource, read_frames, seek_frame, video_info, video_source
+from fastseg.video.writer import VideoOutput, full_size_path, label_png_dtype, output_suffix, write_label_png
 
 QUEUE_FRAMES = 4  # per queue: decoded frames waiting for the model, results waiting for the encoder
 
@@ -64,6 +64,8 @@ def predict_video(
     max_frames: int | None = None,
     target_size: TargetSize | None = None,
     on_open: Callable[[VideoInfo], None] | None = None,
+    start: int = 0,
+    exact_seek: bool = False,
 ) -> Generator[FrameResult, None, None]:
     """Segment a video file, stream or camera lazily, one ``FrameResult`` per kept frame.
 
@@ -71,6 +73,8 @@ def predict_video(
         every: keep every N-th frame (indices 0, N, 2N, ...).
         max_frames: stop after this many kept frames.
         on_open: called once with the source's ``VideoInfo`` before the first frame.
+        start: a file only: begin at this source frame (``seek_frame``; Ray's frame ranges).
+        exact_seek: reach ``start`` by decoding and skipping every frame before it.
 
     Raises:
         InputError: the source cannot be opened (the message says what to check).
@@ -81,8 +85,11 @@ def predict_video(
         info = video_info(cap, src)
         if on_open is not None:
             on_open(info)
-        frames = prefetch(read_frames(cap, fps=info.fps, live=src.is_live, every=every, max_frames=max_frames),
-                          QUEUE_FRAMES)
+        cap = seek_frame(cap, src, start, exact=exact_seek)
+        frames = prefetch(
+            read_frames(cap, fps=info.fps, live=src.is_live, every=every, max_frames=max_frames, start=start),
+            QUEUE_FRAMES,
+        )
         try:
             batch = []
             for frame in frames:
@@ -166,7 +173,7 @@ def video_to_dir(
 
     With ``render.save_labels``, ``out_dir/<stem>_res/<frame index:06d>.png`` holds each kept
     frame's labels (uint8, uint16 past 256 classes); with ``render.save_scores``,
-    ``<stem>_res_score/<index>.png`` its score map (0-255; needs a Segmenter with ``return_score``).
+    ``<stem>_res_score/<index>.png`` its score map (0-255; needs a Segmenter with ``scores``).
     Ctrl-C (``KeyboardInterrupt``) stops the run, finishes the file (playable, with the frames so
     far) and sets ``interrupted``.
     """
@@ -185,6 +192,7 @@ def video_to_dir(
     def opened(info: VideoInfo) -> None:
         outcome.info = info
         fps = info.fps / every  # kept frames span the source's duration
+        outcome.video = full_size_path(outcome.video, (info.width, info.height), opts.fourcc)
         holder["out"] = VideoOutput(outcome.video, fps=fps, size=(info.width, info.height), fourcc=opts.fourcc)
         if on_open is not None:
             on_open(info)

@@ -156,12 +156,38 @@ def video_info(cap: Any, source: VideoSource) -> VideoInfo:
     )
 
 
+def seek_frame(cap: Any, source: VideoSource, index: int, *, exact: bool = False) -> Any:
+    """Position a file's capture so that its next frame is frame ``index``; returns the capture.
+
+    Seeks with ``CAP_PROP_POS_FRAMES`` (OpenCV's FFmpeg backend seeks to the key frame before and
+    decodes forward); when OpenCV then reports another position, or with ``exact``, it reopens the
+    file and decodes and skips ``index`` frames from the start instead, which is exact by
+    construction. Callers that must be sure (``fastseg.ray.video``) also compare frame digests.
+
+    Raises:
+        InputError: not a file (streams and cameras cannot seek), or the file cannot be reopened.
+    """
+    if index <= 0:
+        return cap
+    if source.kind != "file":
+        raise InputError(f"{source.spec!r} is a {source.kind}; only video files can start at a frame.")
+    if not exact and cap.set(cv2.CAP_PROP_POS_FRAMES, index) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index:
+        return cap
+    cap.release()
+    cap = source.open()
+    for _ in range(index):
+        if not cap.grab():
+            break
+    return cap
+
+
 def read_frames(
-    cap: Any, *, fps: float, live: bool, every: int = 1, max_frames: int | None = None
+    cap: Any, *, fps: float, live: bool, every: int = 1, max_frames: int | None = None, start: int = 0
 ) -> Iterator[Frame]:
     """Decode frames from an open capture: every ``every``-th one, at most ``max_frames`` of them.
 
-    A file's timestamp is ``index / fps``; a live source's is the stream's own clock
+    ``start``: the source index of the capture's next frame (after ``seek_frame``); indices,
+    timestamps and ``every`` count from the source's first frame. A file's timestamp is ``index / fps``; a live source's is the stream's own clock
     (``CAP_PROP_POS_MSEC``) when it has one, else seconds since the first frame.
     Ends when the source ends (end of file, stream closed or silent for 10 s).
     """
@@ -169,7 +195,7 @@ def read_frames(
         raise InputError(f"every must be >= 1, got {every}.")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1, got {max_frames}.")
-    index, taken, start = -1, 0, time.monotonic()
+    index, taken, began = start - 1, 0, time.monotonic()
     while max_frames is None or taken < max_frames:
         if not cap.grab():
             return
@@ -181,7 +207,7 @@ def read_frames(
             return
         if live:
             pos = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-            stamp = pos / 1000.0 if pos > 0 else time.monotonic() - start
+            stamp = pos / 1000.0 if pos > 0 else time.monotonic() - began
         else:
             stamp = index / fps
         yield Frame(index=index, timestamp=stamp, image=image)

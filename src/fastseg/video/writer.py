@@ -48,12 +48,17 @@ class VideoOutput:
         if len(code) != 4:
             raise InputError(f"A FourCC code has 4 characters (mp4v, MJPG, FFV1, ...), got {code!r}.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if size[0] % 2 or size[1] % 2:
-            log.warning(
-                "%s: OpenCV's FFmpeg writer stores %dx%d frames as %dx%d (even sizes only, whatever the codec); "
-                "the label PNGs (--save_labels) keep the full size.", self.path, size[0], size[1], size[0] & ~1, size[1] & ~1,
-            )
-        self._writer: Any = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*code), fps, size)
+        odd = bool(size[0] % 2 or size[1] % 2)
+        if odd and code == "MJPG":  # OpenCV's own Motion-JPEG writer keeps odd sizes
+            self._writer: Any = cv2.VideoWriter(str(self.path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*code),
+                                                fps, size)
+        else:
+            if odd:
+                log.warning(
+                    "%s: OpenCV's FFmpeg writer stores %dx%d frames as %dx%d (even sizes only, whatever the codec); "
+                    "MJPG in .avi keeps the full size.", self.path, size[0], size[1], size[0] & ~1, size[1] & ~1,
+                )
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*code), fps, size)
         if not self._writer.isOpened():
             self._writer.release()
             self.path.unlink(missing_ok=True)
@@ -83,6 +88,17 @@ class VideoOutput:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def full_size_path(path: Path, size: tuple[int, int], fourcc: str | None) -> Path:
+    """Where a result video of ``size`` keeps that size: an odd width or height, which OpenCV's
+    FFmpeg writer would crop to even, goes to ``.avi`` (Motion-JPEG, OpenCV's own writer) unless
+    the caller chose a codec."""
+    if fourcc is None and (size[0] % 2 or size[1] % 2) and path.suffix.lower() != ".avi":
+        log.warning("%s: the source is %dx%d (odd); OpenCV's FFmpeg writer keeps only even sizes, so the result "
+                    "is written full size as %s (Motion-JPEG) instead.", path.name, size[0], size[1], path.with_suffix(".avi").name)
+        return path.with_suffix(".avi")
+    return path
 
 
 def label_png_dtype(num_classes: int) -> type[np.unsignedinteger[Any]]:
