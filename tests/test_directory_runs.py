@@ -1,7 +1,7 @@
 """Directory runs never abort on one file and never overwrite one result with another: the
 output tree mirrors the input tree, same-stem files get distinct stable names, names that are
 not UTF-8, hold a newline or are near NAME_MAX work, and failures are listed at the end (exit 1).
-The same tree on Ray is in ray/test_ray.py."""
+The same tree on Ray is in scale_out/test_ray.py."""
 
 from __future__ import annotations
 
