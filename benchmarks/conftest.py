@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from fastseg.slide import parse_hw
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,14 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench-size", default="512x1024", help="HxW of the benchmark inputs (enabled runs)")
 
 
-def _hw(text: str) -> tuple[int, int]:
-    h, _, w = text.partition("x")
-    return int(h), int(w)
-
-
 @pytest.fixture(scope="session")
 def bench_size(request: pytest.FixtureRequest) -> tuple[int, int]:
     """The input size: --bench-size when benchmarking, 32x64 when benchmarks are disabled (smoke)."""
     if request.config.getoption("benchmark_disable"):
         return (32, 64)
-    return _hw(str(request.config.getoption("--bench-size")))
+    return parse_hw(str(request.config.getoption("--bench-size")), name="--bench-size")

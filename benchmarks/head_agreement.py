@@ -21,6 +21,7 @@ import numpy as np
 
 from fastseg.head import prepare_head
 from fastseg.engines.ort import create_session
+from fastseg.slide import parse_hw
 
 
 def _inputs(model_dir: Path, hw: tuple[int, int], images: list[Path]) -> list[tuple[str, np.ndarray]]:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="a folder of photos (first --max-images used)")
     parser.add_argument("--max-images", type=int, default=2)
     args = parser.parse_args(argv)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = [parse_hw(s, name="--sizes") for s in args.sizes.split(",")]
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.max_images] if args.images else []
     failed = False
     with tempfile.TemporaryDirectory() as home:

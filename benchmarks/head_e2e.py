@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from fastseg.segmenter import Segmenter
+from fastseg.slide import parse_hw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--image", type=Path, help="a photo (resized to --size); default random pixels")
     args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = parse_hw(args.size, name="--size")
     if args.image:
         image = cv2.resize(cv2.imread(str(args.image)), (w, h), interpolation=cv2.INTER_AREA)
     else:

@@ -105,7 +105,9 @@ def main() -> None:
     source = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
     if source is None:
         raise SystemExit(f"cannot read {args.image}")
-    h, w = (int(v) for v in args.photo_hw.split("x")) if args.photo_hw else (args.side, args.side)
+    from fastseg.slide import parse_hw
+
+    h, w = parse_hw(args.photo_hw, name="--photo-hw") if args.photo_hw else (args.side, args.side)
     photo = cv2.imencode(".jpg", cv2.resize(source, (w, h)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     photo_body = json.dumps({"image": base64.b64encode(photo).decode()}).encode()
     bomb_body = json.dumps({"image": base64.b64encode(scan_bomb(6000, 6000, args.bomb_scans)).decode()}).encode()

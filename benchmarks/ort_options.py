@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastseg import bench
+from fastseg.slide import parse_hw
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # RuntimeOptions fields go through Segmenter/create_session; the other keys are experiments
@@ -50,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="all")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    h, _, w = args.size.partition("x")
+    h, w = parse_hw(args.size, name="--size")
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        image = bench.make_image(Path(tmp) / "img.png", size=(int(h), int(w)))
+        image = bench.make_image(Path(tmp) / "img.png", size=(h, w))
         for model_dir in args.model_dir:
             optimized = Path(tmp) / f"{_model_name(model_dir)}_opt.onnx"
             # Write the ALL-optimised model once, for the "cached" variant.

@@ -23,6 +23,7 @@ import numpy as np
 
 from fastseg.model_dir import ONNX_FILE
 from fastseg.engines.ort import RuntimeOptions, create_session
+from fastseg.slide import parse_hw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--top", type=int, default=12)
     args = p.parse_args(argv)
-    h, _, w = args.size.partition("x")
-    x = np.random.default_rng(0).random((1, 3, int(h), int(w)), dtype=np.float32)
+    h, w = parse_hw(args.size, name="--size")
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)  # ORT writes the profile into the working directory

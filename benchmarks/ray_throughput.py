@@ -34,6 +34,8 @@ import cv2
 import httpx
 import numpy as np
 
+from fastseg.slide import parse_hw
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_test import _free_port, _percentile, _run_level, _start_server  # noqa: E402
 
@@ -59,9 +61,9 @@ def _predict_seconds(model: str, images: Path, out: Path, extra: list[str]) -> f
 
 
 def _batch(args: argparse.Namespace, tmp: Path) -> list[dict[str, float | str]]:
-    hw = tuple(int(v) for v in args.size.lower().split("x"))
-    full = _make_images(tmp / "full", args.images, hw)  # type: ignore[arg-type]
-    small = _make_images(tmp / "small", args.small, hw)  # type: ignore[arg-type]
+    hw = parse_hw(args.size, name="--size")
+    full = _make_images(tmp / "full", args.images, hw)
+    small = _make_images(tmp / "small", args.small, hw)
     modes: list[tuple[str, list[str]]] = [("local", [])]
     modes += [(f"ray --workers {w}", ["--ray", "--workers", str(w)]) for w in args.workers]
     rows: list[dict[str, float | str]] = []
@@ -121,7 +123,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _serve(args: argparse.Namespace, tmp: Path) -> list[dict[str, float | int | str]]:
-    hw = tuple(int(v) for v in args.size.lower().split("x"))
+    hw = parse_hw(args.size, name="--size")
     image = np.random.default_rng(0).integers(0, 256, (hw[0], hw[1], 3), dtype=np.uint8)
     body = json.dumps({"image": base64.b64encode(cv2.imencode(".png", image)[1].tobytes()).decode()}).encode()
     config = tmp / "serving.yaml"

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from fastseg.slide import parse_hw
+
 # name -> what it changes relative to ONNX Runtime's stock CPU session (arena on, memory
 # pattern on, graph level all), which was fastseg's session before enable_mem_pattern=False.
 CONFIGS: dict[str, str] = {
@@ -134,16 +136,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="Converted model directory (model.onnx + fastseg.json).")
     ap.add_argument("--image", type=Path, help="Image to run (resized to --size); default seeded noise.")
-    ap.add_argument("--size", type=parse_size, default=(1024, 2048), help="Input HxW (default 1024x2048).")
+    ap.add_argument("--size", type=parse_hw, default=(1024, 2048), help="Input HxW (default 1024x2048).")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3,
                     help="Inferences per process (ORT's memory pattern takes effect from the 2nd run); "

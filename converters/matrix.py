@@ -23,6 +23,7 @@ from typing import Any
 
 from converters.reference_models import REFERENCE_NAMES, ensure_reference
 from fastseg.files import write_text_atomic
+from fastseg.slide import parse_hw
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 1024), (357, 521), (97, 211))
 PASS_AGREEMENT = 0.9999
@@ -143,11 +144,7 @@ def write_json(path: Path, rows: Sequence[MatrixRow], sizes: Sequence[tuple[int,
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        h, _, w = part.strip().partition("x")
-        sizes.append((int(h), int(w)))
-    return sizes
+    return [parse_hw(part, name="--sizes") for part in text.split(",")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

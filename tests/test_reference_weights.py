@@ -109,7 +109,7 @@ def _fake_convert(calls: list[dict[str, Any]]) -> Any:
 def test_build_labels_before_the_directory_appears(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("fastseg.convert.convert_model", _fake_convert(calls))
-    monkeypatch.setattr("fastseg.convert.engine.require_convert_deps", lambda: None)
+    monkeypatch.setattr("fastseg.convert.child.require_convert_deps", lambda: None)
     tar = tmp_path / f"{NAME}_infer.tar"
     tar.write_bytes(b"")
     built_with: list[tuple[str, Path]] = []
@@ -131,7 +131,7 @@ def test_build_labels_before_the_directory_appears(home: Path, tmp_path: Path, m
 def test_convert_weights_reference_prints_the_label(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("fastseg.convert.convert_model", _fake_convert(calls))
-    monkeypatch.setattr("fastseg.convert.engine.require_convert_deps", lambda: None)
+    monkeypatch.setattr("fastseg.convert.child.require_convert_deps", lambda: None)
     monkeypatch.setattr("fastseg.convert.reference.load_builder", lambda: lambda name, cache: tmp_path / "x.tar")
     out = tmp_path / "ref"
     result = CliRunner().invoke(main, ["convert", NAME, "--weights", "reference", "-o", str(out), "--no-verify"])

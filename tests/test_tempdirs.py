@@ -15,7 +15,7 @@ from tiny_models import colour_model_dir
 
 import fastseg
 from fastseg import tempdirs
-from fastseg.tempdirs import KILL_POINT_ENV, ScratchDir, scratch_dir, staged_dir, sweep_stale, temp_root
+from fastseg.tempdirs import KILL_POINT_ENV, ScratchDir, new_scratch_dir, staged_dir, sweep_stale, temp_root
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock, renameat2 and SIGKILL points are Linux")
 
@@ -80,11 +80,11 @@ def _model_name(target: Path) -> str:
 def test_scratch_dir_lives_under_the_root_named_by_pid_and_is_removed(tmpdir_env: Path) -> None:
     root = temp_root()
     assert root == tmpdir_env / f"fastseg-{os.getuid()}" and root.stat().st_mode & 0o777 == 0o700
-    with scratch_dir("convert") as path:
+    with new_scratch_dir("convert") as path:
         assert path.parent == root and path.name.startswith(f"convert-{os.getpid()}-")
         (path / "f").write_bytes(b"x")
     assert not path.exists()
-    with pytest.raises(RuntimeError), scratch_dir("convert") as path:
+    with pytest.raises(RuntimeError), new_scratch_dir("convert") as path:
         raise RuntimeError("boom")
     assert list(root.iterdir()) == []
 

@@ -6,8 +6,10 @@ An interrupted download keeps its ``.part`` (plus a ``.part.json`` naming the UR
 server's validators) and the next call resumes it with an HTTP ``Range`` request.
 ``fetch_model_tarball`` tries a zoo entry's URLs in order into the cache's ``downloads/``.
 
-Only the standard library's urllib is used for HTTP(S), so the runtime needs no HTTP client;
-it honours the usual ``*_proxy`` environment variables. Errors raised here are all
+Only the standard library's urllib is used for HTTP(S); it honours the usual ``*_proxy``
+environment variables. Image URLs go through ``fastseg.fetch`` instead, a different concern:
+small bodies held in memory under one deadline and a byte cap, no proxies, no resume; a
+tarball is hundreds of megabytes streamed to disk, resumed across runs, checked by sha256. Errors raised here are all
 ``DownloadError``s::
 
     DownloadError

@@ -7,9 +7,7 @@ checked when expanded and read only when an item is loaded.
 
 from __future__ import annotations
 
-import http.client
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from fastseg.errors import InputError
 from fastseg.processing import IMAGE_SUFFIXES, as_bgr, decode_image
 
 URL_TIMEOUT_S = 30.0
+URL_MAX_BYTES = 128 * 2**20
+"""The largest image predict downloads from a URL (a larger one: download it, pass the file)."""
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,28 @@ class InputItem:
         raise InputError("Empty input item.")
 
 
-def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """GET ``url`` (http/https) with a timeout.
+def fetch_url(url: str, *, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+    """GET ``url`` (http/https) with ``fastseg.fetch``: ``timeout`` seconds for the whole download
+    (redirects included, up to 5; default ``URL_TIMEOUT_S``), at most ``max_bytes`` (default
+    ``URL_MAX_BYTES``), no proxies. Private addresses are allowed: a local run may read from the
+    user's own network (the service refuses them).
 
     Raises:
-        InputError: network error, HTTP error or timeout (the message names the URL).
+        InputError: malformed URL, network error, HTTP error, too large, or timeout (the message
+            names the URL and the fix).
     """
+    from fastseg.fetch import check_url, fetch_bytes
+
+    timeout = URL_TIMEOUT_S if timeout is None else timeout
+    max_bytes = URL_MAX_BYTES if max_bytes is None else max_bytes
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked by caller)
-            return resp.read()  # type: ignore[no-any-return]
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL, BadStatusLine
-        raise InputError(f"Cannot download image {url}: {exc}. Check the URL or download it and pass the file.") from exc
+        check_url(url)
+        return fetch_bytes(
+            url, deadline=time.monotonic() + timeout, max_bytes=max_bytes, timeout_hint=f"fastseg allows {timeout:g}s",
+            max_redirects=5, check_redirect=check_url,
+        )
+    except InputError as exc:
+        raise InputError(f"Cannot download image {url}: {exc} Check the URL or download it and pass the file.") from exc
 
 
 def _image_files(directory: Path) -> list[Path]:

@@ -63,7 +63,7 @@ def resolve_model_dir(model: str | Path, *, home: Path | None = None, weights: W
 def _convert_zoo_model(spec: ModelSpec, target: Path, *, home: Path | None) -> Path:
     try:
         from fastseg.convert import convert_model
-        from fastseg.convert.engine import require_convert_deps
+        from fastseg.convert.child import require_convert_deps
         from fastseg.download import fetch_model_tarball
 
         require_convert_deps()  # before a download of hundreds of MB, not after

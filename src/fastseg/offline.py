@@ -20,7 +20,7 @@ fixed ONNX Runtime's choice; such a program must set the variable itself.
 
 OpenVINO has no such variable, and ``import openvino`` itself sends an event to Google Analytics
 (its package imports ``openvino.tools.ovc``, whose telemetry counts the import, from a forked
-process, and writes ``~/intel/openvino_ga_cid``): ``import_openvino`` imports it the one way its
+process, and writes ``~/intel/openvino_ga_cid``): ``import_openvino_quietly`` imports it the one way its
 telemetry declines without asking, ``CI=true``, for the import only. The local Ray cluster's own probes (node address, cloud metadata) are
 handled where that cluster starts: ``fastseg.ray.cluster.local_cluster_env``.
 """
@@ -45,7 +45,7 @@ def keep_offline(environ: MutableMapping[str, str]) -> None:
         environ.setdefault(key, value)
 
 
-def import_openvino() -> ModuleType:
+def import_openvino_quietly() -> ModuleType:
     """``import openvino`` without its import-time telemetry event.
 
     openvino_telemetry declines (no event, no files written) when ``CI`` is "true"; it is set

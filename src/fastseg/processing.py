@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.errors import InputError, ModelDirError
-from fastseg.model_dir import META_FILE, PreprocessSpec, ResizeSpec
+from fastseg.model_dir import META_FILE, ModelMeta, PreprocessSpec, ResizeSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -130,6 +130,18 @@ def resized_hw(src_hw: tuple[int, int], resize: ResizeSpec | None) -> tuple[int,
         d = int(resize.size_divisor)
         tw, th = math.ceil(tw / d) * d, math.ceil(th / d) * d
     return (th, tw)
+
+
+def network_hw(meta: ModelMeta, image_hw: tuple[int, int], target_size: TargetSize | None = None) -> tuple[int, int]:
+    """(height, width) of the tensor the network gets for an ``image_hw`` image: a fixed-shape
+    model's size, else its Resize (``target_size`` overriding, see ``resize_spec_for``) applied.
+
+    Raises:
+        InputError: a malformed ``target_size``.
+    """
+    if meta.fixed_hw is not None and not meta.dynamic_hw:
+        return meta.fixed_hw
+    return resized_hw(image_hw, resize_spec_for(meta.preprocess.resize, target_size))
 
 
 def group_by_shape(shapes: Sequence[tuple[int, int]]) -> list[list[int]]:

@@ -3,8 +3,8 @@
 Two places, both named after the owning process so that a later run can tell leftovers of a
 killed run (``kill -9``, power loss: no cleanup code runs) from the work of a live one:
 
-- ``scratch_dir(purpose)``: ``$TMPDIR/fastseg-<uid>/<purpose>-<pid>-<random>/`` (the fastseg
-  temp root, one per user, mode 0700). Removed when the block exits.
+- ``new_scratch_dir(purpose)``: ``$TMPDIR/fastseg-<uid>/<purpose>-<pid>-<random>/`` (the fastseg
+  temp root, one per user, mode 0700). Removed on ``close()`` or when its ``with`` block exits.
 - ``staged_dir(target)``: ``<target's parent>/.fastseg-<pid>-<random>/new/``, beside the output
   because a rename must stay on one file system. Filled by the caller, then swapped with
   ``target`` in one atomic ``renameat2(RENAME_EXCHANGE)``: at every moment ``target`` is the
@@ -13,7 +13,7 @@ killed run (``kill -9``, power loss: no cleanup code runs) from the work of a li
 A directory is stale when the pid in its name no longer runs AND nobody holds the ``flock``
 its owner keeps on it (the lock also covers a pid reused by another process or a run in
 another pid namespace that shares /tmp). ``sweep_stale`` removes stale ones; every
-``scratch_dir``/``staged_dir`` sweeps first, so the next run cleans up after a killed one.
+``new_scratch_dir``/``staged_dir`` sweeps first, so the next run cleans up after a killed one.
 """
 
 from __future__ import annotations
@@ -192,13 +192,6 @@ def new_scratch_dir(purpose: str) -> ScratchDir:
     root = temp_root()
     sweep_stale(root)
     return ScratchDir(root, _unique(f"{purpose}-"))
-
-
-@contextmanager
-def scratch_dir(purpose: str) -> Iterator[Path]:
-    """A fresh private directory under the fastseg temp root, removed when the block exits."""
-    with new_scratch_dir(purpose) as path:
-        yield path
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -151,7 +151,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         raise download.UnreachableError(f"Cannot reach {url}: [Errno -3] Temporary failure in name resolution.")
 
     monkeypatch.setattr(download, "fetch", unreachable)
-    monkeypatch.setattr("fastseg.convert.engine.require_convert_deps", lambda: None)
+    monkeypatch.setattr("fastseg.convert.child.require_convert_deps", lambda: None)
 
 
 @pytest.mark.parametrize(

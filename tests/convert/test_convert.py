@@ -116,11 +116,11 @@ def test_paddle2onnx_crash_becomes_one_line_error(tmp_path: Path, shared_data: P
 
 
 def test_missing_paddle_names_the_extra(monkeypatch: pytest.MonkeyPatch, shared_data: Path, tmp_path: Path) -> None:
-    import fastseg.convert.engine as engine
+    import fastseg.convert.child as child
 
-    real = engine.importlib.util.find_spec
+    real = child.importlib.util.find_spec
     monkeypatch.setattr(
-        engine.importlib.util, "find_spec", lambda name, *a: None if name == "paddle" else real(name, *a)
+        child.importlib.util, "find_spec", lambda name, *a: None if name == "paddle" else real(name, *a)
     )
     with pytest.raises(MissingDependencyError, match=r'pip install "fastseg-ort\[convert\]"'):
         convert_model(shared_data / HUMANSEG, tmp_path / "out")

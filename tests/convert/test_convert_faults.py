@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import fastseg
-from fastseg.convert import engine
+from fastseg.convert import child
 from fastseg.errors import ConversionError
 from fastseg.tempdirs import sweep_stale
 
@@ -54,11 +54,11 @@ PARENT = textwrap.dedent(
     # KeyboardInterrupt; the test is about what Ctrl-C does, so give it Ctrl-C's handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from fastseg.cli import main
-    from fastseg.convert import engine, pipeline
+    from fastseg.convert import child, pipeline
 
-    engine.WORKER = Path(sys.argv[1])
-    engine.require_convert_deps = lambda: None
-    pipeline.open_source = lambda source, scratch: engine.run_paddle_worker("sleep", scratch / "work", what="fake step")
+    child.WORKER = Path(sys.argv[1])
+    child.require_convert_deps = lambda: None
+    pipeline.open_source = lambda source, scratch: child.run_paddle_worker("sleep", scratch / "work", what="fake step")
     main(["convert", "--from", sys.argv[2], "-o", sys.argv[3]])
     """
 )
@@ -149,10 +149,10 @@ def test_kill_9_child_dies_and_next_convert_sweeps_the_scratch_dir(tmp_path: Pat
 
 
 def test_full_disk_is_one_line(tmp_path: Path, fake_worker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "WORKER", fake_worker)
+    monkeypatch.setattr(child, "WORKER", fake_worker)
     monkeypatch.setenv("PYTHONPATH", str(Path(fastseg.__file__).resolve().parents[1]))
     with pytest.raises(ConversionError) as info:
-        engine.run_paddle_worker("enospc", tmp_path / "work", what="paddle2onnx")
+        child.run_paddle_worker("enospc", tmp_path / "work", what="paddle2onnx")
     message = str(info.value)
     assert message == (
         f"paddle2onnx ran out of disk space in {tmp_path} (No space left on device): free some space, "

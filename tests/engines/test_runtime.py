@@ -12,7 +12,8 @@ from tiny_models import colour_model
 
 from fastseg.errors import DeviceError, ModelDirError
 from fastseg.engines.device import DeviceSpec, parse_device, physical_cores
-from fastseg.engines.ort import CANN_EP, CPU_EP, CUDA_EP, OPENVINO_EP, TRT_EP, RuntimeOptions, choose_run_mode, create_session, resolve_providers, session_options
+from fastseg.engines.gpu_libs import CUDA_EP, TRT_EP
+from fastseg.engines.ort import CANN_EP, CPU_EP, OPENVINO_EP, RuntimeOptions, choose_run_mode, create_session, resolve_providers, session_options
 
 CPU_ONLY = [CPU_EP]
 CUDA = [CUDA_EP, CPU_EP]

@@ -22,7 +22,7 @@ import pytest
 from fastseg.errors import InputError
 from fastseg.model_dir import read_meta
 from fastseg.serving import ServingConfig, ServingConfigError, UrlInputConfig, create_app, decode_image_bytes
-from fastseg.serving.fetch import fetch_bytes
+from fastseg.fetch import fetch_bytes
 from tests.serving_fixtures import (
     b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed, wait_for_health,
     GatedSegmenter, assert_error, wait_for,

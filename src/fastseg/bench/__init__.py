@@ -21,7 +21,9 @@ Modules (imports point down the list):
 - ``models``: the files a model is benchmarked on (built/converted once, cached), the image;
 - ``workers``: what runs inside a worker process (``__main__`` is its entry);
 - ``runner``: spawns the workers and gathers a BenchReport;
-- ``render``: table rows, rich table, Markdown, PNG chart, the written files.
+- ``render``: table rows, rich table, Markdown, PNG chart, the written files;
+- ``engines``: the ``--engine`` variants (int8/bf16 made by quantize, auto tuned first);
+- ``job``: one ``fastseg bench`` run from its parsed options (``run_job``), the CLI's one call.
 
 The package returns data (and renders it on request: rich and matplotlib are imported only
 there); it reads no environment variables, ``fastseg bench`` (fastseg.cli.bench) does. Top-level imports
@@ -31,7 +33,7 @@ interpreter (a separate venv) that has no onnx/onnxruntime/rich.
 
 from __future__ import annotations
 
-from fastseg.bench.flops import MacCount, count_macs, model_gflops, network_hw
+from fastseg.bench.flops import MacCount, count_macs, model_gflops
 from fastseg.bench.machine import check_device, machine_info, versions
 from fastseg.bench.models import ModelSource, bench_cache_dir, make_image, resolve_model
 from fastseg.bench.render import (
@@ -86,7 +88,6 @@ __all__ = [
     "machine_info",
     "make_image",
     "model_gflops",
-    "network_hw",
     "published_text",
     "render_markdown",
     "render_table",

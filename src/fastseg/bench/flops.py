@@ -161,17 +161,6 @@ def _node_macs(node: Any, ins: list[list[int] | None], out: list[int] | None) ->
     return None  # pragma: no cover
 
 
-def network_hw(onnx_dir: Path, size: tuple[int, int]) -> tuple[int, int]:
-    """The (H, W) the network sees for a ``size`` image: the model's Resize (or fixed size) applied."""
-    from fastseg.model_dir import read_meta
-    from fastseg.processing import resized_hw
-
-    meta = read_meta(onnx_dir)
-    if meta.fixed_hw is not None and not meta.dynamic_hw:
-        return meta.fixed_hw
-    return resized_hw(size, meta.preprocess.resize)
-
-
 def model_gflops(onnx_path: Path, *, size: tuple[int, int], batch: int = 1) -> float:
     """GFLOPs of one forward pass at ``size`` (per batch of ``batch``), cached beside the model."""
     cache = onnx_path.with_name("gflops.json")

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fastseg.bench.flops import model_gflops, network_hw
+from fastseg.bench.flops import model_gflops
 from fastseg.bench.machine import machine_info, versions
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import NOT_INSTALLED, BackendResult, BenchConfig, BenchReport, ModelResult, summarize
@@ -99,7 +99,7 @@ def run_bench(
     ``on_model(partial_report)`` is called after each model, so a long run (the full table at
     1024x2048 takes over an hour here) keeps what it measured if it is stopped.
     """
-    gflops = gflops or (lambda s: model_gflops(s.onnx_dir / "model.onnx", size=network_hw(s.onnx_dir, config.size)))
+    gflops = gflops or (lambda s: model_gflops(s.onnx_dir / "model.onnx", size=_network_hw(s.onnx_dir, config.size)))
     machine = machine_info()  # before the first worker: the load average is the machine's, not ours
     results: list[ModelResult] = []
     for src in sources:
@@ -168,3 +168,11 @@ def _report(
         models=list(results),
         published_conditions=dict(published_conditions or {}),
     )
+
+
+def _network_hw(onnx_dir: Path, size: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) the network of ``onnx_dir`` sees for a ``size`` image (imported late: see __init__)."""
+    from fastseg.model_dir import read_meta
+    from fastseg.processing import network_hw
+
+    return network_hw(read_meta(onnx_dir), size)

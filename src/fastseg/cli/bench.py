@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fastseg.cli.options import ConstantChoice, allow_fallback_option, device_option, parse_hw_size, slide_options
 from fastseg.reference import WEIGHTS
 
+if TYPE_CHECKING:
+    from rich.console import Console as RichConsole
 
-def _reference_builder(reference_dir: str | None) -> object | None:
-    """A ``(name, cache_dir) -> tar`` builder: prebuilt tars in --reference-dir, else converters/."""
-    if reference_dir is not None:
-        root = Path(reference_dir)
 
-        def from_dir(name: str, cache_dir: Path) -> Path:
-            tar = root / f"{name}_infer.tar"
-            if not tar.is_file():
-                from fastseg.errors import ModelDirError
+def _against(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--against a,b``: the peers, each one of ``fastseg.bench.AGAINST``."""
+    from fastseg.bench.report import AGAINST
 
-                raise ModelDirError(
-                    f"{tar} not found: build it with 'python converters/reference_models.py --models {name} --out {root}'."
-                )
-            return tar
+    others = tuple(a.strip() for a in value.split(",") if a.strip())
+    for a in others:
+        if a not in AGAINST:
+            raise click.BadParameter(f"{a!r}: choose from {', '.join(AGAINST)}", param_hint="--against")
+    return others
 
-        return from_dir
-    from fastseg.convert.reference import load_builder
-    from fastseg.errors import MissingDependencyError
 
-    try:
-        return load_builder()
-    except MissingDependencyError:  # no converters/ or PaddleSeg: official tarballs only
-        return None
+class _RichUI:
+    """``BenchUI`` on a rich console: yellow warnings, a status line, a transient progress bar."""
+
+    def __init__(self, console: RichConsole) -> None:
+        self.console = console
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]Warning:[/] {message}")
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[Callable[[str], None]]:
+        with self.console.status(message) as status:
+            yield status.update
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[str], None]]:
+        from rich.progress import Progress
+
+        with Progress(console=self.console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=total)
+            yield lambda label: progress.update(task, advance=1, description=label)
 
 
 @click.command("bench")
@@ -44,7 +59,7 @@ def _reference_builder(reference_dir: str | None) -> object | None:
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--against", default="", help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor, "
+@click.option("--against", default="", callback=_against, help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor, "
               "run_mode mkldnn), paddlex-bf16 (its run_mode mkldnn_bf16).")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Image to use (resized to --size); default: a synthetic one.")
@@ -69,7 +84,7 @@ def bench_cmd(
     runs: int,
     warmup: int,
     threads: int,
-    against: str,
+    against: tuple[str, ...],
     out_dir: str,
     image: str | None,
     peak_gflops: float | None,
@@ -83,114 +98,24 @@ def bench_cmd(
 ) -> None:
     """Time fastseg per stage, side by side with Paddle Inference and PaddleX on the same files."""
     from rich.console import Console
-    from rich.progress import Progress
 
-    from fastseg import bench
-    from fastseg.errors import MissingDependencyError
-    from fastseg.zoo import cache_home, downloads_dir, load_zoo
-
-    size = parse_hw_size(size_arg)
+    from fastseg.bench.job import BenchRequest, run_job
+    from fastseg.bench.render import published_text, render_table
     from fastseg.slide import parse_hw
 
+    size = parse_hw_size(size_arg)
     for text, flag in ((slide, "--slide"), (slide_stride, "--slide-stride")):
         if text:
             parse_hw(text, name=flag)  # a malformed size fails here, not in every worker
-    others = tuple(a.strip() for a in against.split(",") if a.strip())
-    for a in others:
-        if a not in bench.AGAINST:
-            raise click.BadParameter(f"{a!r}: choose from {', '.join(bench.AGAINST)}", param_hint="--against")
-    zoo = load_zoo()
-    names = zoo.names() if models_arg.strip() == "all" else [n.strip() for n in models_arg.split(",") if n.strip()]
-    for n in names:
-        zoo.get(n)  # UnknownModelError with suggestions, before any work
-    dev, warning = bench.check_device(device, allow_fallback=allow_fallback)
-    console = Console(width=max(240, Console().width))  # the full table: 19 columns, weights spelled out
-    if warning:
-        console.print(f"[yellow]Warning:[/] {warning}")
-    home = cache_home()
-    builder = _reference_builder(reference_dir)
-
-    def convert(paddle_dir: Path, onnx_dir: Path, name: str) -> str | None:
-        """Convert with verification; a verification miss still benchmarks (same graph cost), noted."""
-        from fastseg.errors import ConversionError, MissingDependencyError
-
-        try:
-            from fastseg.convert import convert_model
-        except ImportError as exc:
-            raise MissingDependencyError("Converting needs the convert extra: pip install 'fastseg-ort[convert]'.") from exc
-        try:
-            convert_model(paddle_dir, onnx_dir, model_name=name)
-            return None
-        except ConversionError as exc:
-            if "Verification failed" not in str(exc):
-                raise
-            console.print(f"[yellow]Warning:[/] {name}: {exc} Benchmarking the unverified conversion (same cost).")
-            convert_model(paddle_dir, onnx_dir, model_name=name, verify=False)
-            return f"unverified: {exc}"
-
-    sources = []
-    for n in names:
-        cached = downloads_dir(home) / f"{n}_infer.tar"
-        tar = None if weights == "reference" or not cached.is_file() else cached
-        if weights == "official" and tar is None:
-            from fastseg.download import fetch_model_tarball
-
-            tar = fetch_model_tarball(zoo.get(n), home=home)
-        with console.status(f"Preparing {n} (reference builds and conversion run once, then are cached)"):
-            try:
-                sources.append(
-                    bench.resolve_model(
-                        n, home=home, official_tar=tar,
-                        build_reference=builder, convert=convert,  # type: ignore[arg-type]
-                    )
-                )
-            except MissingDependencyError:
-                raise  # the same for every model: say it once
-            except Exception as exc:  # noqa: BLE001 - one model failing must not lose a long run
-                console.print(f"[yellow]Warning:[/] {n}: could not prepare ({type(exc).__name__}: {exc}); row marked failed.")
-                sources.append(bench.ModelSource(n, onnx_dir=Path(), paddle_dir=None, weights="-", error=f"{type(exc).__name__}: {exc}"))
-    out = Path(out_dir)
-    img = bench.make_image(out / f"bench_{size[1]}x{size[0]}.png", size=size, source=Path(image) if image else None)
-    from fastseg.bench.engines import prepare_sources, row_precision, worker_engine
-
-    with console.status(f"Preparing engine {engine}") as status:
-        sources = prepare_sources(sources, engine, img, threads=threads, size=size, progress=status.update)
-    if peak_gflops is None:
-        from fastseg.bench.machine import SGEMM_N, measure_sgemm_gflops
-        from fastseg.bench.peak import theoretical_peak
-        from fastseg.engines.device import physical_cores
-
-        with console.status("Measuring numpy's sgemm (a note beside the theoretical peak)"):
-            sgemm = measure_sgemm_gflops(threads)
-        precision = row_precision(engine) or "fp32"
-        peak = theoretical_peak(precision, min(threads, physical_cores()), sgemm_gflops=sgemm)
-        peak_gflops = peak.gflops
-        peak_source = (f"theoretical {precision} peak: {peak.formula}; numpy sgemm {SGEMM_N}^3 on {threads} threads "
-                       f"measured {sgemm:.0f} GFLOP/s (a note, not the peak)")
-    else:
-        peak_source = "given with --peak-gflops"
-    config = bench.BenchConfig(
-        size=size, batch=batch, runs=runs, warmup=warmup, threads=threads, device=dev,
-        against=others, peak_gflops=peak_gflops, peak_source=peak_source, paddlex_python=paddlex_python,
-        engine=worker_engine(engine) if engine != "auto" else "auto",
-        precision=row_precision(engine),
+    request = BenchRequest(
+        size=size, out_dir=Path(out_dir), models=models_arg, device=device,
+        allow_fallback=allow_fallback, batch=batch, runs=runs, warmup=warmup, threads=threads, against=against,
+        image=Path(image) if image else None, peak_gflops=peak_gflops, paddlex_python=paddlex_python,
+        weights=weights, reference_dir=Path(reference_dir) if reference_dir else None, engine=engine,
         slide=slide, slide_stride=slide_stride, protocol=protocol,
     )
-
-    def published(name: str) -> dict[str, object]:
-        p = zoo.get(name).published
-        return {"miou": p.miou, "gpu_ms": p.gpu_ms, "cpu_ms": p.cpu_ms, "latency_note": p.latency_note}
-
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("benchmarking", total=len(sources) * (1 + len(others)))
-        report = bench.run_bench(
-            sources, img, config,
-            progress=lambda label: progress.update(task, advance=1, description=label),
-            published=published, published_conditions=zoo.published_conditions,
-            on_model=lambda partial: bench.write_outputs(partial, out, chart=False),
-        )
-    console.print(bench.render_table(report))
-    console.print(bench.published_text(report))
-    paths = bench.write_outputs(report, out)
-    console.print("Wrote " + ", ".join(str(p) for p in paths.values()))
-
+    console = Console(width=max(240, Console().width))  # the full table: 19 columns, weights spelled out
+    outcome = run_job(request, _RichUI(console))
+    console.print(render_table(outcome.report))
+    console.print(published_text(outcome.report))
+    console.print("Wrote " + ", ".join(str(p) for p in outcome.paths.values()))

@@ -66,7 +66,7 @@ def convert_cmd(
         if name is None:
             raise ConversionError("Give a zoo model NAME (see 'fastseg models') or --model-dir DIR.")
         spec = load_zoo().get(name, otherwise=OTHERWISE_PADDLE_DIR)  # UnknownModelError with the nearest names
-        from fastseg.convert.engine import require_convert_deps
+        from fastseg.convert.child import require_convert_deps
         from fastseg.download import fetch_model_tarball
 
         require_convert_deps()  # before a download of hundreds of MB, not after

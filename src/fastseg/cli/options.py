@@ -159,10 +159,16 @@ def parse_target_size(value: str | None) -> int | tuple[int, int] | None:
 
 def parse_hw_size(value: str) -> tuple[int, int]:
     """An image size ``HxW`` of at least 8x8 (bench --size, convert --fixed-shape)."""
-    h, sep, w = value.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 8 or int(w) < 8:
+    from fastseg.errors import InputError
+    from fastseg.slide import parse_hw
+
+    try:
+        h, w = parse_hw(value)
+    except InputError:
+        h = w = 0
+    if h < 8 or w < 8:
         raise click.BadParameter(f"{value!r}: use HxW, e.g. 1024x2048 (height x width, at least 8x8)")
-    return int(h), int(w)
+    return h, w
 
 
 def hw_size_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:

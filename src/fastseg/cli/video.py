@@ -7,17 +7,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from fastseg.cli.options import F
 
 if TYPE_CHECKING:
     from fastseg.model_dir import ModelMeta
     from fastseg.palettes import Palette
     from fastseg.segmenter import Segmenter
     from fastseg.video import RenderOptions, VideoInfo, VideoOutcome, VideoSource
-
-F = TypeVar("F", bound=Callable[..., object])
 
 OVERLAY_ALPHA = 0.4  # fastseg.results.DEFAULT_OVERLAY_ALPHA, kept here so the CLI starts without OpenCV
 

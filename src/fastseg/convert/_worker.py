@@ -1,7 +1,7 @@
 """Subprocess entry point for everything that imports paddle / paddle2onnx.
 
 paddle2onnx aborts the whole process (SIGABRT) when it cannot convert, and Paddle prints
-megabytes of logs; running it here, in a child process started by ``engine.py``, turns a
+megabytes of logs; running it here, in a child process started by ``child.py``, turns a
 crash into a ``ConversionError`` with the stderr tail and keeps the parent clean.
 
 Usage: ``python -m fastseg.convert._worker REQUEST.json`` where the request is one of

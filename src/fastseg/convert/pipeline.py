@@ -1,9 +1,11 @@
 """``convert_model``: Paddle inference model -> verified fastseg model directory.
 
-Steps: locate the source -> (legacy: translate to PIR) -> strip the head and declare adaptive
-pool inputs static (JSON edits) -> paddle2onnx in a child process -> exact dynamic adaptive
-pools -> onnx checker + shape inference -> requested head -> verify against Paddle Inference
--> write ``model.onnx`` + ``fastseg.json`` into a stage dir beside the target, then swap it in
+A ``ConvertPlan`` holds the choices; ``run_plan`` runs one function per step:
+``read_program`` (legacy ``.pdmodel`` -> PIR in the child), ``export_onnx`` (head stripped and
+adaptive pool inputs static by JSON edits, paddle2onnx in a child process, exact dynamic adaptive
+pools, the requested head, onnx checker + shape inference), ``verify_export`` (against Paddle
+Inference; ``verify.require_agreement`` refuses below the threshold), ``model_meta``, then
+``model.onnx`` + ``fastseg.json`` written into a stage dir beside the target and swapped in
 (``fastseg.tempdirs.staged_dir``: the old output stays whole until the new one is in place).
 """
 
@@ -12,16 +14,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastseg.convert import engine, pir_program
+from fastseg.convert import child, pir_program
 from fastseg.convert.scratch import sigterm_exits_cleanly
-from fastseg.convert.sources import PaddleSource, open_source, palette, read_deploy_config
+from fastseg.convert.sources import DeployConfig, PaddleSource, open_source, palette, read_deploy_config
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
 from fastseg.tempdirs import new_scratch_dir, staged_dir
@@ -124,6 +126,67 @@ def _num_classes(logits_model: Any, input_name: str, probe_hw: tuple[int, int]) 
     return int(out.shape[1])
 
 
+@dataclass(frozen=True)
+class ConvertPlan:
+    """The choices of one conversion, fixed before any work (``convert_model`` checks them).
+
+    ``options`` are what a cached output must share (recorded in its provenance as asked, so
+    ``for_program`` narrowing ``fixed_hw`` to a fixed-shape export does not change them).
+    """
+
+    source: Path
+    src: PaddleSource
+    name: str
+    target: Path
+    deploy: DeployConfig
+    options: dict[str, Any]
+    head: str = "labels"
+    opset: int | None = None
+    verify: bool = True
+    images_dir: Path | None = None
+    verify_sizes: tuple[tuple[int, int], ...] = DEFAULT_VERIFY_SIZES
+    threshold: float = DEFAULT_THRESHOLD
+    fixed_hw: tuple[int, int] | None = None
+
+    def for_program(self, static_hw: tuple[int, int] | None) -> ConvertPlan:
+        """The plan for a program whose input is ``static_hw``: a fixed-shape export (PaddleX's
+        MaskFormer: [1, 3, 512, 512]) runs, and is verified, at that size only."""
+        sizes = (static_hw,) if static_hw is not None and self.images_dir is None else self.verify_sizes
+        return replace(self, fixed_hw=pir_program.check_fixed_hw(static_hw, self.fixed_hw), verify_sizes=sizes)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The ONNX graphs paddle2onnx made from the program, rewritten, and what was learnt on the way."""
+
+    logits_json: Path
+    params: Path
+    logits_model: Any
+    final_model: Any
+    input_name: str
+    num_classes: int
+    opset: int
+    opset_reason: str
+    head_info: pir_program.HeadInfo
+    pools: list[pir_program.AdaptivePool]
+    decoder_folds: int
+    static_batch: int | None
+    static_hw: tuple[int, int] | None
+
+
+class _Laps:
+    """Seconds per phase since the previous one (the provenance's ``timings_s``)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = round(now - self._last, 2)
+        self._last = now
+
+
 @sigterm_exits_cleanly()
 def convert_model(
     source: Path,
@@ -172,19 +235,24 @@ def convert_model(
     source = Path(source)
     if not source.exists():
         raise ModelDirError(f"{source} does not exist; pass a Paddle inference directory or its .tar.")
-    engine.require_convert_deps()
+    child.require_convert_deps()
 
     work_dir = new_scratch_dir("convert")  # sweeps what conversions killed with -9 left
     scratch = work_dir.path
     try:
         src = open_source(source, scratch)
-        config = read_deploy_config(src.config_file)
-        name = config.model_name or model_name or src.default_name
+        deploy = read_deploy_config(src.config_file)
+        name = deploy.model_name or model_name or src.default_name
         target = _resolve_output(output, name)
         _refuse_foreign_target(target)
-        options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True}
+        plan = ConvertPlan(
+            source=source, src=src, name=name, target=target, deploy=deploy,
+            options={"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True},
+            head=head, opset=opset, verify=verify, images_dir=images_dir,
+            verify_sizes=(fixed_hw,) if fixed_hw else tuple(verify_sizes), threshold=threshold, fixed_hw=fixed_hw,
+        )
         if not force:
-            meta = _cached(target, src.sha256, options, verify=verify, threshold=threshold)
+            meta = _cached(target, src.sha256, plan.options, verify=verify, threshold=threshold)
             if meta is not None:
                 return ConvertReport(
                     output_dir=target,
@@ -197,65 +265,49 @@ def convert_model(
                     verification=meta.verification,
                     meta=meta,
                 )
-        return _convert(
-            source_path=source,
-            src=src,
-            scratch=scratch,
-            name=name,
-            target=target,
-            head=head,
-            opset=opset,
-            options=options,
-            preprocess_config=config,
-            verify=verify,
-            images_dir=images_dir,
-            verify_sizes=[fixed_hw] if fixed_hw else list(verify_sizes),
-            threshold=threshold,
-            fixed_hw=fixed_hw,
-            started=started,
-        )
+        return run_plan(plan, scratch, started=started)
     finally:
         work_dir.close()
 
 
-def _convert(
-    *,
-    source_path: Path,
-    src: PaddleSource,
-    scratch: Path,
-    name: str,
-    target: Path,
-    head: str,
-    opset: int | None,
-    options: dict[str, Any],
-    preprocess_config: Any,
-    verify: bool,
-    images_dir: Path | None,
-    verify_sizes: list[tuple[int, int]],
-    threshold: float,
-    fixed_hw: tuple[int, int] | None,
-    started: float,
-) -> ConvertReport:
-    import onnx
-
-    from fastseg.convert.adaptive_pool import replace_adaptive_pools
-    from fastseg.convert.decoder_fold import fold_decoder_fuse
-    from fastseg.convert.heads import attach_head
-
+def run_plan(plan: ConvertPlan, scratch: Path, *, started: float) -> ConvertReport:
+    """The steps of one conversion: program -> ONNX -> verification -> files."""
     work = scratch / "work"
     work.mkdir()
-    timings: dict[str, float] = {}
-    lap = time.perf_counter()
+    laps = _Laps()
+    program, params = read_program(plan, work)
+    laps("to_pir")
+    static_batch, static_hw = pir_program.static_input_shape(program)
+    plan = plan.for_program(static_hw)
+    exported = export_onnx(plan, program, params, work, laps=laps)
+    laps("onnx_rewrite_check")
+    verification: dict[str, Any] = {"skipped": True}
+    if plan.verify:
+        from fastseg.convert.verify import require_agreement
 
-    def _lap(phase: str) -> None:
-        nonlocal lap
-        now = time.perf_counter()
-        timings[phase] = round(now - lap, 2)
-        lap = now
+        verification = verify_export(plan, exported, work)
+        laps("verify")
+        require_agreement(verification, plan.threshold)
+    meta = model_meta(plan, exported, verification, laps.timings)
+    onnx_bytes = _write_atomically(plan.target, exported.final_model, meta)
+    return ConvertReport(
+        output_dir=plan.target,
+        model_name=plan.name,
+        paddle_format=plan.src.paddle_format,
+        opset=exported.opset,
+        seconds=time.perf_counter() - started,
+        onnx_bytes=onnx_bytes,
+        cache_hit=False,
+        verification=verification,
+        meta=meta,
+    )
 
-    # 1. a PIR program (legacy ProgramDesc translated in the child)
+
+def read_program(plan: ConvertPlan, work: Path) -> tuple[dict[str, Any], Path]:
+    """Step 1: the PIR program (a legacy ProgramDesc is translated in the child) and its params file."""
+    src = plan.src
     if src.paddle_format == "legacy":
-        engine.run_paddle_worker(
+        child.run_paddle_worker(
             "to_pir",
             work,
             what="Translating the legacy .pdmodel to PIR",
@@ -266,22 +318,26 @@ def _convert(
         pir_json, params = work / "pir" / "inference.json", work / "pir" / "inference.pdiparams"
     else:
         pir_json, params = src.model_file, src.params_file
-    _lap("to_pir")
     try:
-        program = json.loads(pir_json.read_text(encoding="utf-8"))
+        program: dict[str, Any] = json.loads(pir_json.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConversionError(f"{pir_json.name} is not a readable PIR JSON program ({exc}).") from exc
+    return program, params
 
-    # A fixed-shape export (PaddleX's MaskFormer: [1, 3, 512, 512]) runs at that size only.
+
+def export_onnx(plan: ConvertPlan, program: dict[str, Any], params: Path, work: Path, *, laps: _Laps) -> Exported:
+    """Steps 2-3: JSON edits (head stripped, adaptive pool inputs static), paddle2onnx in a child
+    process, exact dynamic adaptive pools, decoder folds, the requested head, checker + shapes."""
+    import onnx
+
+    from fastseg.convert.adaptive_pool import replace_adaptive_pools
+    from fastseg.convert.decoder_fold import fold_decoder_fuse
+    from fastseg.convert.heads import attach_head
+
     static_batch, static_hw = pir_program.static_input_shape(program)
-    fixed_hw = pir_program.check_fixed_hw(static_hw, fixed_hw)
-    if static_hw is not None and images_dir is None:
-        verify_sizes = [static_hw]
-
-    # 2. JSON edits: logits program, adaptive pool inputs static
     pools = pir_program.adaptive_pools(program)
     logits_program, head_info = pir_program.strip_program_head(program)
-    chosen_opset, opset_reason = choose_opset(program) if opset is None else (opset, "asked for")
+    opset, opset_reason = choose_opset(program) if plan.opset is None else (plan.opset, "asked for")
     logits_json = work / "logits.json"
     logits_json.write_text(json.dumps(logits_program), encoding="utf-8")
     export_json = work / "export.json"
@@ -289,110 +345,82 @@ def _convert(
         json.dumps(pir_program.make_adaptive_inputs_static(logits_program) if pools else logits_program),
         encoding="utf-8",
     )
-
-    # 3. paddle2onnx in a child process
     raw_onnx = work / "raw.onnx"
-    engine.run_paddle_worker(
-        "export",
-        work,
-        what="paddle2onnx",
-        model_file=str(export_json),
-        params_file=str(params),
-        save_file=str(raw_onnx),
-        opset=chosen_opset,
+    child.run_paddle_worker(
+        "export", work, what="paddle2onnx",
+        model_file=str(export_json), params_file=str(params), save_file=str(raw_onnx), opset=opset,
     )
-    _lap("paddle2onnx")
+    laps("paddle2onnx")
     logits_model, decoder_folds = fold_decoder_fuse(replace_adaptive_pools(onnx.load(str(raw_onnx)), pools))
     input_name = logits_model.graph.input[0].name
-    if fixed_hw is not None:
+    if plan.fixed_hw is not None:
         dims = logits_model.graph.input[0].type.tensor_type.shape.dim
-        dims[2].Clear()
-        dims[2].dim_value = fixed_hw[0]
-        dims[3].Clear()
-        dims[3].dim_value = fixed_hw[1]
-    num_classes = _num_classes(logits_model, input_name, fixed_hw or (64, 64))
+        for axis, value in ((2, plan.fixed_hw[0]), (3, plan.fixed_hw[1])):
+            dims[axis].Clear()
+            dims[axis].dim_value = value
+    num_classes = _num_classes(logits_model, input_name, plan.fixed_hw or (64, 64))
     # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
-    final_model = _finish_onnx(attach_head(logits_model, head, opset=chosen_opset))
+    final_model = _finish_onnx(attach_head(logits_model, plan.head, opset=opset))
+    return Exported(
+        logits_json=logits_json, params=params, logits_model=logits_model, final_model=final_model,
+        input_name=input_name, num_classes=num_classes, opset=opset, opset_reason=opset_reason,
+        head_info=head_info, pools=pools, decoder_folds=decoder_folds, static_batch=static_batch, static_hw=static_hw,
+    )
 
-    _lap("onnx_rewrite_check")
-    # 4. verification against Paddle Inference
-    verification: dict[str, Any] = {"skipped": True}
-    if verify:
-        from fastseg.convert.verify import verify_against_paddle
 
-        verification = verify_against_paddle(
-            work=work,
-            src=src,
-            logits_json=logits_json,
-            params=params,
-            logits_model=logits_model,
-            final_model=final_model,
-            preprocess=preprocess_config.preprocess,
-            images_dir=images_dir,
-            verify_sizes=verify_sizes,
-            fixed_hw=fixed_hw,
-            batch2=static_batch is None,
-        )
-        verification["threshold"] = threshold
-        _lap("verify")
-        if verification["min_argmax_agreement"] < threshold:
-            worst = min(verification["inputs"].items(), key=lambda kv: kv[1]["argmax_agreement"])
-            ties = ""
-            if "max_top2_margin_at_disagreements" in worst[1]:
-                ties = (
-                    f"; its {worst[1]['disagreeing_pixels']} disagreeing pixels have Paddle top-2 margins "
-                    f"<= {worst[1]['max_top2_margin_at_disagreements']:.3g} (median margin "
-                    f"{worst[1]['median_top2_margin']:.3g})"
-                )
-            raise ConversionError(
-                f"Verification failed: argmax agreement {verification['min_argmax_agreement']:.5%} < "
-                f"threshold {threshold:.3%} (worst input {worst[0]}, max |logit diff| "
-                f"{verification['max_abs_logit_diff']:.3g}{ties}); nothing written. Report the model, or "
-                "lower --threshold if you accept it."
-            )
+def verify_export(plan: ConvertPlan, exported: Exported, work: Path) -> dict[str, Any]:
+    """Step 4: the figures of the ONNX model against Paddle Inference (``convert.verify``)."""
+    from fastseg.convert.verify import verify_against_paddle
 
-    # 5. write atomically
-    class_names, colors = _labels_spec(name, num_classes)
-    meta = ModelMeta(
-        model_name=name,
-        input_name=input_name,
-        output_kind=head,  # type: ignore[arg-type]
-        num_classes=num_classes,
+    verification = verify_against_paddle(
+        work=work,
+        src=plan.src,
+        logits_json=exported.logits_json,
+        params=exported.params,
+        logits_model=exported.logits_model,
+        final_model=exported.final_model,
+        preprocess=plan.deploy.preprocess,
+        images_dir=plan.images_dir,
+        verify_sizes=list(plan.verify_sizes),
+        fixed_hw=plan.fixed_hw,
+        batch2=exported.static_batch is None,
+    )
+    verification["threshold"] = plan.threshold
+    return verification
+
+
+def model_meta(plan: ConvertPlan, exported: Exported, verification: dict[str, Any], timings: dict[str, float]) -> ModelMeta:
+    """Step 5: ``fastseg.json``: labels, pre-processing, shapes, provenance and verification."""
+    class_names, colors = _labels_spec(plan.name, exported.num_classes)
+    static_hw = exported.static_hw
+    return ModelMeta(
+        model_name=plan.name,
+        input_name=exported.input_name,
+        output_kind=plan.head,  # type: ignore[arg-type]
+        num_classes=exported.num_classes,
         class_names=class_names,
         palette=colors,
-        preprocess=preprocess_config.preprocess,
-        opset=chosen_opset,
-        dynamic_hw=fixed_hw is None,
-        fixed_hw=fixed_hw,
+        preprocess=plan.deploy.preprocess,
+        opset=exported.opset,
+        dynamic_hw=plan.fixed_hw is None,
+        fixed_hw=plan.fixed_hw,
         provenance={
-            "source": str(source_path.resolve()),
-            "source_sha256": src.sha256,
-            "paddle_format": src.paddle_format,
-            "source_output": head_info.source_output,
-            "source_output_op": preprocess_config.output_op,
-            "source_input_shape": [static_batch, 3, *static_hw] if static_hw else None,
-            "removed_head_ops": list(head_info.removed),
-            "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
-            "decoder_fuse_convs_folded": decoder_folds,
-            "opset_reason": opset_reason,
+            "source": str(plan.source.resolve()),
+            "source_sha256": plan.src.sha256,
+            "paddle_format": plan.src.paddle_format,
+            "source_output": exported.head_info.source_output,
+            "source_output_op": plan.deploy.output_op,
+            "source_input_shape": [exported.static_batch, 3, *static_hw] if static_hw else None,
+            "removed_head_ops": list(exported.head_info.removed),
+            "adaptive_pools_rewritten": [list(p.output_hw) for p in exported.pools],
+            "decoder_fuse_convs_folded": exported.decoder_folds,
+            "opset_reason": exported.opset_reason,
             "timings_s": timings,
-            "options": options,
-            "versions": engine.tool_versions(),
+            "options": plan.options,
+            "versions": child.tool_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
         verification=verification,
-    )
-    onnx_bytes = _write_atomically(target, final_model, meta)
-    return ConvertReport(
-        output_dir=target,
-        model_name=name,
-        paddle_format=src.paddle_format,
-        opset=chosen_opset,
-        seconds=time.perf_counter() - started,
-        onnx_bytes=onnx_bytes,
-        cache_hit=False,
-        verification=verification,
-        meta=meta,
     )
 
 

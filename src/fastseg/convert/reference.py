@@ -99,7 +99,7 @@ def build_reference_model(
             f"Output {str(target)!r} exists and is not a fastseg model directory; choose a new or empty directory."
         )
     from fastseg.convert import convert_model
-    from fastseg.convert.engine import require_convert_deps
+    from fastseg.convert.child import require_convert_deps
 
     build = builder or load_builder()  # first: its message covers the convert extra too
     require_convert_deps()

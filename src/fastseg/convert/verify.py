@@ -19,7 +19,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from fastseg.convert import engine
+from fastseg.convert import child
 from fastseg.errors import ConversionError, InputError
 from fastseg.model_dir import PreprocessSpec
 from fastseg.processing import IMAGE_SUFFIXES
@@ -184,7 +184,7 @@ def verify_against_paddle(
     )
     np.savez(work / "inputs.npz", **inputs)  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    engine.run_paddle_worker(
+    child.run_paddle_worker(
         "predict",
         work,
         what="Paddle Inference (verification)",
@@ -205,3 +205,28 @@ def verify_against_paddle(
     )
     figures["seconds"] = {"paddle": round(t1 - t0, 2), "onnxruntime": round(time.perf_counter() - t1, 2)}
     return figures
+
+
+def require_agreement(verification: dict[str, Any], threshold: float) -> None:
+    """Refuse a conversion whose worst input agrees with Paddle below ``threshold`` (nothing is written).
+
+    Raises:
+        ConversionError: naming the worst input, its logit gap and, when measured, how close
+            Paddle's own top-2 scores were at the disagreeing pixels (near-ties explain flips).
+    """
+    if verification["min_argmax_agreement"] >= threshold:
+        return
+    worst = min(verification["inputs"].items(), key=lambda kv: kv[1]["argmax_agreement"])
+    ties = ""
+    if "max_top2_margin_at_disagreements" in worst[1]:
+        ties = (
+            f"; its {worst[1]['disagreeing_pixels']} disagreeing pixels have Paddle top-2 margins "
+            f"<= {worst[1]['max_top2_margin_at_disagreements']:.3g} (median margin "
+            f"{worst[1]['median_top2_margin']:.3g})"
+        )
+    raise ConversionError(
+        f"Verification failed: argmax agreement {verification['min_argmax_agreement']:.5%} < "
+        f"threshold {threshold:.3%} (worst input {worst[0]}, max |logit diff| "
+        f"{verification['max_abs_logit_diff']:.3g}{ties}); nothing written. Report the model, or "
+        "lower --threshold if you accept it."
+    )

@@ -25,7 +25,7 @@ from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
 from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
-from fastseg.offline import import_openvino as import_openvino_quietly
+from fastseg.offline import import_openvino_quietly
 
 log = logging.getLogger(__name__)
 

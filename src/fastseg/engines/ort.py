@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from fastseg.engines.device import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse_device, physical_cores
 from fastseg.errors import DeviceError, ModelDirError
+from fastseg.engines.gpu_libs import CUDA_EP, TRT_EP
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
 from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
 
@@ -33,8 +34,6 @@ GraphOptimization = Literal["disable", "basic", "extended", "all"]
 ConvAlgoSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]
 
 CPU_EP = "CPUExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-TRT_EP = "TensorrtExecutionProvider"
 CANN_EP = "CANNExecutionProvider"
 OPENVINO_EP = "OpenVINOExecutionProvider"
 # Measured on CPU (docs/runtime.md, "IO binding"): plain session.run is as fast or faster,

@@ -3,7 +3,7 @@
 The model directory's provenance (``fastseg.json`` -> ``provenance.source``) names the Paddle
 tarball or directory it was converted from. Images get fastseg's preprocessing (the same
 arrays the ONNX model sees), then run through Paddle Inference in the converter's child
-process (``fastseg.convert.engine.run_paddle_worker("predict")``, CPU, native kernels: the reference
+process (``fastseg.convert.child.run_paddle_worker("predict")``, CPU, native kernels: the reference
 the conversion was verified against), and the labels are resized back to each image's size.
 """
 
@@ -70,7 +70,7 @@ class PaddleReference:
         Raises:
             ConversionError: Paddle Inference failed (the stderr tail is in the message).
         """
-        from fastseg.convert.engine import run_paddle_worker
+        from fastseg.convert.child import run_paddle_worker
 
         resize = self.meta.preprocess.resize
         inputs = {

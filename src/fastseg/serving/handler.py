@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
-from fastseg.processing import resize_spec_for, resized_hw
+from fastseg.processing import network_hw
 from fastseg.reference import weights_note
 from fastseg.results import DEFAULT_OVERLAY_ALPHA, colorize, overlay, score_png
 from fastseg.serving.batcher import Batcher, PredictFn, Prediction, RequestedSize, Ticket
@@ -130,16 +130,9 @@ def _encode_success(
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def network_hw(meta: ModelMeta, target: RequestedSize, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of the tensor the network will get for this image and targetSize."""
-    if meta.fixed_hw is not None and not meta.dynamic_hw:
-        return meta.fixed_hw
-    return resized_hw(image_hw, resize_spec_for(meta.preprocess.resize, target))
-
-
 def _check_network_input(meta: ModelMeta, target: RequestedSize, header: ImageHeader, limit: int) -> int:
     """Network-input pixels for this image; refuse over ``limit`` (a small image, huge targetSize)."""
-    height, width = network_hw(meta, target, (header.height, header.width))
+    height, width = network_hw(meta, (header.height, header.width), target)
     if height * width > limit:
         shown = list(target) if isinstance(target, tuple) else target  # as the client wrote it (JSON)
         asked = "the model's own Resize" if target is None else f"targetSize {shown!r}"

@@ -2,7 +2,7 @@
 
 Runs in a worker thread (it decodes and may fetch). Every refusal is an ``InputError`` whose
 message says what was wrong; the app answers it with 422. Order of checks, cheapest first:
-base64 (or URL policy, DNS, fetch with a byte cap and a whole-fetch deadline) -> image header
+base64 (or URL policy, DNS, and ``fastseg.fetch`` with a byte cap and a whole-fetch deadline) -> image header
 (format, width, height, pixel limit, read without decoding pixels: decompression bombs stop
 here) -> container sanity (PNG chunk lengths must fit in the file; a JPEG must end after its
 last scan) -> full decode (truncated files fail here). ``probe_image_bytes`` does the checks up
@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import binascii
 import io
-import ipaddress
-import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -25,13 +22,12 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from fastseg.errors import InputError
+from fastseg.fetch import check_addresses, check_url, fetch_bytes, is_url
 from fastseg.serving.config import UrlInputConfig
 from fastseg.serving.decode_cost import MAX_PNG_CHUNKS, check_decode_cost
-from fastseg.serving.fetch import fetch_bytes
 
 #: Formats the server decodes. Others (TIFF, PSD, ...) are refused to keep the decoder surface small.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP")
-MAX_URL_CHARS = 8192  # longer 'image' URLs are refused (browsers and servers stop near here too)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk's length field
 
@@ -79,7 +75,7 @@ class ImageDecoder:
         Raises:
             InputError: as ``decode``, except failures that only a full decode finds.
         """
-        data = self._fetch(field, deadline) if _is_url(field) else self._from_base64(field)
+        data = self._fetch(field, deadline) if is_url(field) else self._from_base64(field)
         return data, probe_image_bytes(data, max_pixels=self.max_pixels)
 
     def _from_base64(self, field: str) -> bytes:
@@ -108,64 +104,17 @@ class ImageDecoder:
                 "URL inputs are disabled on this server: send the image as base64 "
                 "(an operator can allow hosts with url_inputs.allowed_hosts)."
             )
-        host, port = _url_host_port(url)
+        host, port = check_url(url, what="'image' URL", fix="send a valid http(s) URL or base64")
         if "*" not in policy.allowed_hosts and host not in policy.allowed_hosts:
             raise InputError(f"URL host {host!r} is not allowed; allowed hosts: {list(policy.allowed_hosts)}.")
-        _check_addresses(host, port, allow_private=policy.allow_private_addresses)
+        check_addresses(host, port, allow_private=policy.allow_private_addresses)
         own_deadline = time.monotonic() + policy.timeout_s
         return fetch_bytes(
             url,
             deadline=own_deadline if deadline is None else min(deadline, own_deadline),
             max_bytes=self.max_bytes,
+            timeout_hint="url_inputs.timeout_s or the request deadline",
         )
-
-
-def _url_host_port(url: str) -> tuple[str, int]:
-    """``url``'s lower-case host and its port, or an InputError saying what is wrong with it
-    (urllib's ValueError for ``http://[x]/`` and the like, or the TypeError httpcore raises for a
-    non-ASCII URL, must not reach the client as a 500)."""
-    shown = repr(url if len(url) <= 200 else url[:200] + "...")
-    if len(url) > MAX_URL_CHARS:
-        raise InputError(f"'image' URL has {len(url)} characters; at most {MAX_URL_CHARS} are accepted.")
-    if not url.isascii() or any(ch <= " " or ch == "\x7f" for ch in url):
-        raise InputError(
-            f"'image' URL {shown} holds a space, a control or a non-ASCII character; percent-encode it (RFC 3986)."
-        )
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError as exc:
-        raise InputError(f"'image' URL {shown} is malformed ({exc}); send a valid http(s) URL or base64.") from exc
-    if not host:
-        raise InputError(f"'image' URL {shown} has no host.")
-    return host, port
-
-
-def _is_url(field: str) -> bool:
-    head = field[:8].lower()
-    return head.startswith("http://") or head.startswith("https://")
-
-
-def _check_addresses(host: str, port: int, *, allow_private: bool) -> None:
-    """Resolve ``host`` and refuse non-global addresses (loopback, private, link-local, ...).
-
-    Every resolved address must pass, so a name with one public and one private record is
-    refused. (DNS may change between this check and the fetch; see docs/serving.md.)
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise InputError(f"cannot resolve URL host {host!r}: {exc}.") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global and not allow_private:
-            raise InputError(
-                f"URL host {host!r} resolves to {address}, a loopback/private/link-local/reserved "
-                "address; refused (url_inputs.allow_private_addresses is false)."
-            )
 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]:
