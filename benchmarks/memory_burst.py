@@ -7,7 +7,10 @@ photos (``--side`` x ``--side``, made from ``--image``) and ``--bombs`` progress
 RSS every 50 ms and reports: RSS idle before, peak RSS (VmHWM), RSS 1/5/10 s after the last
 answer, the status codes, the seconds to answer, the CPU-seconds the server used after the
 answers (work that outlived its requests), and whether a normal request still gets 200.
-``--clients/--requests`` instead runs a steady load of the photo and reports req/s and peak RSS.
+``--clients/--requests`` instead runs a steady load of the photo and reports req/s and peak RSS;
+with ``--seconds`` each client sends until that time is up (at most ``--requests`` in all).
+"Back to idle" is the first moment after the answers when RSS is within 10% + 50 MB of the idle
+RSS; ``fastseg serve`` is one process (no children), so its VmHWM is the tree's peak.
 Loopback only; every phase is bounded in count and time.
 
     python benchmarks/memory_burst.py --model DIR --image street.jpg [--config serving.yaml]
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=0, help="steady load instead of a burst")
     ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=0.0, help="steady load: each client sends until this time is up")
     ap.add_argument("--photo-hw", default=None, help="HxW of the steady-load photo (default: side x side)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -147,12 +151,32 @@ def main() -> None:
         sampler.start()
         started = time.monotonic()
         if args.clients:
-            with ThreadPoolExecutor(args.clients) as pool:
-                answers = list(pool.map(lambda _: post(photo_body), range(args.requests)))
+            if args.seconds:
+                stop_at, budget, lock = started + args.seconds, [args.requests], threading.Lock()
+                answers = []
+
+                def client(_: int) -> None:
+                    while time.monotonic() < stop_at:
+                        with lock:
+                            if budget[0] <= 0:
+                                return
+                            budget[0] -= 1
+                        answer = post(photo_body)
+                        with lock:
+                            answers.append(answer)
+
+                with ThreadPoolExecutor(args.clients) as pool:
+                    list(pool.map(client, range(args.clients)))
+            else:
+                with ThreadPoolExecutor(args.clients) as pool:
+                    answers = list(pool.map(lambda _: post(photo_body), range(args.requests)))
             wall = time.monotonic() - started
+            ok = sum(1 for a in answers if a[0] == 200)
+            lat = sorted(t for s, t in answers if s == 200)
             report["steady"] = {
-                "clients": args.clients, "requests": args.requests, "wall_s": round(wall, 2),
-                "req_per_s": round(args.requests / wall, 3),
+                "clients": args.clients, "requests": len(answers), "wall_s": round(wall, 2),
+                "req_per_s": round(len(answers) / wall, 3), "ok_per_s": round(ok / wall, 3),
+                "p50_s": round(lat[len(lat) // 2], 2) if lat else None,
                 "statuses": sorted({s: sum(1 for a in answers if a[0] == s) for s, _ in answers}.items()),
             }
         else:
@@ -169,6 +193,10 @@ def main() -> None:
         report["peak_sampled_mb"] = max(mb for _, mb in sampler.samples)
         report["rss_after_mb"] = {f"{s:g}s": round(sampler.at(done + s), 1) for s in (1, 5, args.settle)}
         report["cpu_s_after_answers"] = round(_cpu_s(proc.pid) - cpu_done, 2)
+        idle_band = report["idle_rss_mb"] * 1.1 + 50
+        back = [t - done for t, mb in sampler.samples if t >= done and mb <= idle_band]
+        report["back_to_idle_s"] = round(back[0], 2) if back else None
+        report["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
         report["normal_after"] = post(photo_body)[0]
     finally:
         proc.terminate()

@@ -183,7 +183,9 @@ class GatedSegmenter:
         self.batches: list[int] = []
         self.fail_with: Exception | None = None
 
-    def predict_images(self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None) -> list[Any]:
+    def predict_images(
+        self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None, cancel: Any = None
+    ) -> list[Any]:
         self.gate.wait(timeout=30)
         self.batches.append(len(images_bgr))
         if self.fail_with is not None:

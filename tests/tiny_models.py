@@ -174,3 +174,59 @@ def photo_dir(root: Path, n: int, seed: int = 0) -> Path:
         img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(root / f"img_{i}.png"), img)
     return root
+
+
+def slow_model_dir(root: Path, *, pixels_per_step: int = 64) -> Path:
+    """The colour classifier behind a ``Loop`` that applies an identity 3x3 conv (H*W /
+    ``pixels_per_step``) times: labels as ``colour_model_dir``'s, cost growing with the square of
+    the image area (a 16x16 image: 4 steps, instant; 1024x1024: 16,384 full-image convs, minutes),
+    for tests that must interrupt a running inference."""
+    root.mkdir(parents=True, exist_ok=True)
+    kernel = np.zeros((3, 3, 3, 3), np.float32)
+    kernel[range(3), range(3), 1, 1] = 1.0
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Conv", ["state", "k"], ["next"], pads=[1, 1, 1, 1]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("next", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+        ],
+    )
+    inits = [
+        numpy_helper.from_array(kernel, "k"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
+        numpy_helper.from_array(np.array(pixels_per_step, np.int64), "per_step"),
+        numpy_helper.from_array(np.array(True), "go"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "hw_axes"], ["hw"]),
+        helper.make_node("ReduceProd", ["hw"], ["area"], keepdims=0),
+        helper.make_node("Div", ["area", "per_step"], ["steps"]),
+        helper.make_node("Loop", ["steps", "go", "x"], ["looped"], body=body),
+        helper.make_node("ArgMax", ["looped"], ["labels"], axis=1, keepdims=0),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    out = helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])
+    _save(helper.make_graph(nodes, "slow", [x], [out], initializer=inits), root / "model.onnx")
+    meta = ModelMeta(
+        model_name="tiny-slow",
+        input_name="x",
+        output_kind="labels",
+        num_classes=3,
+        class_names=CLASS_NAMES,
+        palette=PALETTE,
+        preprocess=PreprocessSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), to_rgb=True),
+        opset=13,
+        provenance={"source": "tests/tiny_models.py"},
+    )
+    write_meta(root, meta)
+    return root

@@ -12,6 +12,7 @@ for user input.
     │   └── QuantizationGateError  int8 kept too few of fp32's labels (nothing written)
     ├── MissingDependencyError   an optional extra (convert, serve, gpu) is not installed
     ├── DeviceError              a device string that cannot be parsed or served
+    ├── RunCancelledError        an engine run stopped by its ``CancelToken`` (a timed-out request)
     └── InputError               an image that is missing, unreadable or of the wrong type
 """
 
@@ -51,6 +52,10 @@ class MissingDependencyError(FastSegError, ImportError):
 
 class DeviceError(FastSegError, ValueError):
     """A device string that cannot be parsed, or an accelerator that is not available."""
+
+
+class RunCancelledError(FastSegError):
+    """An engine run was cancelled from another thread (``CancelToken.cancel``); it produced nothing."""
 
 
 class InputError(FastSegError, ValueError):

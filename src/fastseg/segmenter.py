@@ -38,7 +38,7 @@ from fastseg.processing import (
 from fastseg.reference import Weights
 from fastseg.results import SegResult, half_score
 from fastseg.engines import EngineSession, open_session
-from fastseg.engines.session_base import Batch
+from fastseg.engines.session_base import Batch, CancelToken
 from fastseg.engines.preprocess_graph import fused_preprocess
 from fastseg.engines.tuning import EngineChoice, choose_engine
 from fastseg.engines.device import DeviceSpec, parse_device
@@ -267,10 +267,11 @@ class Segmenter:
         return buf
 
     def _run(
-        self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None
+        self, images: Sequence[npt.NDArray[np.uint8]], sources: Sequence[str | None], resize: ResizeSpec | None,
+        cancel: CancelToken | None = None,
     ) -> list[SegResult]:
         if self.slide is not None:
-            return self._run_slide(images, sources, resize, self.slide)
+            return self._run_slide(images, sources, resize, self.slide, cancel)
         session = self.session
         meta = self._meta
         src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
@@ -280,7 +281,7 @@ class Segmenter:
             guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
             with guard:  # the IO-binding output buffer is reused: consume it before releasing
                 batch = self.prepare([images[i] for i in idx], resize)
-                output, scores = self._infer_scored(batch) if self.scores else (self.infer(batch), None)
+                output, scores = self._infer_scored(batch, cancel) if self.scores else (self.infer(batch, cancel), None)
                 labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores)
                 scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
@@ -302,6 +303,7 @@ class Segmenter:
         sources: Sequence[str | None],
         resize: ResizeSpec | None,
         slide: SlideConfig,
+        cancel: CancelToken | None,
     ) -> list[SegResult]:
         """Each image by sliding windows (``fastseg.slide``); ``batch_size`` windows per network call."""
         results = []
@@ -309,7 +311,7 @@ class Segmenter:
             labels, scores = slide_image(
                 image, self.session, config=slide,
                 preprocess=self._meta.preprocess, resize=resize, batch_size=self.batch_size,
-                buffer=self._buffer, with_score=self.scores,
+                buffer=self._buffer, with_score=self.scores, cancel=cancel,
             )
             src_hw = (int(image.shape[0]), int(image.shape[1]))
             results.append(SegResult(
@@ -331,20 +333,23 @@ class Segmenter:
             return resize_into(images, self._buffer(len(images), h, w, np.uint8), resize=resize)
         return preprocess_into(images, self._buffer(len(images), h, w), self._meta.preprocess, resize=resize)
 
-    def infer(self, batch: Batch) -> npt.NDArray[Any]:
+    def infer(self, batch: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
         """The model's output for a ``prepare``d batch: its graph's, or the same computed by the
         body and the banded head (``head``). May be a reused buffer.
 
         Raises:
             InputError: a float32 batch for an engine that pre-processes itself (or the reverse).
+            RunCancelledError: ``cancel`` stopped the engine run.
         """
-        return self._head.finish(*self._run_network(batch))
+        return self._head.finish(*self._run_network(batch, cancel))
 
-    def _infer_scored(self, batch: Batch) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
+    def _infer_scored(
+        self, batch: Batch, cancel: CancelToken | None
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32] | None]:
         """``infer`` plus the banded head's per-pixel score (None under the graph's head)."""
-        return self._head.finish_scored(*self._run_network(batch))
+        return self._head.finish_scored(*self._run_network(batch, cancel))
 
-    def _run_network(self, batch: Batch) -> tuple[npt.NDArray[Any], tuple[int, int, int, int]]:
+    def _run_network(self, batch: Batch, cancel: CancelToken | None) -> tuple[npt.NDArray[Any], tuple[int, int, int, int]]:
         """The session's output for ``batch`` and the batch's NCHW shape (what the head needs)."""
         fused = self.session.fused_preprocess
         if fused != (batch.dtype == np.uint8):
@@ -353,7 +358,7 @@ class Segmenter:
                 f"got {batch.dtype} {tuple(batch.shape)}: build the batch with Segmenter.prepare(), or pass preprocess='numpy'."
             )
         n, h, w = (batch.shape[0], batch.shape[1], batch.shape[2]) if fused else (batch.shape[0], batch.shape[2], batch.shape[3])
-        return self.session.run(batch), (int(n), 3, int(h), int(w))
+        return self.session.run(batch, cancel), (int(n), 3, int(h), int(w))
 
     def predict(
         self, input: Any, *, batch_size: int | None = None, target_size: TargetSize | None = None
@@ -382,13 +387,21 @@ class Segmenter:
             yield from self._run(images, [item.source for item in chunk], resize)
 
     def predict_images(
-        self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: TargetSize | None = None
+        self,
+        images_bgr: Sequence[npt.NDArray[np.uint8]],
+        *,
+        target_size: TargetSize | None = None,
+        cancel: CancelToken | None = None,
     ) -> list[SegResult]:
-        """Segment in-memory BGR images in one synchronous call (grouped by size); for servers."""
+        """Segment in-memory BGR images in one synchronous call (grouped by size); for servers.
+
+        ``cancel`` stops the call from another thread (the engine run in flight included):
+        ``RunCancelledError`` is raised and nothing is returned.
+        """
         images = [as_bgr(im, source=f"image {i}") for i, im in enumerate(images_bgr)]
         if not images:
             return []
-        return self._run(images, [None] * len(images), self._resize_for(target_size))
+        return self._run(images, [None] * len(images), self._resize_for(target_size), cancel)
 
     def predict_video(
         self,

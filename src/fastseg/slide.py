@@ -39,6 +39,7 @@ from fastseg.graph_edit import logits_model
 from fastseg.model_dir import ModelMeta, PreprocessSpec, ResizeSpec
 from fastseg.processing import INTERPOLATIONS, preprocess_into, resized_hw
 from fastseg.engines.ort import RuntimeOptions
+from fastseg.engines.session_base import CancelToken
 from fastseg.zoo import cache_home
 
 FINALISE_CHUNK_ROWS = 64  # rows divided/argmaxed at once: bounds the temporaries to C x 64 x W
@@ -233,7 +234,7 @@ class WindowSession(Protocol):
     @property
     def runner(self) -> Any: ...
 
-    def run(self, batch_nchw: npt.NDArray[np.float32]) -> npt.NDArray[Any]: ...
+    def run(self, batch_nchw: npt.NDArray[np.float32], cancel: CancelToken | None = None) -> npt.NDArray[Any]: ...
 
 
 def slide_image(
@@ -246,6 +247,7 @@ def slide_image(
     batch_size: int,
     buffer: BufferFactory | None = None,
     with_score: bool = False,
+    cancel: CancelToken | None = None,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32] | None]:
     """Segment one image by sliding windows over its network-size version.
 
@@ -258,6 +260,7 @@ def slide_image(
         batch_size: windows per network call.
         buffer: ``(n, h, w) -> float32 [n,3,h,w]`` reusable batch buffers (default: fresh arrays).
         with_score: also return the winning class's probability.
+        cancel: stops the windows from another thread (``RunCancelledError``).
 
     Returns:
         (labels int32 [h,w], scores float32 [h,w] or None) at **network** resolution.
@@ -275,7 +278,7 @@ def slide_image(
         batch = preprocess_into(crops, make(len(chunk), wh, ww), preprocess, resize=None)
         guard = runner.lock if runner.mode == "iobinding" else contextlib.nullcontext()
         with guard:  # the IO-binding output buffer is reused: consume it before releasing
-            logits = session.run(batch)
+            logits = session.run(batch, cancel)
             if logits.ndim != 4 or logits.shape[2:] != (wh, ww):
                 raise InputError(
                     f"Sliding windows need float logits [N,C,{wh},{ww}] from the model, got {logits.shape}."

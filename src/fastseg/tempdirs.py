@@ -43,7 +43,7 @@ _RENAME_EXCHANGE = 2
 KILL_POINT_ENV = "FASTSEG_TEST_KILL_AT"  # tests: SIGKILL this process at the named point
 
 
-def _kill_point(name: str) -> None:
+def kill_point(name: str) -> None:
     """Tests only: die by SIGKILL here when ``$FASTSEG_TEST_KILL_AT`` names this point."""
     if os.environ.get(KILL_POINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -194,6 +194,30 @@ def new_scratch_dir(purpose: str) -> ScratchDir:
     return ScratchDir(root, _unique(f"{purpose}-"))
 
 
+@contextmanager
+def scratch_dir(purpose: str) -> Iterator[Path]:
+    """A fresh private directory under the fastseg temp root, removed when the block exits."""
+    with new_scratch_dir(purpose) as path:
+        yield path
+
+
+@contextmanager
+def tempfile_redirected(path: Path) -> Iterator[None]:
+    """Send the ``tempfile`` module's default directory to ``path`` for the block.
+
+    For libraries that make temp files with no ``dir=`` argument (ONNX Runtime's quantization:
+    ``ort.quant.*``, ``pre.quant.*``, its external data): pointed into a ``scratch_dir``, what
+    they leave when the process is killed is swept with it. ``tempfile.tempdir`` is process-wide,
+    so use this only in one-shot commands (quantize), never in a server.
+    """
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux ``renameat2``); False where the system cannot."""
     try:
@@ -220,12 +244,12 @@ def replace_dir_atomically(new: Path, target: Path) -> None:
         os.rename(new, target)
         return
     if _exchange(new, target):
-        _kill_point("swapped")
+        kill_point("swapped")
         return
     old = new.parent / "old"
     (new.parent / _TARGET_NOTE).write_bytes(os.fsencode(target.name))
     os.rename(target, old)
-    _kill_point("fallback-moved-old")
+    kill_point("fallback-moved-old")
     os.rename(new, target)
     os.rename(old, new)
 
@@ -246,5 +270,5 @@ def staged_dir(target: Path, *, mode: int = 0o755) -> Iterator[Path]:
         new.mkdir()
         yield new
         new.chmod(mode)
-        _kill_point("staged")
+        kill_point("staged")
         replace_dir_atomically(new, target)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from fastseg.bench.flops import model_gflops
 from fastseg.bench.machine import machine_info, versions
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import NOT_INSTALLED, BackendResult, BenchConfig, BenchReport, ModelResult, summarize
+from fastseg.tempdirs import scratch_dir
 
 
 def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> BackendResult:
@@ -33,8 +33,8 @@ def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> Bac
     threads = str(spec["threads"])
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, GLOG_minloglevel="2", FLAGS_logtostderr="0")
     env.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-    with tempfile.TemporaryDirectory(prefix="fastseg-bench-") as tmp:
-        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+    with scratch_dir("bench") as tmp:  # swept by the next run if this one is killed
+        spec_path, result_path = tmp / "spec.json", tmp / "result.json"
         spec_path.write_text(json.dumps({**spec, "result_path": str(result_path)}))
         try:
             proc = subprocess.run(

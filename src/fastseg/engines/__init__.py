@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from fastseg.errors import DeviceError
 from fastseg.engines.device import DeviceSpec, parse_device
-from fastseg.engines.session_base import Batch, TensorInfo
+from fastseg.engines.session_base import Batch, CancelToken, TensorInfo
 from fastseg.engines.ort import RuntimeOptions, create_session
 from fastseg.engines.preprocess_graph import FusedPreprocess
 
@@ -71,7 +71,7 @@ class EngineSession(Protocol):
     @property
     def outputs(self) -> tuple[TensorInfo, ...]: ...
 
-    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]: ...
+    def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]: ...
 
     def close(self) -> None: ...
 

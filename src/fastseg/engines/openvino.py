@@ -23,7 +23,7 @@ from fastseg.engines.cpu import require_bf16
 from fastseg.engines.device import DeviceSpec, physical_cores
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
-from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
+from fastseg.engines.session_base import Batch, CancelToken, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
 from fastseg.offline import import_openvino_quietly
 
@@ -74,13 +74,21 @@ class OpenVINORunner:
         self._compiled = compiled
         self._request: Any = compiled.create_infer_request()
 
-    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
+    def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
+        """Run one batch; ``cancel`` stops it from another thread (``InferRequest.cancel()``),
+        then ``RunCancelledError`` is raised."""
         batch_nchw = contiguous_input(batch_nchw)
         with self.lock:
-            if self._request is None:
+            request = self._request
+            if request is None:
                 raise DeviceError("This OpenVINO session is closed; create a new one.")
-            self._request.infer({0: batch_nchw})
-            return np.array(self._request.get_output_tensor(0).data, copy=True)
+            if cancel is None:
+                request.infer({0: batch_nchw})
+            else:
+                with cancel.guard(request.cancel):
+                    request.start_async({0: batch_nchw})
+                    request.wait()
+            return np.array(request.get_output_tensor(0).data, copy=True)
 
     def close(self) -> None:
         with self.lock:

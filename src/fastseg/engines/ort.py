@@ -9,11 +9,13 @@ Never imports cv2, zoo or processing (see STYLE.md's layout).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +26,7 @@ from fastseg.engines.device import ACCEPTED_FORMS, DeviceKind, DeviceSpec, parse
 from fastseg.errors import DeviceError, ModelDirError
 from fastseg.engines.gpu_libs import CUDA_EP, TRT_EP
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
-from fastseg.engines.session_base import Batch, SessionBase, TensorInfo, contiguous_input
+from fastseg.engines.session_base import Batch, CancelToken, SessionBase, TensorInfo, contiguous_input
 
 log = logging.getLogger(__name__)
 
@@ -199,21 +201,29 @@ class Runner:
         self._buffers: OrderedDict[tuple[int, ...], npt.NDArray[Any]] = OrderedDict()
         self._bound_shape: tuple[int, ...] | None = None
 
-    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
-        """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output."""
-        batch_nchw = contiguous_input(batch_nchw)
-        if self._binding is None:
-            return self._session.run([self._output], {self._input: batch_nchw})[0]  # type: ignore[no-any-return]
-        with self.lock:
-            return self._run_bound(batch_nchw)
+    def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
+        """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output.
 
-    def _run_bound(self, batch: Batch) -> npt.NDArray[Any]:
+        ``cancel`` stops the run from another thread: ONNX Runtime checks ``RunOptions.terminate``
+        between nodes (and in Loop/If bodies), then ``RunCancelledError`` is raised.
+        """
+        import onnxruntime as ort
+
+        batch_nchw = contiguous_input(batch_nchw)
+        options = ort.RunOptions()
+        with contextlib.nullcontext() if cancel is None else cancel.guard(partial(setattr, options, "terminate", True)):
+            if self._binding is None:
+                return self._session.run([self._output], {self._input: batch_nchw}, options)[0]  # type: ignore[no-any-return]
+            with self.lock:
+                return self._run_bound(batch_nchw, options)
+
+    def _run_bound(self, batch: Batch, options: Any) -> npt.NDArray[Any]:
         import onnxruntime as ort
 
         shape = tuple(batch.shape)
         out = self._buffers.get(shape)
         if out is None:  # new shape: one plain run tells the output shape; its result becomes the buffer
-            out = np.ascontiguousarray(self._session.run([self._output], {self._input: batch})[0])
+            out = np.ascontiguousarray(self._session.run([self._output], {self._input: batch}, options)[0])
             self._buffers[shape] = out
             if len(self._buffers) > _MAX_CACHED_SHAPES:
                 self._buffers.popitem(last=False)
@@ -225,7 +235,7 @@ class Runner:
         if self._bound_shape != shape:  # fast path: the same shape as last time keeps its output binding
             io.bind_ortvalue_output(self._output, ort.OrtValue.ortvalue_from_numpy(out))
             self._bound_shape = shape
-        self._session.run_with_iobinding(io)
+        self._session.run_with_iobinding(io, options)
         return out
 
     def cached_output(self, shape: tuple[int, ...]) -> npt.NDArray[Any] | None:

@@ -4,17 +4,27 @@ the ``with`` lifecycle; an engine supplies the runner, ``close`` and its closed-
 ONNX Runtime's ``fastseg.engines.ort.Session`` and OpenVINO's
 ``fastseg.engines.openvino.OpenVINOSession`` subclass ``SessionBase``, so a new engine is one
 more implementation behind the interface ``fastseg.engines.EngineSession`` describes.
-Imports nothing from fastseg, onnxruntime or OpenVINO.
+A run can be cancelled from another thread: pass a ``CancelToken`` to ``run`` and call its
+``cancel()``; ONNX Runtime stops at its next node (``RunOptions.terminate``), OpenVINO through
+``InferRequest.cancel()``, and ``run`` raises ``RunCancelledError``. The serving handler uses it
+to stop a batch whose requests have all timed out or hung up.
+
+Imports nothing from fastseg but its errors, nothing from onnxruntime or OpenVINO.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
+
+from fastseg.errors import RunCancelledError
 
 
 Batch = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
@@ -30,10 +40,57 @@ class TensorInfo:
     type: str
 
 
-class BatchRunner(Protocol):
-    """Runs one float32 NCHW batch and returns the model's first output."""
+class CancelToken:
+    """Stops, from any thread, the engine runs it is given to: the run in flight ends early and
+    later ones do not start; each raises ``RunCancelledError``. One token per unit of work
+    (a serving batch); it cannot be reset."""
 
-    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]: ...
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._stop: Callable[[], None] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def running(self) -> bool:
+        """An engine run guarded by this token is in flight now."""
+        return self._stop is not None
+
+    def cancel(self) -> None:
+        """Cancel: stop the run in flight (if any) and refuse every later one."""
+        with self._lock:  # held while stopping, so the run cannot hand its engine to another caller meanwhile
+            self._cancelled = True
+            if self._stop is not None:
+                self._stop()
+
+    @contextmanager
+    def guard(self, stop: Callable[[], None]) -> Iterator[None]:
+        """For engines: wrap one run; ``stop`` is how ``cancel`` interrupts it (called at most once,
+        from the cancelling thread). An error the interrupted run raises becomes ``RunCancelledError``."""
+        with self._lock:
+            if self._cancelled:
+                raise RunCancelledError("the run was cancelled before it started")
+            self._stop = stop
+        try:
+            yield
+        except Exception as exc:
+            if self._cancelled:
+                raise RunCancelledError("the run was cancelled while running") from exc
+            raise
+        finally:
+            with self._lock:
+                self._stop = None
+        if self._cancelled:
+            raise RunCancelledError("the run was cancelled while running")
+
+
+class BatchRunner(Protocol):
+    """Runs one float32 NCHW batch and returns the model's first output; ``cancel`` may stop it."""
+
+    def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]: ...
 
 
 def contiguous_float32(batch_nchw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
@@ -74,10 +131,14 @@ class SessionBase:
     def _check_open(self) -> None:
         """Raise the engine's closed-session error; a no-op where the runner checks under its lock."""
 
-    def run(self, batch_nchw: Batch) -> npt.NDArray[Any]:
-        """Run one batch (float32 NCHW, or a fused graph's uint8 NHWC images) through the runner; returns the model's first output."""
+    def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
+        """Run one batch (float32 NCHW, or a fused graph's uint8 NHWC images) through the runner; returns the model's first output.
+
+        Raises:
+            RunCancelledError: ``cancel`` was cancelled before or during the run.
+        """
         self._check_open()
-        return self.runner.run(batch_nchw)
+        return self.runner.run(batch_nchw, cancel)
 
     def close(self) -> None:
         """Release the engine's resources; closing twice is harmless."""

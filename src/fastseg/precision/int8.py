@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from fastseg.errors import InputError, MissingDependencyError
 from fastseg.model_dir import ModelMeta, ResizeSpec
 from fastseg.precision.gate import load_for_gate
 from fastseg.processing import preprocess_batch
+from fastseg.tempdirs import kill_point, scratch_dir, tempfile_redirected
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, 
         def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
             if self._pos >= len(self._range):
                 return None
+            kill_point("quant-calibrating")  # tests: ONNX Runtime's temp files exist now
             self._pos += 1
             return {input_name: calib.batch(self._range[self._pos - 1])}
 
@@ -121,8 +122,10 @@ def quantize_onnx(src: Path, dst: Path, calib: CalibrationSet, input_name: str, 
     if method not in methods:
         raise InputError(f"Unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}.")
     calibrate_method, extra = methods[method]
-    with tempfile.TemporaryDirectory(prefix="fastseg-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
+    # ONNX Runtime's own temp files (pre.quant.*, ort.quant.* with the augmented model) go into
+    # the scratch dir too, so a killed run's leftovers are swept by the next fastseg run.
+    with scratch_dir("quant") as tmp, tempfile_redirected(tmp):
+        pre = tmp / "pre.onnx"
         try:  # BatchNorm folding + ONNX shape inference, as ORT's quantization docs advise. Symbolic
             # shape inference is skipped: it cannot complete on dynamic-H,W segmentation graphs.
             q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)

@@ -9,7 +9,9 @@ refused (nothing written) on a CPU without bf16 instructions.
 Either way the gate (``fastseg.precision.gate``) runs fp32 and the new precision on held-out
 images with the same engine: pooled agreement and a per-image floor; below either nothing is
 written. ``min_agreement=0`` writes an ungated model, marked UNGATED wherever it is shown. The
-output is staged beside ``out_dir`` and renamed into place, and registered in the fp32
+output is staged beside ``out_dir`` (``tempdirs.staged_dir``: an existing ``out_dir`` stays
+whole until the new one is swapped in atomically; a killed run's stage is swept by the next),
+and registered in the fp32
 directory's ``variants.json`` for ``fastseg tune``.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,7 @@ from fastseg.precision.gate import (
 )
 from fastseg.precision.int8 import CalibrationSet, quantize_onnx
 from fastseg.segmenter import Segmenter
+from fastseg.tempdirs import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,7 @@ def quantize_model(
         if calib_dir is None:
             raise InputError("int8 needs calibration images: pass --calib DIR (images like the ones the model will see).")
         calib, val = split_images(image_files(calib_dir), None if val_dir is None else image_files(val_dir))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared model directory from other users
-    try:
+    with staged_dir(out_dir) as staging:  # 0755 once complete: a shared model directory
         fmt, calibration = _write_model(precision, model_dir, staging, meta, calib, max_side, method, augment)
         draft = replace(meta, precision=precision, gate=gate_record(
             precision, engine, (0.0, 0.0), val_images=0, min_agreement=0, min_image_agreement=0))
@@ -131,12 +130,6 @@ def quantize_model(
             raise refuse(record, advice=_advice(meta, precision))
         provenance = {**meta.provenance, "quantized_from": str(model_dir.resolve())}
         write_meta(staging, replace(meta, provenance=provenance, precision=precision, gate=record))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if register:
         register_variant(model_dir, out_dir, {"precision": precision, "gated": record.gated, "agreement_pct": record.agreement_pct})
     return record

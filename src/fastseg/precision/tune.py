@@ -13,7 +13,6 @@ The winner and the whole table go into ``tuning.json`` with this machine's finge
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from fastseg.engines.cpu import has_bf16
 from fastseg.engines.tuning import EngineChoice, is_own_variant, read_variants, register_variant, write_record
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import read_meta
+from fastseg.tempdirs import scratch_dir
 
 DEFAULT_SIZES = {"Cityscapes": (1024, 2048), "ADE20K": (512, 512)}
 
@@ -196,8 +196,8 @@ def tune(
         if progress:
             progress(f"skipped {line}")
     timings: list[Timing] = []
-    with tempfile.TemporaryDirectory(prefix="fastseg-tune-") as tmp:
-        img = make_image(Path(tmp) / "tune.png", size=size, source=image)
+    with scratch_dir("tune") as tmp:  # swept by the next run if this one is killed
+        img = make_image(tmp / "tune.png", size=size, source=image)
         for c in cands:
             if progress:
                 progress(f"timing {c.label} ({c.model_dir})")

@@ -27,6 +27,7 @@ from ray.serve.deployment import Application
 
 from fastseg.ray.cluster import ModelFiles, WorkerSegmenter, cluster_resources, fetch_model
 from fastseg.ray.devices import WorkerPlan, plan_workers
+from fastseg.engines.session_base import CancelToken
 from fastseg.serving.app import create_app
 from fastseg.serving.batcher import Batcher, Inference, PredictFn, RequestedSize, Ticket
 from fastseg.serving.config import ServingConfig
@@ -38,7 +39,10 @@ _Job = tuple[npt.NDArray[np.uint8], RequestedSize]
 class ServeBatcher(Batcher):
     """``Batcher``'s admission control (``try_admit``/``release``, 503 when full) with Ray Serve's
     ``@serve.batch`` doing the batching: up to ``max_batch`` requests, waiting ``max_wait_ms``,
-    ``workers`` batches at once; each batch runs off the event loop in a thread."""
+    ``workers`` batches at once; each batch runs off the event loop in a thread. Serve's batch
+    owns the requests' lifetimes, so a running batch is not cancelled here."""
+
+    cancellable = False
 
     def __init__(self, predict: PredictFn, config: ServingConfig) -> None:
         super().__init__(
@@ -77,7 +81,8 @@ class ServeBatcher(Batcher):
         out: list[Inference | None] = [None] * len(jobs)
         for target, idx in groups.items():
             started = time.perf_counter()
-            labels = await asyncio.to_thread(self._predict, [jobs[i][0] for i in idx], target)
+            # Serve's batch owns the requests' lifetimes: this call is not cancelled (a token nobody cancels)
+            labels = await asyncio.to_thread(self._predict, [jobs[i][0] for i in idx], target, CancelToken())
             if len(labels) != len(idx):
                 raise RuntimeError(f"segmenter returned {len(labels)} results for {len(idx)} images")
             infer_ms = (time.perf_counter() - started) * 1000.0

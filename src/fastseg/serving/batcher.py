@@ -7,6 +7,10 @@ target size, and run each group as one ``predict_images`` call in a thread (the 
 shape, so images of different sizes still share a call when the model resizes them alike). Under load the queue fills while a batch runs, so batches grow
 on their own. Admission (``try_admit``) bounds the number of requests in the system: above
 ``capacity`` the caller answers 503 instead of growing memory.
+
+Every call gets a ``CancelToken``: once every request of the call has timed out or hung up
+(its future is done), the token stops the engine run in flight, so abandoned work frees the
+inference thread instead of running to its end.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.errors import InputError
+from fastseg.engines.session_base import CancelToken
+from fastseg.errors import InputError, RunCancelledError
 
 LOG = logging.getLogger("fastseg.serving")
 
@@ -36,8 +42,9 @@ class Prediction:
     score_hw: npt.NDArray[np.floating] | None = None
 
 
-#: (images BGR HxWx3, target size) -> one ``Prediction`` per image, in order.
-PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize], list[Prediction]]
+#: (images BGR HxWx3, target size, cancel token) -> one ``Prediction`` per image, in order;
+#: raises ``RunCancelledError`` when the token is cancelled.
+PredictFn = Callable[[Sequence[npt.NDArray[np.uint8]], RequestedSize, CancelToken], list[Prediction]]
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,14 @@ class BatchStats:
     batches: int = 0
     images: int = 0
     max_batch_seen: int = 0
+    cancelled: int = 0  # calls stopped because every request in them had timed out or hung up
 
 
 class Batcher:
     """Collects concurrent jobs into batched ``predict`` calls on ``workers`` threads."""
+
+    cancellable: ClassVar[bool] = True
+    """Whether a request that leaves (timeout, client gone) can stop its running batch."""
 
     def __init__(
         self,
@@ -216,12 +227,29 @@ class Batcher:
         for jobs in groups.values():
             started = time.perf_counter()
             self.running += 1
+            token = CancelToken()
+
+            def abandon(_: object, jobs: list[_Job] = jobs, token: CancelToken = token) -> None:
+                if all(j.future.done() for j in jobs):  # nobody waits for this call any more
+                    token.cancel()
+
+            for job in jobs:
+                job.future.add_done_callback(abandon)
             try:
+                if all(j.future.done() for j in jobs):
+                    continue  # abandoned between grouping and now
                 outputs = await loop.run_in_executor(
-                    self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size
+                    self._executor, self._predict, [j.image for j in jobs], jobs[0].target_size, token
                 )
                 if len(outputs) != len(jobs):
                     raise RuntimeError(f"segmenter returned {len(outputs)} results for {len(jobs)} images")
+            except RunCancelledError as exc:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                self.stats.cancelled += 1
+                LOG.info("stopped the inference of %d image(s): every request in it had timed out or hung up", len(jobs))
+                continue
             except asyncio.CancelledError:
                 for job in jobs:
                     if not job.future.done():
@@ -236,6 +264,8 @@ class Batcher:
                 continue
             finally:
                 self.running -= 1
+                for job in jobs:
+                    job.future.remove_done_callback(abandon)
             self.stats.batches += 1
             self.stats.images += len(jobs)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(jobs))

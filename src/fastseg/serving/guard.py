@@ -1,5 +1,5 @@
 """PaddleX's failure body, and the checks made before a request body is read (API key,
-Content-Length limit)."""
+Content-Length limit; a chunked body is counted as it streams, by the handler)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def error_response(
 
 class Guard:
     """Pure ASGI middleware for the inference endpoint, run before the body is read:
-    API key (constant-time compare) and a Content-Length limit (chunked bodies are refused)."""
+    API key (constant-time compare) and a Content-Length limit. A body without Content-Length
+    (``Transfer-Encoding: chunked``) passes: ``InferenceHandler`` counts it as it streams."""
 
     def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
         self._app = app
@@ -52,9 +53,7 @@ class Guard:
                 refusal.headers["WWW-Authenticate"] = "Bearer"
         if refusal is None:
             length = headers.get(b"content-length")
-            if length is None:
-                refusal = error_response(411, "Content-Length is required (chunked request bodies are refused).")
-            elif not length.isdigit() or int(length) > self._max:
+            if length is not None and (not length.isdigit() or int(length) > self._max):
                 refusal = error_response(
                     413, f"request body of {length.decode(errors='replace')} bytes is over the limit of {self._max}."
                 )

@@ -7,8 +7,9 @@ admission (``queue_size``; 503 + Retry-After when full) -> JSON parse, image hea
 cost checks on the ``cpu_workers`` threads -> network input size check (``max_input_pixels``)
 -> decoded-bytes reservation (``decode_memory_bytes``, waits) -> decode on the same threads ->
 dynamic batch (``max_batch`` images, ``max_batch_pixels``) on the inference thread(s) -> JSON
-encode on the ``cpu_workers`` threads. A request that times out cancels what has not started
-(its decode, its place in a batch); nothing started can outlast the bounded costs above.
+encode on the ``cpu_workers`` threads. A request that times out, or whose client hangs up while
+it waits for inference, cancels what has not started (its decode, its place in a batch) and,
+once no request of its batch is left, the engine run itself (``CancelToken``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
+from fastseg.engines.session_base import CancelToken
 from fastseg.errors import FastSegError, InputError
 from fastseg.model_dir import ModelMeta
 from fastseg.processing import network_hw
@@ -156,12 +158,56 @@ def _check_options(req: InferRequest, config: ServingConfig) -> RequestedSize:
     return target
 
 
-async def _read_body(request: Request) -> bytearray:
-    """The whole body, without Starlette's copy cached on the request for its lifetime."""
+class _BodyRefused(Exception):
+    """A streamed (chunked) body went over a limit while arriving: answer ``status`` at once."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_body(request: Request, bodies: ByteCounter | None, max_bytes: int, held: list[int]) -> bytearray:
+    """The whole body, without Starlette's copy cached on the request for its lifetime.
+
+    ``bodies`` is given for a body without Content-Length (chunked): each piece is counted as it
+    arrives, against ``max_bytes`` (413) and the ``bodies`` budget (503, ``held`` grows with
+    what was taken), so nothing past either limit is ever buffered.
+    """
     body = bytearray()
     async for chunk in request.stream():
+        if bodies is not None and chunk:
+            if len(body) + len(chunk) > max_bytes:
+                raise _BodyRefused(413, f"chunked request body is over the limit of {max_bytes} bytes (max_body_bytes).")
+            if not bodies.try_take(len(chunk)):
+                raise _BodyRefused(503, f"server is reading {bodies.used} bytes of request bodies (body_memory_bytes); retry later.")
+            held[0] += len(chunk)
         body += chunk
     return body
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while its request waited for inference."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has closed its connection (call after the body is read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _while_connected(request: Request, work: Awaitable[_T]) -> _T:
+    """``work``'s result; when the client hangs up first, ``work`` is cancelled (a batch whose
+    requests are all gone is then stopped) and ``_ClientGone`` is raised."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            raise _ClientGone
+        return task.result()
+    finally:
+        watch.cancel()
+        task.cancel()
 
 
 class InferenceHandler:
@@ -189,9 +235,9 @@ class InferenceHandler:
         self._open = 0  # requests between body reservation and answer
 
     def _predict(
-        self, images: Sequence[npt.NDArray[np.uint8]], target_size: RequestedSize
+        self, images: Sequence[npt.NDArray[np.uint8]], target_size: RequestedSize, cancel: CancelToken
     ) -> list[Prediction]:
-        results = self._segmenter.predict_images(list(images), target_size=target_size)
+        results = self._segmenter.predict_images(list(images), target_size=target_size, cancel=cancel)
         return [Prediction(_labels_from_result(r, img, self.meta.num_classes), _score_from_result(r))
                 for r, img in zip(results, images)]
 
@@ -219,7 +265,8 @@ class InferenceHandler:
         started = time.perf_counter()
         log_id = new_log_id()
         config = self.config
-        length = int(request.headers.get("content-length", "0"))  # the guard checked it
+        declared = request.headers.get("content-length")  # the guard checked it; None: chunked
+        length = 0 if declared is None else int(declared)
         if not self.bodies.try_take(length):
             return error_response(
                 503,
@@ -232,17 +279,25 @@ class InferenceHandler:
         self.trimmer.busy()
         body_held = [length]
         try:
-            return await self._admit_and_handle(request, started, log_id, body_held)
+            return await self._admit_and_handle(request, started, log_id, body_held, chunked=declared is None)
         finally:
             self.bodies.give(body_held[0])
             self._open -= 1
             self.trimmer.idle_if(self._open == 0, self._cpu)
 
-    async def _admit_and_handle(self, request: Request, started: float, log_id: str, body_held: list[int]) -> Response:
+    async def _admit_and_handle(
+        self, request: Request, started: float, log_id: str, body_held: list[int], *, chunked: bool
+    ) -> Response:
         config = self.config
         # The whole body first, outside admission: a slow sender holds a connection, never a slot.
         try:
-            body = await asyncio.wait_for(_read_body(request), config.body_timeout_s)
+            body = await asyncio.wait_for(
+                _read_body(request, self.bodies if chunked else None, config.max_body_bytes, body_held),
+                config.body_timeout_s,
+            )
+        except _BodyRefused as exc:
+            retry = config.retry_after_s if exc.status == 503 else None
+            return error_response(exc.status, str(exc), retry_after=retry, headers={"Connection": "close"})
         except TimeoutError:
             return error_response(
                 408,
@@ -266,8 +321,11 @@ class InferenceHandler:
         del body
         try:
             return await asyncio.wait_for(
-                self._handle(box, log_id, started, ticket, body_held), config.request_timeout_s
+                self._handle(request, box, log_id, started, ticket, body_held), config.request_timeout_s
             )
+        except _ClientGone:
+            LOG.info("client of request %s hung up while it waited for inference; its work was dropped", log_id)
+            return error_response(400, "client disconnected")
         except TimeoutError:
             return error_response(
                 503,
@@ -294,7 +352,7 @@ class InferenceHandler:
         return req, target, data, header
 
     async def _handle(
-        self, box: list[bytearray], log_id: str, started: float, ticket: Ticket, body_held: list[int]
+        self, request: Request, box: list[bytearray], log_id: str, started: float, ticket: Ticket, body_held: list[int]
     ) -> Response:
         config = self.config
         t0 = time.perf_counter()
@@ -310,7 +368,9 @@ class InferenceHandler:
             self.bodies.give(body_held[0])  # the body and file bytes are gone: only pixels remain
             body_held[0] = 0
             t1 = time.perf_counter()
-            done = await self.batcher.submit(ticket, image, target)
+            submitted = self.batcher.submit(ticket, image, target)
+            # a client that hangs up drops its place (and stops its batch once nobody else waits)
+            done = await (_while_connected(request, submitted) if self.batcher.cancellable else submitted)
             if req.scores and done.score_hw is None:
                 raise InputError(f"{self.meta.model_name} gives no scores: its graph ends in ArgMax and fastseg's banded "
                                  "head cannot reproduce its tail (docs/video.md); serve it with slide windows for scores.")
@@ -366,6 +426,7 @@ class InferenceHandler:
                 "batches": stats.batches,
                 "images": stats.images,
                 "maxBatchSeen": stats.max_batch_seen,
+                "cancelled": stats.cancelled,
                 "inFlight": batcher.admitted,
                 "queued": batcher.queued,
             },

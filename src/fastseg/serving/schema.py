@@ -11,6 +11,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fastseg.errors import InputError
+from fastseg.engines.session_base import CancelToken
 from fastseg.model_dir import ModelMeta
 
 Side = Annotated[int, Field(ge=1, le=16384)]
@@ -23,7 +24,9 @@ class SegmenterLike(Protocol):
     @property
     def meta(self) -> ModelMeta: ...
 
-    def predict_images(self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None) -> list[Any]: ...
+    def predict_images(
+        self, images_bgr: Sequence[npt.NDArray[np.uint8]], *, target_size: Any = None, cancel: CancelToken | None = None
+    ) -> list[Any]: ...
 
 
 Alpha = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -85,7 +88,6 @@ class NoResultResponse(BaseModel):
 #: The inference endpoint's failure statuses, for the OpenAPI document.
 INFER_ERRORS: dict[int, str] = {
     401: "API key missing or wrong",
-    411: "no Content-Length",
     408: "body not received within body_timeout_s",
     413: "body over max_body_bytes",
     422: "invalid input: bad base64, not an image, truncated or corrupt container, zero size, over "
