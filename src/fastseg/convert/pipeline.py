@@ -182,7 +182,8 @@ def convert_model(
         name = config.model_name or model_name or src.default_name
         target = _resolve_output(output, name)
         _refuse_foreign_target(target)
-        options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True}
+        options = {"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True,
+                   "mask_tail": True}
         if not force:
             meta = _cached(target, src.sha256, options, verify=verify, threshold=threshold)
             if meta is not None:
@@ -241,6 +242,7 @@ def _convert(
     from fastseg.convert.adaptive_pool import replace_adaptive_pools
     from fastseg.convert.decoder_fold import fold_decoder_fuse
     from fastseg.convert.heads import attach_head
+    from fastseg.convert.mask_tail import drop_dead_nodes, rewrite_mask_tail
 
     work = scratch / "work"
     work.mkdir()
@@ -312,7 +314,10 @@ def _convert(
         dims[3].dim_value = fixed_hw[1]
     num_classes = _num_classes(logits_model, input_name, fixed_hw or (64, 64))
     # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
-    final_model = _finish_onnx(attach_head(logits_model, head, opset=chosen_opset))
+    # MaskFormer: labels computed channels-last, mask einsum on the last decoder layer (convert/mask_tail.py);
+    # the old tail's nodes stay until the verification has read its scores
+    final_model, tail = rewrite_mask_tail(attach_head(logits_model, head, opset=chosen_opset), labels=head == "labels")
+    final_model = _finish_onnx(final_model)
 
     _lap("onnx_rewrite_check")
     # 4. verification against Paddle Inference
@@ -351,6 +356,10 @@ def _convert(
                 "lower --threshold if you accept it."
             )
 
+    if tail.changed:
+        drop_dead_nodes(final_model.graph)
+        final_model = _finish_onnx(final_model)  # and their initializers
+
     # 5. write atomically
     class_names, colors = _labels_spec(name, num_classes)
     meta = ModelMeta(
@@ -374,6 +383,7 @@ def _convert(
             "removed_head_ops": list(head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in pools],
             "decoder_fuse_convs_folded": decoder_folds,
+            "mask_tail": tail.provenance(),
             "opset_reason": opset_reason,
             "timings_s": timings,
             "options": options,
