@@ -100,3 +100,16 @@ def test_a_second_resize_to_another_size_or_a_batch_wide_slice_is_left_alone() -
         model, info = rewrite_mask_tail(attach_head(variant, "labels", opset=17))
         assert not info.semantic_tail_channels_last
         assert "qc,qhw->chw" in str([n.attribute for n in model.graph.node if n.op_type == "Einsum"])
+
+
+def test_subnormal_class_probabilities_are_zeroed_and_the_labels_kept() -> None:
+    """Softmax underflow gives subnormal probabilities (slow FMAs); the rewrite zeroes them first."""
+    model, _ = rewrite_mask_tail(attach_head(_maskformer_tail(), "labels", opset=17))
+    drop_dead_nodes(model.graph)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.index("Less") < ops.index("Where") < ops.index("MatMul")
+    feeds = _feeds(1)
+    feeds["cls"][..., 0] = -95.0  # exp(-95 - max) is subnormal in float32
+    feeds["cls"][..., 1:] = np.abs(feeds["cls"][..., 1:])
+    original = attach_head(_maskformer_tail(), "labels", opset=17)
+    assert np.array_equal(_run(model, feeds), _run(original, feeds))
