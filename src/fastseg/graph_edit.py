@@ -8,7 +8,9 @@ fastseg's cache directory; the user's model directory is never written to.
 
 Heads removed (the converter's own ``convert.heads`` and PaddleSeg exports):
 
-* ``labels``: ``ArgMax(axis=1, keepdims=0)``, optionally followed by ``Cast``;
+* ``labels``: ``ArgMax(axis=1, keepdims=0)``, optionally followed by ``Cast``; or
+  ``ArgMax(axis=3, keepdims=0)`` over channels-last scores (MaskFormer's rewritten tail), whose
+  scores are transposed back to NCHW;
 * ``probs``: ``Softmax(axis=1)``. Averaging softmax outputs is not what PaddleSeg's
   ``slide_inference`` averages (its model returns logits), so probs models are slid on logits too;
 * ``logits``: nothing to do, the model is used as is.
@@ -39,7 +41,7 @@ def _onnx() -> Any:
 
 
 def strip_head(model: Any) -> tuple[Any, tuple[str, ...]]:
-    """Remove a trailing ArgMax(+Cast) or Softmax over axis 1 from ``model`` (an onnx.ModelProto, edited in place).
+    """Remove a trailing ArgMax(+Cast) or Softmax over the class axis from ``model`` (an onnx.ModelProto, edited in place).
 
     Returns:
         The model and the op types removed (``()`` when the output is already logits).
@@ -61,10 +63,13 @@ def strip_head(model: Any) -> tuple[Any, tuple[str, ...]]:
         if cast_input is not None and cast_input.op_type == "ArgMax":
             removed.append(node)
             node = cast_input
+    channels_last = False
     if node is not None and node.op_type in ("ArgMax", "Softmax"):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         axis = int(attrs.get("axis", 0 if node.op_type == "ArgMax" else -1))
-        if axis != 1:
+        # labels [N,H,W] from ArgMax(axis=3) read channels-last [N,H,W,C] scores (convert/mask_tail.py)
+        channels_last = node.op_type == "ArgMax" and axis == 3 and int(attrs.get("keepdims", 1)) == 0
+        if axis != 1 and not channels_last:
             raise ModelDirError(
                 f"The model ends in {node.op_type}(axis={axis}), not over the class axis 1; "
                 "re-convert it with 'fastseg convert ... --head logits' to slide windows."
@@ -83,6 +88,9 @@ def strip_head(model: Any) -> tuple[Any, tuple[str, ...]]:
     logits = removed[-1].input[0]
     for dead in removed:
         graph.node.remove(dead)
+    if channels_last:
+        graph.node.append(onnx.helper.make_node("Transpose", [logits], ["strip_head/logits_nchw"], name="strip_head/nchw", perm=[0, 3, 1, 2]))
+        logits = "strip_head/logits_nchw"
     del graph.output[:]
     graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, ["N", "C", "H", "W"]))
     return model, tuple(n.op_type for n in reversed(removed))

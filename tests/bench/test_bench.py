@@ -343,36 +343,6 @@ def test_cli_engine_choices() -> None:
     assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8', 'openvino-int8', 'openvino-bf16'" in result.output
 
 
-def test_the_paddlex_bf16_peer_runs_paddlex_in_its_bf16_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--against paddlex-bf16: PaddleX's predictor with run_mode mkldnn_bf16 (checked without PaddleX)."""
-    import sys
-    import types
-
-    from fastseg.bench import workers
-
-    seen: dict[str, object] = {}
-
-    class Option:
-        def __init__(self, **kwargs: object) -> None:
-            seen.update(kwargs)
-
-    class Model:
-        def predict(self, paths: list[str], batch_size: int) -> list[str]:
-            return paths
-
-    fake = types.ModuleType("paddlex")
-    fake.create_model = lambda **kwargs: Model()  # type: ignore[attr-defined]
-    inference = types.ModuleType("paddlex.inference")
-    inference.PaddlePredictorOption = Option  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "paddlex", fake)
-    monkeypatch.setitem(sys.modules, "paddlex.inference", inference)
-    spec = {"threads": 2, "model_name": "PP-LiteSeg-T", "paddle_dir": ".", "batch": 1, "image": "x.png", "runs": 2, "warmup": 0}
-    result = workers._WORKERS["paddlex-bf16"](spec)
-    assert seen["run_mode"] == "mkldnn_bf16" and result["status"] == "ok"
-    assert "run_mode=mkldnn_bf16" in result["detail"] and len(result["samples_ms"]["e2e"]) == 2
-    assert "paddlex-bf16" in bench.AGAINST
-
-
 def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgemm() -> None:
     from fastseg.bench.peak import theoretical_peak
 

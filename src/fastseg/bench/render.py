@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fastseg.bench.report import BenchReport, Stats
+from fastseg.bench.report import BackendResult, BenchReport, Stats
 from fastseg.errors import MissingDependencyError
 from fastseg.files import write_bytes_atomic
 
@@ -60,10 +60,10 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
                 "RSS MB": "-" if fs is None or fs.peak_rss_mb is None else f"{fs.peak_rss_mb:.0f}",
                 "Paddle infer ms": "-" if paddle is None else (_fmt_ms(paddle.stats.get("infer")) if paddle.status == "ok" else paddle.status),
                 "fastseg/Paddle": "-" if paddle is None else _fmt_ratio(m.ratio("paddle")),
-                "PaddleX e2e ms": "-" if paddlex is None else (_fmt_ms(paddlex.stats.get("e2e")) if paddlex.status == "ok" else paddlex.status),
+                "PaddleX e2e ms": _fmt_peer(paddlex),
                 "fastseg/PaddleX": "-" if paddlex is None else _fmt_ratio(m.ratio("paddlex")),
                 **({} if paddlex_bf16 is None else {
-                    "PaddleX bf16 e2e ms": _fmt_ms(paddlex_bf16.stats.get("e2e")) if paddlex_bf16.status == "ok" else paddlex_bf16.status,
+                    "PaddleX bf16 e2e ms": _fmt_peer(paddlex_bf16),
                     "fastseg/PaddleX bf16": _fmt_ratio(m.ratio("paddlex-bf16")),
                 }),
                 "published T4 ms": _fmt_pub(m.published.get("gpu_ms"), m.published.get("latency_note")),
@@ -72,6 +72,16 @@ def table_rows(report: BenchReport) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _fmt_peer(peer: BackendResult | None) -> str:
+    """A PaddleX cell: its end-to-end median and the run mode that ran, e.g. "4315.0 (paddle)"."""
+    if peer is None:
+        return "-"
+    if peer.status != "ok":
+        return peer.status
+    ms = _fmt_ms(peer.stats.get("e2e"))
+    return ms if not peer.run_mode else f"{ms} ({peer.run_mode})"
 
 
 def _fmt_pub(value: Any, note: Any) -> str:

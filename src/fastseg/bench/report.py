@@ -16,7 +16,9 @@ import numpy as np
 BACKENDS: tuple[str, ...] = ("fastseg", "paddle", "paddlex", "paddlex-bf16")
 AGAINST: tuple[str, ...] = ("paddle", "paddlex", "paddlex-bf16")
 """The peers: Paddle Inference (MKLDNN, inference only), PaddleX's predictor end to end in its
-fp32 ``mkldnn`` run mode and in ``mkldnn_bf16`` (its best CPU mode on bf16 hardware)."""
+own default CPU run mode per model (``mkldnn``, or ``paddle`` for models on its oneDNN blocklist:
+fastseg.bench.paddlex_mode) and asked for ``mkldnn_bf16`` (its best CPU mode on bf16 hardware;
+PaddleX runs blocklisted models in ``paddle`` instead). Each row records the mode that ran."""
 STAGES: tuple[str, ...] = ("pre", "infer", "post", "e2e")
 
 
@@ -89,6 +91,7 @@ class BackendResult:
     """One backend on one model. ``status`` is "ok", "not installed", "not applicable" or "failed".
 
     ``engine``: the inference engine the fastseg worker reports it ran (None for Paddle/PaddleX).
+    ``run_mode``: PaddleX's run mode that ran ("paddle", "mkldnn", "paddle (mkldnn_bf16 refused: ...)").
     """
 
     backend: str
@@ -101,6 +104,7 @@ class BackendResult:
     versions: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
     engine: str | None = None
+    run_mode: str | None = None
 
 
 @dataclass(frozen=True)

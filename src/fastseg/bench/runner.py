@@ -65,6 +65,7 @@ def run_worker(spec: Mapping[str, Any], *, python: str, timeout_s: float) -> Bac
         versions=raw.get("versions", {}),
         detail=str(raw.get("detail", "")),
         engine=raw.get("engine"),
+        run_mode=raw.get("run_mode"),
     )
 
 

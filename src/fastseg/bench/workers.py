@@ -215,15 +215,19 @@ def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _worker_paddlex(spec: Mapping[str, Any], run_mode: str = "mkldnn") -> dict[str, Any]:
+def _worker_paddlex(spec: Mapping[str, Any], run_mode: str | None = None) -> dict[str, Any]:
+    """PaddleX's predictor end to end; ``run_mode`` None: PaddleX's own default CPU mode for the model."""
     try:
         from paddlex import create_model
         from paddlex.inference import PaddlePredictorOption
     except ImportError as exc:
         return {"status": NOT_INSTALLED, "detail": f"paddlex: {exc}"}
+    from fastseg.bench.paddlex_mode import choose_run_mode, paddlex_policy
 
+    policy = paddlex_policy()
+    mode = choose_run_mode(str(spec["model_name"]), run_mode, policy)
     threads = int(spec["threads"])
-    option = PaddlePredictorOption(run_mode=run_mode, device_type="cpu", cpu_threads=threads)
+    option = PaddlePredictorOption(run_mode=mode.runs, device_type="cpu", cpu_threads=threads)
     model = create_model(
         model_name=str(spec["model_name"]),
         model_dir=str(spec["paddle_dir"]),
@@ -237,18 +241,21 @@ def _worker_paddlex(spec: Mapping[str, Any], run_mode: str = "mkldnn") -> dict[s
         return list(model.predict(paths, batch_size=int(spec["batch"])))
 
     samples = _time_loop(spec, None, infer, None)
+    how = "PaddleX's default" if run_mode is None else "asked"
     return {
         "status": "ok",
         "samples_ms": {"e2e": samples["infer"]},
         "versions": {"paddlex": _version("paddlex"), "paddle": _version("paddle")},
-        "detail": f"PaddleX create_model(...).predict(file), run_mode={run_mode}; end to end only",
+        "run_mode": mode.label(),
+        "detail": f"PaddleX create_model(...).predict(file), run_mode={mode.runs} ({how}"
+                  f"{'; ' + mode.note if mode.note else ''}; rules {policy.source}); end to end only",
     }
 
 
 _WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "fastseg": _worker_fastseg,
     "paddle": _worker_paddle,
-    "paddlex": _worker_paddlex,
+    "paddlex": _worker_paddlex,  # PaddleX's default CPU mode per model (mkldnn, or paddle when blocklisted)
     "paddlex-bf16": lambda spec: _worker_paddlex(spec, run_mode="mkldnn_bf16"),
 }
 

@@ -51,7 +51,7 @@ class _Plan:
     conv_bias: npt.NDArray[np.float32] | None
 
 
-class _Graph:
+class GraphIndex:
     """Producer/consumer maps and constant lookup of one ONNX graph."""
 
     def __init__(self, graph: Any) -> None:
@@ -96,7 +96,7 @@ class _Graph:
             tensor, user = node.input[0], node
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
+def node_attr(node: Any, name: str, default: Any) -> Any:
     from onnx import helper
 
     for attr in node.attribute:
@@ -110,24 +110,24 @@ def _is_pointwise_conv(conv: Any, weight: npt.NDArray[Any] | None) -> bool:
         weight is not None
         and weight.ndim == 4
         and weight.shape[2:] == (1, 1)
-        and _attr(conv, "group", 1) == 1
-        and all(v == 1 for v in _attr(conv, "strides", [1, 1]))
-        and all(v == 1 for v in _attr(conv, "dilations", [1, 1]))
-        and all(v == 0 for v in _attr(conv, "pads", [0, 0, 0, 0]))
+        and node_attr(conv, "group", 1) == 1
+        and all(v == 1 for v in node_attr(conv, "strides", [1, 1]))
+        and all(v == 1 for v in node_attr(conv, "dilations", [1, 1]))
+        and all(v == 0 for v in node_attr(conv, "pads", [0, 0, 0, 0]))
     )
 
 
-def _branch(g: _Graph, tensor: str, concat: Any, channels: int) -> _Branch | None:
+def _branch(g: GraphIndex, tensor: str, concat: Any, channels: int) -> _Branch | None:
     """Match ``MatMul -> Add(bias) -> Transpose[0,2,1] -> Reshape -> [Resize] -> concat`` above ``tensor``."""
     node, _ = g.up_through_identity(tensor, concat)
     if node is not None and node.op_type == "Resize":
-        if _attr(node, "mode", b"nearest") not in _UPSAMPLE_MODES:
+        if node_attr(node, "mode", b"nearest") not in _UPSAMPLE_MODES:
             return None
         node, _ = g.up_through_identity(node.input[0], node)
     if node is None or node.op_type != "Reshape":
         return None
     node, _ = g.up_through_identity(node.input[0], node)
-    if node is None or node.op_type != "Transpose" or list(_attr(node, "perm", [])) != [0, 2, 1]:
+    if node is None or node.op_type != "Transpose" or list(node_attr(node, "perm", [])) != [0, 2, 1]:
         return None
     add, _ = g.up_through_identity(node.input[0], node)
     if add is None or add.op_type != "Add":
@@ -147,13 +147,13 @@ def _branch(g: _Graph, tensor: str, concat: Any, channels: int) -> _Branch | Non
     return _Branch(matmul, add, bias_input, weight.astype(np.float32), bias.reshape(-1).astype(np.float32))
 
 
-def _plan(g: _Graph, conv: Any) -> _Plan | None:
+def _plan(g: GraphIndex, conv: Any) -> _Plan | None:
     weight = g.const(conv.input[1]) if len(conv.input) > 1 else None
     if not _is_pointwise_conv(conv, weight):
         return None
     assert weight is not None
     concat, between = g.up_through_identity(conv.input[0], conv)
-    if concat is None or concat.op_type != "Concat" or _attr(concat, "axis", 0) != 1:
+    if concat is None or concat.op_type != "Concat" or node_attr(concat, "axis", 0) != 1:
         return None
     k, out_ch, in_ch = len(concat.input), weight.shape[0], weight.shape[1]
     if k < 2 or in_ch != k * out_ch:  # each branch must keep E channels, so reshapes stay valid
@@ -168,7 +168,7 @@ def _plan(g: _Graph, conv: Any) -> _Plan | None:
     )
 
 
-def _apply(g: _Graph, plan: _Plan) -> None:
+def _apply(g: GraphIndex, plan: _Plan) -> None:
     from onnx import helper, numpy_helper
 
     out_ch = plan.fuse.shape[0]
@@ -193,10 +193,24 @@ def _apply(g: _Graph, plan: _Plan) -> None:
         g.graph.node.remove(node)
 
 
-def _drop_dead_nodes(graph: Any) -> None:
-    """Remove nodes none of whose outputs is used (the fold orphans the old weight Constants)."""
+def _names_used(graph: Any) -> set[str]:
+    """Every tensor name a node of ``graph`` reads, inside its subgraphs (If/Loop bodies) too."""
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                used |= _names_used(sub)
+    return used
+
+
+def drop_dead_nodes(graph: Any) -> None:
+    """Remove nodes none of whose outputs is used (a fold or rewrite orphans the old nodes).
+
+    Names read inside If/Loop bodies count as used: paddle2onnx's bodies read outer Constants.
+    """
     while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = _names_used(graph) | {o.name for o in graph.output}
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             return
@@ -207,13 +221,13 @@ def _drop_dead_nodes(graph: Any) -> None:
 def fold_decoder_fuse(model: Any) -> tuple[Any, int]:
     """Fold every matching decoder fuse convolution of ``model`` (edited in place); return it and the count."""
     folded = 0
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     for conv in [n for n in model.graph.node if n.op_type == "Conv"]:
         plan = _plan(g, conv)
         if plan is not None:
             _apply(g, plan)
             folded += 1
-            g = _Graph(model.graph)  # the fold rewired the graph
+            g = GraphIndex(model.graph)  # the fold rewired the graph
     if folded:
-        _drop_dead_nodes(model.graph)
+        drop_dead_nodes(model.graph)
     return model, folded

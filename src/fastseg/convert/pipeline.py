@@ -3,10 +3,9 @@
 A ``ConvertPlan`` holds the choices; ``run_plan`` runs one function per step:
 ``read_program`` (legacy ``.pdmodel`` -> PIR in the child), ``export_onnx`` (head stripped and
 adaptive pool inputs static by JSON edits, paddle2onnx in a child process, exact dynamic adaptive
-pools, the requested head, onnx checker + shape inference), ``verify_export`` (against Paddle
-Inference; ``verify.require_agreement`` refuses below the threshold), ``model_meta``, then
-``model.onnx`` + ``fastseg.json`` written into a stage dir beside the target and swapped in
-(``fastseg.tempdirs.staged_dir``: the old output stays whole until the new one is in place).
+pools, the requested head, MaskFormer's tail channels-last, onnx checker + shape inference),
+``verify_export`` (against Paddle; ``verify.require_agreement`` refuses below the threshold),
+``model_meta``, then the files, staged and swapped in (``tempdirs.staged_dir``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +27,9 @@ from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
 from fastseg.tempdirs import new_scratch_dir, staged_dir
 from fastseg.zoo import converted_model_dir, load_zoo
+
+if TYPE_CHECKING:
+    from fastseg.convert.mask_tail import TailRewrite
 
 DEFAULT_VERIFY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (97, 211))
 DEFAULT_THRESHOLD = 0.999
@@ -172,6 +174,7 @@ class Exported:
     decoder_folds: int
     static_batch: int | None
     static_hw: tuple[int, int] | None
+    tail: TailRewrite  # MaskFormer's channels-last tail (convert/mask_tail.py), or unchanged
 
 
 class _Laps:
@@ -247,7 +250,8 @@ def convert_model(
         _refuse_foreign_target(target)
         plan = ConvertPlan(
             source=source, src=src, name=name, target=target, deploy=deploy,
-            options={"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True},
+            options={"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True,
+                     "mask_tail": True},
             head=head, opset=opset, verify=verify, images_dir=images_dir,
             verify_sizes=(fixed_hw,) if fixed_hw else tuple(verify_sizes), threshold=threshold, fixed_hw=fixed_hw,
         )
@@ -288,6 +292,10 @@ def run_plan(plan: ConvertPlan, scratch: Path, *, started: float) -> ConvertRepo
         verification = verify_export(plan, exported, work)
         laps("verify")
         require_agreement(verification, plan.threshold)
+    if exported.tail.changed:  # the old tail's nodes stayed for the verification to read its scores
+        from fastseg.convert.decoder_fold import drop_dead_nodes
+        drop_dead_nodes(exported.final_model.graph)
+        exported = replace(exported, final_model=_finish_onnx(exported.final_model))
     meta = model_meta(plan, exported, verification, laps.timings)
     onnx_bytes = _write_atomically(plan.target, exported.final_model, meta)
     return ConvertReport(
@@ -333,6 +341,7 @@ def export_onnx(plan: ConvertPlan, program: dict[str, Any], params: Path, work: 
     from fastseg.convert.adaptive_pool import replace_adaptive_pools
     from fastseg.convert.decoder_fold import fold_decoder_fuse
     from fastseg.convert.heads import attach_head
+    from fastseg.convert.mask_tail import rewrite_mask_tail
 
     static_batch, static_hw = pir_program.static_input_shape(program)
     pools = pir_program.adaptive_pools(program)
@@ -360,11 +369,13 @@ def export_onnx(plan: ConvertPlan, program: dict[str, Any], params: Path, work: 
             dims[axis].dim_value = value
     num_classes = _num_classes(logits_model, input_name, plan.fixed_hw or (64, 64))
     # checker + shape inference once, on the final graph (logits graph + 1-2 head nodes)
-    final_model = _finish_onnx(attach_head(logits_model, plan.head, opset=opset))
+    final_model, tail = rewrite_mask_tail(attach_head(logits_model, plan.head, opset=opset), labels=plan.head == "labels")
+    final_model = _finish_onnx(final_model)
     return Exported(
         logits_json=logits_json, params=params, logits_model=logits_model, final_model=final_model,
         input_name=input_name, num_classes=num_classes, opset=opset, opset_reason=opset_reason,
         head_info=head_info, pools=pools, decoder_folds=decoder_folds, static_batch=static_batch, static_hw=static_hw,
+        tail=tail,
     )
 
 
@@ -414,6 +425,7 @@ def model_meta(plan: ConvertPlan, exported: Exported, verification: dict[str, An
             "removed_head_ops": list(exported.head_info.removed),
             "adaptive_pools_rewritten": [list(p.output_hw) for p in exported.pools],
             "decoder_fuse_convs_folded": exported.decoder_folds,
+            "mask_tail": exported.tail.provenance(),
             "opset_reason": exported.opset_reason,
             "timings_s": timings,
             "options": plan.options,
