@@ -251,7 +251,7 @@ def test_resolve_model_converts_once_and_caches(tmp_path: Path) -> None:
     assert calls == ["PP-LiteSeg-T"]
     assert source.weights == bench.REFERENCE_WEIGHTS_LABEL
     assert (source.paddle_dir / "inference.yml").is_file()  # type: ignore[operator]
-    with pytest.raises(bench.MissingDependencyError, match="reference_models.py"):
+    with pytest.raises(bench.MissingDependencyError, match="python -m converters.reference_models --models all"):
         bench.resolve_model("PP-LiteSeg-B", home=tmp_path / "home")
 
 

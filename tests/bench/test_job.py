@@ -48,7 +48,7 @@ def test_bad_peer_or_model_is_refused_before_any_work(tmp_path: Path) -> None:
 def test_missing_prebuilt_reference_names_the_command_that_builds_it(tmp_path: Path) -> None:
     builder = job.reference_builder(tmp_path)
     assert builder is not None
-    with pytest.raises(ModelDirError, match=r"reference_models.py --models SegFormer-B0 --out"):
+    with pytest.raises(ModelDirError, match=r"python -m converters.reference_models --models SegFormer-B0 --out"):
         builder("SegFormer-B0", tmp_path / "cache")
 
 

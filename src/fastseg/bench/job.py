@@ -96,7 +96,7 @@ def reference_builder(reference_dir: Path | None) -> Builder | None:
             tar = root / f"{name}_infer.tar"
             if not tar.is_file():
                 raise ModelDirError(
-                    f"{tar} not found: build it with 'python converters/reference_models.py --models {name} --out {root}'."
+                    f"{tar} not found: build it with 'python -m converters.reference_models --models {name} --out {root}' (from the repository root)."
                 )
             return tar
 

@@ -87,7 +87,7 @@ def resolve_model(
         raise MissingDependencyError(
             f"No official {name}_infer.tar is cached and the reference builder (converters/) is not importable. "
             "Run from the fastseg repository (converters/ beside src/), or build the references once with "
-            "'python converters/reference_models.py --models all --out DIR' and pass --reference-dir DIR."
+            "'python -m converters.reference_models --models all --out DIR' (from the repository root) and pass --reference-dir DIR."
         )
     root = bench_cache_dir(home) / tag / name
     paddle_dir = _extract_tar(Path(tar), root / "paddle")
