@@ -1,4 +1,5 @@
-"""The serving tests' shared Chromium fixture (headless Debian Chromium driven by Selenium)."""
+"""The serving tests' shared fixtures: the tiny 4-colour model dir, a Segmenter on it, and headless
+Debian Chromium driven by Selenium."""
 
 from __future__ import annotations
 
@@ -9,6 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.serving_fixtures import build_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "TinySeg")
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_dir: Path) -> Iterator[Any]:
+    from fastseg.segmenter import Segmenter
+
+    seg = Segmenter(tiny_dir, device="cpu")
+    yield seg
+    seg.close()
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

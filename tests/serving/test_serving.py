@@ -28,7 +28,6 @@ from tests.serving_fixtures import (
     GatedSegmenter,
     assert_error,
     b64,
-    build_tiny_model_dir,
     live_server,
     png_bytes,
     quadrant_image,
@@ -36,23 +35,10 @@ from tests.serving_fixtures import (
     wait_for,
 )
 
-Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
 ENDPOINT = "/semantic-segmentation"
 NOISE = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
 NOISE_PNG = png_bytes(NOISE)
 NOISE_JPEG = cv2.imencode(".jpg", NOISE)[1].tobytes()
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "TinySeg")
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_dir: Path) -> Iterator[Any]:
-    seg = Segmenter(tiny_dir, device="cpu")
-    yield seg
-    seg.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from fastseg.serving import ServingConfig, ServingConfigError, create_app, decod
 from fastseg.serving.decode_cost import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
 from fastseg.serving.server import uvicorn_config
 from tests.serving_fixtures import (
-    b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed,
+    b64, free_port, live_server, png_bytes, quadrant_image, read_until_closed,
     GatedSegmenter, assert_error, wait_for,
 )
 
@@ -57,11 +57,6 @@ def png_with_chunks(count: int) -> bytes:
     iend = data.rindex(b"IEND") - 4
     chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
     return data[:iend] + chunk * count + data[iend:]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "TinySeg")
 
 
 def post(url: str, body: Any, timeout: float = 30) -> httpx.Response:

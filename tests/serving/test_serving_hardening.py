@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from fastseg.model_dir import read_meta
 from fastseg.serving import ServingConfig, ServingConfigError, UrlInputConfig, create_app, decode_image_bytes
 from fastseg.fetch import fetch_bytes
 from tests.serving_fixtures import (
-    b64, build_tiny_model_dir, free_port, live_server, png_bytes, quadrant_image, read_until_closed, wait_for_health,
+    b64, free_port, live_server, png_bytes, quadrant_image, read_until_closed, wait_for_health,
     GatedSegmenter, assert_error, wait_for,
 )
 
-Segmenter = pytest.importorskip("fastseg.segmenter").Segmenter
 ENDPOINT = "/semantic-segmentation"
 
 
@@ -39,18 +37,6 @@ def png_bomb() -> bytes:
     at = data.find(b"IDAT")
     data[at - 4 : at] = b"\xff\xff\xff\xff"
     return bytes(data)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "TinySeg")
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_dir: Path) -> Iterator[Any]:
-    seg = Segmenter(tiny_dir, device="cpu")
-    yield seg
-    seg.close()
 
 
 def post(url: str, body: Any, timeout: float = 30) -> httpx.Response:
