@@ -1,9 +1,13 @@
-"""Run one fastseg command under ``strace -f -e trace=connect`` and list every connect() it (or
-any process it starts) made, as JSON on stdout. Meant to run inside a private network namespace
+"""Run one fastseg command under ``strace -f -e trace=connect,execve,openat`` and list every
+connect() it (or any process it starts) made, and every open of ONNX Runtime's telemetry store,
+as JSON on stdout. Meant to run inside a private network namespace
 (``unshare -n``, loopback up), where the only reachable address is loopback: see
 tests/test_no_phone_home.py and docs/hardening.md.
 
-    python tests/netns_probe.py predict|openvino|serve|ray|serve-ray MODEL_DIR WORK_DIR [--linger S]
+    python tests/netns_probe.py predict|openvino|serve|ray|serve-ray|lookup MODEL_DIR WORK_DIR [--linger S]
+
+``lookup`` is the harness's own positive control: a Python one-liner that resolves a host name,
+which must show as a DNS connect to the fake nameserver whatever ONNX Runtime does.
 
 ``serve`` starts the server, sends a few requests to 127.0.0.1, keeps it idle for ``--linger``
 seconds after its first answer (ONNX Runtime's telemetry fires about 10 s after a session loads;
@@ -37,6 +41,7 @@ import numpy as np
 _CONNECT = re.compile(r"^\s*(\d+)\s+connect\(\d+, \{sa_family=(\w+)(.*?)\}, \d+")
 _LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|inet_pton\(AF_INET6, "::ffff:127\.')
 _EXECVE = re.compile(r'^\s*(\d+)\s+execve\("[^"]*", \[(.*?)\]')
+_TELEMETRY_OPEN = re.compile(r'^\s*\d+\s+openat\([^"]*"([^"]*onnxruntime\.db)".*?= (.*)$')
 LOCAL_FAMILIES = ("AF_UNIX", "AF_LOCAL", "AF_NETLINK", "AF_UNSPEC")
 
 
@@ -52,6 +57,14 @@ def connects(log: Path) -> list[str]:
         if match:
             found.append(f"{match.group(2)}{match.group(3)} ({programs.get(match.group(1), 'pid ' + match.group(1))})")
     return found
+
+
+def telemetry_opens(log: Path) -> list[str]:
+    """Each open of ONNX Runtime's 1DS telemetry store (``onnxruntime.db``) as ``path -> result``:
+    ONNX Runtime opens it at import when its telemetry is on, and never when
+    ``ORT_DISABLE_TELEMETRY=1`` was set first. Whether it then looks its host up depends on its
+    uploader's schedule; the open does not."""
+    return sorted({f"{m.group(1)} -> {m.group(2)}" for m in map(_TELEMETRY_OPEN.match, log.read_text(errors="replace").splitlines()) if m})
 
 
 def non_loopback(found: list[str]) -> list[str]:
@@ -87,7 +100,7 @@ def _fastseg(*args: str) -> list[str]:
 
 
 def _traced(log: Path, cmd: list[str]) -> list[str]:
-    return ["strace", "-f", "-qq", "-e", "trace=connect,execve", "-o", str(log), "--", *cmd]
+    return ["strace", "-f", "-qq", "-e", "trace=connect,execve,openat", "-o", str(log), "--", *cmd]
 
 
 def _images(work: Path, count: int) -> Path:
@@ -153,7 +166,7 @@ def _serve(log: Path, model: Path, work: Path, linger: float, until_seen: bool, 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=("predict", "openvino", "serve", "ray", "serve-ray"))
+    parser.add_argument("case", choices=("predict", "openvino", "serve", "ray", "serve-ray", "lookup"))
     parser.add_argument("model", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--linger", type=float, default=14.0)
@@ -162,7 +175,10 @@ def main() -> int:
     uplink = _network(args.work)
     log = args.work / f"{args.case}.strace"
     images = _images(args.work, 4)
-    if args.case.startswith("serve"):
+    if args.case == "lookup":
+        lookup = "import socket\ntry: socket.getaddrinfo('telemetry.example.com', 443)\nexcept OSError: pass"
+        rc = subprocess.run(_traced(log, [sys.executable, "-c", lookup]), timeout=60, check=False).returncode
+    elif args.case.startswith("serve"):
         rc = _serve(log, args.model, args.work, args.linger, args.until_seen, ["--ray"] if args.case == "serve-ray" else [])
     else:
         source = str(images) if args.case == "ray" else str(images / "img0.png")
@@ -174,7 +190,10 @@ def main() -> int:
         ).returncode
     found = connects(log)
     resolver = re.findall(r"^nameserver\s+(\S+)", Path("/etc/resolv.conf").read_text(errors="replace"), re.M)
-    print(json.dumps({"rc": rc, "uplink": uplink, "nameservers": resolver, "connects": len(found), "non_loopback": non_loopback(found)}))
+    print(json.dumps({
+        "rc": rc, "uplink": uplink, "nameservers": resolver, "connects": len(found), "non_loopback": non_loopback(found),
+        "telemetry_store": telemetry_opens(log),
+    }))
     return 0
 
 
