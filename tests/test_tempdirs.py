@@ -31,14 +31,14 @@ REPLACER = textwrap.dedent(
 
     import onnx
     from fastseg import tempdirs
-    from fastseg.convert.pipeline import _write_atomically
+    from fastseg.convert.target import write_atomically
     from fastseg.model_dir import read_meta
 
     if sys.argv[4] == "fallback":
         tempdirs._exchange = lambda a, b: False
     source = Path(sys.argv[2])
     meta = replace(read_meta(source), model_name=sys.argv[3])
-    _write_atomically(Path(sys.argv[1]), onnx.load(str(source / "model.onnx")), meta)
+    write_atomically(Path(sys.argv[1]), onnx.load(str(source / "model.onnx")), meta)
     """
 )
 

@@ -5,6 +5,7 @@ is verified at 512x512, the only size it accepts (its inference.yml resizes ever
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def test_zoo_model_converts_with_dynamic_shapes(
     assert shape == [1, 3, 512, 512] if fixed else isinstance(shape[2], str) and isinstance(shape[3], str), shape
     if name.startswith("PP-LiteSeg"):
         assert meta.provenance["adaptive_pools_rewritten"] == [[1, 1], [2, 2], [4, 4]]
+    # MaskFormer's shape-only If/sequence ops (Swin's attention masks) are constants once the input
+    # is frozen (fastseg.convert.static_fold), so OpenVINO can read the graph; dynamic graphs are untouched
+    fold = meta.provenance["static_fold"]
+    if fixed:
+        assert fold["control_flow_ops_before"] and fold["control_flow_ops_after"] == {}, fold
+        assert fold["constants_folded"] > 0 and "match" in fold["check"], fold
+        if importlib.util.find_spec("openvino") is not None:
+            from fastseg.offline import import_openvino_quietly
+
+            import_openvino_quietly().Core().read_model(str(tmp_path / name / "model.onnx"))
+    else:
+        assert fold["constants_folded"] == 0, fold
     # SegFormer's decoder fuse conv is folded into its projections (fastseg.convert.decoder_fold); no other model matches
     assert meta.provenance["decoder_fuse_convs_folded"] == (1 if name.startswith("SegFormer") else 0)
 

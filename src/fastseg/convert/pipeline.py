@@ -5,7 +5,8 @@ A ``ConvertPlan`` holds the choices; ``run_plan`` runs one function per step:
 adaptive pool inputs static by JSON edits, paddle2onnx in a child process, exact dynamic adaptive
 pools, the requested head, MaskFormer's tail channels-last, onnx checker + shape inference),
 ``verify_export`` (against Paddle; ``verify.require_agreement`` refuses below the threshold),
-``model_meta``, then the files, staged and swapped in (``tempdirs.staged_dir``).
+shape-only control flow folded on frozen-shape graphs (``static_fold``), ``model_meta``, then the
+files, staged and swapped in (``target.write_atomically``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import numpy as np
 from fastseg.convert import child, pir_program
 from fastseg.convert.scratch import sigterm_exits_cleanly
 from fastseg.convert.sources import DeployConfig, PaddleSource, open_source, palette, read_deploy_config
+from fastseg.convert.target import cached_meta, refuse_foreign_target, resolve_output, write_atomically
 from fastseg.errors import ConversionError, ModelDirError
-from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta, is_model_dir, read_meta, write_meta
-from fastseg.tempdirs import new_scratch_dir, staged_dir
-from fastseg.zoo import converted_model_dir, load_zoo
+from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta
+from fastseg.tempdirs import new_scratch_dir
+from fastseg.zoo import load_zoo
 
 if TYPE_CHECKING:
     from fastseg.convert.mask_tail import TailRewrite
+    from fastseg.convert.static_fold import StaticFold
 
 DEFAULT_VERIFY_SIZES: tuple[tuple[int, int], ...] = ((256, 512), (97, 211))
 DEFAULT_THRESHOLD = 0.999
@@ -77,36 +80,6 @@ def _finish_onnx(model: Any) -> Any:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ConversionError(f"The exported ONNX graph is invalid: {exc}") from exc
-
-
-def _resolve_output(output: Path | None, model_name: str) -> Path:
-    return Path(output) if output is not None else converted_model_dir(model_name)
-
-
-def _refuse_foreign_target(target: Path) -> None:
-    """A converted model replaces only a converted model: never a user's other files."""
-    if target.exists() and not is_model_dir(target) and (not target.is_dir() or any(target.iterdir())):
-        raise ConversionError(
-            f"Output {str(target)!r} exists and is not a fastseg model directory; "
-            "choose a new or empty directory for -o/--output (nothing was written)."
-        )
-
-
-def _cached(target: Path, sha: str, options: dict[str, Any], *, verify: bool, threshold: float) -> ModelMeta | None:
-    """The existing output's meta when it came from the same source with the same options
-    (and, when verifying, passed ``threshold``); else None."""
-    if not is_model_dir(target):
-        return None
-    try:
-        meta = read_meta(target)
-    except ModelDirError:
-        return None
-    prov = meta.provenance
-    if prov.get("source_sha256") != sha or prov.get("options") != options:
-        return None
-    if verify and float(meta.verification.get("min_argmax_agreement", -1.0)) < threshold:
-        return None
-    return meta
 
 
 def _labels_spec(model_name: str, num_classes: int) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
@@ -175,6 +148,7 @@ class Exported:
     static_batch: int | None
     static_hw: tuple[int, int] | None
     tail: TailRewrite  # MaskFormer's channels-last tail (convert/mask_tail.py), or unchanged
+    static_fold: StaticFold | None = None  # shape-only control flow folded (convert/static_fold.py), after verify
 
 
 class _Laps:
@@ -246,17 +220,17 @@ def convert_model(
         src = open_source(source, scratch)
         deploy = read_deploy_config(src.config_file)
         name = deploy.model_name or model_name or src.default_name
-        target = _resolve_output(output, name)
-        _refuse_foreign_target(target)
+        target = resolve_output(output, name)
+        refuse_foreign_target(target)
         plan = ConvertPlan(
             source=source, src=src, name=name, target=target, deploy=deploy,
             options={"head": head, "opset": opset, "fixed_hw": list(fixed_hw) if fixed_hw else None, "fold_decoder": True,
-                     "mask_tail": True},
+                     "mask_tail": True, "static_fold": True},
             head=head, opset=opset, verify=verify, images_dir=images_dir,
             verify_sizes=(fixed_hw,) if fixed_hw else tuple(verify_sizes), threshold=threshold, fixed_hw=fixed_hw,
         )
         if not force:
-            meta = _cached(target, src.sha256, plan.options, verify=verify, threshold=threshold)
+            meta = cached_meta(target, src.sha256, plan.options, verify=verify, threshold=threshold)
             if meta is not None:
                 return ConvertReport(
                     output_dir=target,
@@ -292,12 +266,16 @@ def run_plan(plan: ConvertPlan, scratch: Path, *, started: float) -> ConvertRepo
         verification = verify_export(plan, exported, work)
         laps("verify")
         require_agreement(verification, plan.threshold)
+    from fastseg.convert.decoder_fold import drop_dead_nodes
+    from fastseg.convert.static_fold import fold_static_control_flow
+
     if exported.tail.changed:  # the old tail's nodes stayed for the verification to read its scores
-        from fastseg.convert.decoder_fold import drop_dead_nodes
         drop_dead_nodes(exported.final_model.graph)
         exported = replace(exported, final_model=_finish_onnx(exported.final_model))
+    final_model, static_fold = fold_static_control_flow(exported.final_model, work / "static_fold")
+    exported = replace(exported, final_model=final_model, static_fold=static_fold)
     meta = model_meta(plan, exported, verification, laps.timings)
-    onnx_bytes = _write_atomically(plan.target, exported.final_model, meta)
+    onnx_bytes = write_atomically(plan.target, exported.final_model, meta)
     return ConvertReport(
         output_dir=plan.target,
         model_name=plan.name,
@@ -426,6 +404,7 @@ def model_meta(plan: ConvertPlan, exported: Exported, verification: dict[str, An
             "adaptive_pools_rewritten": [list(p.output_hw) for p in exported.pools],
             "decoder_fuse_convs_folded": exported.decoder_folds,
             "mask_tail": exported.tail.provenance(),
+            "static_fold": exported.static_fold.provenance() if exported.static_fold else None,
             "opset_reason": exported.opset_reason,
             "timings_s": timings,
             "options": plan.options,
@@ -434,16 +413,3 @@ def model_meta(plan: ConvertPlan, exported: Exported, verification: dict[str, An
         },
         verification=verification,
     )
-
-
-def _write_atomically(target: Path, model: Any, meta: ModelMeta) -> int:
-    """Write into a stage dir beside ``target`` and swap it into place (the old one stays whole
-    until then, and is removed after)."""
-    import onnx
-
-    with staged_dir(target) as new:
-        onnx.save(model, str(new / ONNX_FILE))
-        write_meta(new, meta)
-        for f in new.iterdir():  # mkstemp creates owner-only modes; a model dir is ordinary shared data
-            f.chmod(0o644)
-    return (target / ONNX_FILE).stat().st_size
