@@ -19,7 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.engines.cpu import require_bf16
+from fastseg.engines.cpu import cpu_flags, require_bf16
+from fastseg.engines.dilated_conv import dilated_convs_as_space_to_batch
 from fastseg.engines.device import DeviceSpec, physical_cores
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
@@ -178,7 +179,10 @@ def create_openvino_session(
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir)})
     try:
-        model = core.read_model(fused_model_bytes(model_path, fused) if fused else str(model_path))
+        # bf16 on AMX: large-dilation convolutions as dense ones on sub-images (engines/dilated_conv.py)
+        space_to_batch = precision == "bf16" and target == "CPU" and "amx_bf16" in cpu_flags()
+        edit = dilated_convs_as_space_to_batch if space_to_batch else None
+        model = core.read_model(fused_model_bytes(model_path, fused, edit) if fused or edit else str(model_path))
         compiled = core.compile_model(model, target, config)
     except RuntimeError as exc:
         raise ModelDirError(f"OpenVINO cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from exc

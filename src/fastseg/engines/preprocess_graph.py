@@ -15,6 +15,7 @@ the real PP-HumanSegV2-Lite), while the same Gather in the ONNX graph is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,32 @@ def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
     )
 
 
-def fused_model_bytes(model_path: Path, pre: FusedPreprocess) -> bytes:
-    """``model_path`` with ``pre`` prepended, serialised for an engine to load.
+def fused_model_bytes(
+    model_path: Path, pre: FusedPreprocess | None, edit: Callable[[Any], object] | None = None
+) -> bytes:
+    """``model_path`` with ``pre`` prepended (when given) after ``edit`` (an in-place graph
+    rewrite, when given), serialised for an engine to load.
 
     Raises:
         ModelDirError: the model's first input is not float32 [N,3,H,W], or the graph is too
             large to serialise in memory (over 2 GB).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(model_path))
+    if edit is not None:
+        edit(model)
+    if pre is not None:
+        _prepend(model, model_path, pre)
+    try:
+        return bytes(model.SerializeToString())
+    except ValueError as exc:  # protobuf's 2 GB limit
+        raise ModelDirError(f"{model_path} is too large to rewrite in memory ({exc}).") from exc
+
+
+def _prepend(model: Any, model_path: Path, pre: FusedPreprocess) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -92,10 +108,6 @@ def fused_model_bytes(model_path: Path, pre: FusedPreprocess) -> bytes:
     for node in reversed(nodes):
         graph.node.insert(0, node)
     graph.initializer.extend(extra)
-    try:
-        return bytes(model.SerializeToString())
-    except ValueError as exc:  # protobuf's 2 GB limit
-        raise ModelDirError(f"{model_path} is too large to fuse pre-processing in memory ({exc}).") from exc
 
 
 def _dim(dim: Any) -> int | str | None:
