@@ -3,6 +3,8 @@ checked against ONNX Runtime running Resize -> Softmax -> ReduceMax on the same 
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -141,4 +143,9 @@ def test_cli_save_scores_images_and_video(tmp_path: Path) -> None:
     odd = tail_model_dir(tmp_path / "odd", classes=8, between="Softmax")  # a tail the banded head refuses
     graph = CliRunner(env=env).invoke(main, ["predict", "--input", str(tmp_path / "p.png"), "--model", str(odd),
                                              "--save_path", str(out), "--save_scores"])
-    assert graph.exit_code != 0 and "no logits to score" in graph.output
+    assert graph.exit_code != 0 and "no logits to score" in graph.output and "--slide gives scores" in graph.output
+    meta = json.loads((odd / "fastseg.json").read_text())
+    (odd / "fastseg.json").write_text(json.dumps({**meta, "dynamic_hw": False, "fixed_hw": [20, 28]}))  # as MaskFormer's
+    frozen = CliRunner(env=env).invoke(main, ["predict", "--input", str(tmp_path / "p.png"), "--model", str(odd),
+                                              "--save_path", str(out), "--save_scores"])
+    assert frozen.exit_code != 0 and "--slide" not in frozen.output and "--head logits" in frozen.output, frozen.output

@@ -161,9 +161,12 @@ def predict_cmd(
     out_dir = Path(save_path)
     with seg:
         if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:
+            name = seg.meta.model_name
+            fix = ("--slide gives scores for any model with dynamic H and W" if seg.meta.dynamic_hw else
+                   f"its input is frozen, so convert it with '--head logits' (fastseg convert {name} --head logits)")
             raise click.ClickException(
-                f"--save_scores: {seg.meta.model_name}'s graph ends in ArgMax and fastseg's banded head cannot "
-                "reproduce its tail, so there are no logits to score (docs/video.md); --slide gives scores for any model."
+                f"--save_scores: {name}'s graph ends in ArgMax and fastseg's banded head cannot "
+                f"reproduce its tail, so there are no logits to score (docs/video.md); {fix}."
             )
         if videos:
             if batch_size is not None:
