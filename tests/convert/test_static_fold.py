@@ -87,3 +87,16 @@ def test_graph_without_control_flow_is_left_alone(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     same, report = fold_static_control_flow(model, tmp_path / "work")
     assert same is model and report.check == "not needed" and not report.changed
+
+
+def test_a_fold_that_fails_keeps_the_graph_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastseg.convert.static_fold as static_fold
+
+    def too_large(model: Any, work: Path) -> Any:
+        raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB")
+
+    monkeypatch.setattr(static_fold, "_ort_basic", too_large)
+    model = _masked_model((2, 2))
+    same, report = fold_static_control_flow(model, tmp_path / "work")
+    assert same is model and not report.changed and report.ops_after == {"If": 1}
+    assert report.check.startswith("kept the unfolded graph: ValueError: Message onnx.ModelProto exceeds"), report.check

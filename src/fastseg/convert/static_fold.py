@@ -177,17 +177,17 @@ def fold_static_control_flow(model: Any, work: Path) -> tuple[Any, StaticFold]:
     shape = _static_shape(model)
     if not before or shape is None:
         return model, StaticFold(before, before, 0, "not needed" if not before else "dynamic input: not folded")
-    work.mkdir(parents=True, exist_ok=True)
-    folded = _ort_basic(model, work)
-    constants = _fold_constant_nodes(folded)
-    after = _count(folded.graph)
     import onnx
 
+    work.mkdir(parents=True, exist_ok=True)
     try:
+        folded = _ort_basic(model, work)
+        constants = _fold_constant_nodes(folded)
         onnx.checker.check_model(folded)
-    except onnx.checker.ValidationError as exc:
-        return model, StaticFold(before, before, 0, f"kept the unfolded graph: the folded one is invalid ({exc})")
-    mismatch = _outputs_match(model, folded, shape)
+        mismatch = _outputs_match(model, folded, shape)
+    except Exception as exc:  # an optimisation: whatever stops it (a > 2 GB graph, an op ORT refuses) keeps the graph
+        return model, StaticFold(before, before, 0, f"kept the unfolded graph: {type(exc).__name__}: {str(exc)[:200]}")
+    after = _count(folded.graph)
     if mismatch:
         return model, StaticFold(before, before, 0, f"kept the unfolded graph: {mismatch}")
     return folded, StaticFold(before, after, constants, "outputs match the unfolded graph's on a deterministic input")
