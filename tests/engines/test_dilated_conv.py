@@ -1,6 +1,7 @@
 """engines/dilated_conv.py: a large-dilation 3x3 convolution computed as a dense one on the d*d
 phase sub-images gives the same values (float rounding only), at any size, sizes that are not
-multiples of d and sizes smaller than d included; other convolutions are left as they are."""
+multiples of d and sizes smaller than d included; other convolutions (grouped, depthwise, small
+dilations, strided) are left as they are."""
 
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ def _conv(name: str, x: str, y: str, c_in: int, c_out: int, rng: np.random.Gener
 
 
 def _model() -> Any:
-    """Dilations 4 (grouped), 5, 12, one dilation-2 and one strided conv, dynamic H and W."""
+    """Dilations 4, 5, 12, a depthwise dilation-6, a dilation-2 and a strided conv, dynamic H and W."""
     rng = np.random.default_rng(3)
     specs: list[tuple[str, str, str, int, int, dict[str, Any]]] = [
-        ("d4", "x", "a", 4, 8, {"dilations": [4, 4], "pads": [4] * 4, "group": 2}),
-        ("d5", "a", "b", 8, 6, {"dilations": [5, 5], "pads": [5] * 4}),
+        ("d4", "x", "a", 4, 8, {"dilations": [4, 4], "pads": [4] * 4}),
+        ("g6", "a", "a2", 8, 8, {"dilations": [6, 6], "pads": [6] * 4, "group": 8}),  # depthwise: not AMX, kept
+        ("d5", "a2", "b", 8, 6, {"dilations": [5, 5], "pads": [5] * 4}),
         ("d12", "b", "c", 6, 6, {"dilations": [12, 12], "pads": [12] * 4}),
         ("d2", "c", "e", 6, 5, {"dilations": [2, 2], "pads": [2] * 4}),
         ("s2", "e", "y", 5, 3, {"dilations": [4, 4], "pads": [4] * 4, "strides": [2, 2]}),
@@ -60,11 +62,11 @@ def test_rewritten_graph_computes_the_same_values(hw: tuple[int, int]) -> None:
     expected = _run(model, x)
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
-    assert dilated_convs_as_space_to_batch(rewritten) == 3  # d4, d5, d12; not d2, not the strided one
+    assert dilated_convs_as_space_to_batch(rewritten) == 3  # d4, d5, d12; not the depthwise, d2 or strided ones
     onnx.checker.check_model(rewritten)
     convs = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in rewritten.graph.node if n.op_type == "Conv"}
-    assert all("dilations" not in convs[n] for n in ("d4", "d5", "d12")) and convs["d4"]["group"] == 2
-    assert convs["d2"]["dilations"] == [2, 2] and convs["s2"]["strides"] == [2, 2]
+    assert all("dilations" not in convs[n] for n in ("d4", "d5", "d12"))
+    assert convs["g6"]["dilations"] == [6, 6] and convs["d2"]["dilations"] == [2, 2] and convs["s2"]["strides"] == [2, 2]
     got = _run(rewritten, x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -15,8 +15,12 @@ same nine products; only the order of the sum can differ (float rounding).
 
 Measured on that Xeon, 512x1024, OpenVINO bf16 (f32 in brackets), minimum dilation 4:
 Deeplabv3-R50 4,996 -> 2,500 ms (f32 4,967 -> 5,025), Deeplabv3-R101 4,822 -> 2,940
-(6,013 -> 7,246), Deeplabv3_Plus-R101 2,419 -> 2,358 (5,033 -> 6,682). f32 loses, so the
-OpenVINO engine applies this to bf16 sessions on AMX CPUs only (the only CPU it was measured on).
+(6,013 -> 7,246), Deeplabv3_Plus-R101 2,419 -> 2,358 (5,033 -> 6,682; its depthwise ASPP
+rewritten too, see below). f32 loses, so the OpenVINO engine applies this to bf16 sessions on
+AMX CPUs only (the only CPU it was measured on).
+Dense (group 1) convolutions only: Deeplabv3_Plus's ASPP is depthwise (group 2048, dilations
+12-36), runs on oneDNN's depthwise kernels rather than AMX, and rewritten with the rest it made
+Deeplabv3_Plus-R50 slower (bf16 at 1024x2048: 9,327 vs 6,749 ms, one pair on a noisy machine).
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ def _weight_shapes(graph: Any) -> dict[str, tuple[int, ...]]:
 
 
 def _matches(node: Any, weights: dict[str, tuple[int, ...]], min_dilation: int) -> int:
-    """The dilation when ``node`` is a 3x3, stride-1, 'same'-padded Conv with equal dilations
-    >= ``min_dilation`` and constant 4-D weights; else 0."""
+    """The dilation when ``node`` is a dense (group 1) 3x3, stride-1, 'same'-padded Conv with
+    equal dilations >= ``min_dilation`` and constant 4-D weights; else 0."""
     if node.op_type != "Conv" or len(node.input) < 2 or len(weights.get(node.input[1], ())) != 4:
         return 0
     a = _attrs(node)
@@ -56,7 +60,8 @@ def _matches(node: Any, weights: dict[str, tuple[int, ...]], min_dilation: int) 
         return 0
     d = dilation[0]
     ok = list(a.get("strides", [1, 1])) == [1, 1] and dilation == [d, d] and list(a.get("pads", [0] * 4)) == [d] * 4
-    return d if ok and d >= min_dilation else 0
+    dense = int(a.get("group", 1)) == 1  # grouped/depthwise ones run on oneDNN's dw kernels, not AMX: nothing to gain
+    return d if ok and dense and d >= min_dilation else 0
 
 
 def dilated_convs_as_space_to_batch(model: Any, min_dilation: int = MIN_DILATION) -> int:
