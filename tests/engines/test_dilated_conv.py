@@ -79,11 +79,26 @@ def test_a_model_without_large_dilations_is_unchanged() -> None:
     assert model.SerializeToString() == before
 
 
-def test_the_engine_loader_applies_the_edit(tmp_path: Path) -> None:
+def test_the_openvino_loader_rewrites_only_when_asked_and_only_what_changes(tmp_path: Path) -> None:
+    from fastseg.engines.openvino import _model_source
+    from fastseg.engines.preprocess_graph import FUSED_INPUT, FusedPreprocess
+
     path = tmp_path / "m.onnx"
     onnx.save(_model(), str(path))
-    edited = onnx.load_from_string(fused_model_bytes(path, None, dilated_convs_as_space_to_batch))
-    assert sum(n.op_type == "SpaceToDepth" for n in edited.graph.node) == 3
+    assert _model_source(path, None, space_to_batch=False) == str(path)
+    edited = _model_source(path, None, space_to_batch=True)
+    assert isinstance(edited, bytes)
+    assert sum(n.op_type == "SpaceToDepth" for n in onnx.load_from_string(edited).graph.node) == 3
+    pre = FusedPreprocess(scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0), to_rgb=True)
+    plain = tmp_path / "plain.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(plain))
+    assert _model_source(plain, None, space_to_batch=True) == str(plain)  # nothing to rewrite: the file itself
+    fused = onnx.load_from_string(fused_model_bytes(plain, pre, dilated_convs_as_space_to_batch))
+    assert fused.graph.input[0].name == FUSED_INPUT
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino (the [openvino] extra)")

@@ -135,6 +135,27 @@ def _ort_type(element_type: Any) -> str:
     return "tensor(float)" if name == "float32" else "tensor(double)" if name == "float64" else f"tensor({name})"
 
 
+def _model_source(model_path: Path, fused: FusedPreprocess | None, *, space_to_batch: bool) -> str | bytes:
+    """What OpenVINO reads: the file itself, or the graph with the pre-processing prepended and,
+    for bf16 on AMX, its large-dilation convolutions as dense ones on sub-images
+    (``engines/dilated_conv.py``). A graph the rewrite does not change is read from the file."""
+    edit = dilated_convs_as_space_to_batch if space_to_batch else None
+    if fused is not None:
+        return fused_model_bytes(model_path, fused, edit)
+    if edit is None:
+        return str(model_path)
+    import onnx
+
+    model = onnx.load(str(model_path))
+    if not edit(model):
+        return str(model_path)
+    try:
+        return bytes(model.SerializeToString())
+    except ValueError:  # protobuf's 2 GB limit: the graph as it is still runs
+        log.warning("%s is too large to rewrite in memory; its dilated convolutions run as they are", model_path)
+        return str(model_path)
+
+
 def create_openvino_session(
     model_path: Path | str,
     device: DeviceSpec,
@@ -179,10 +200,8 @@ def create_openvino_session(
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir)})
     try:
-        # bf16 on AMX: large-dilation convolutions as dense ones on sub-images (engines/dilated_conv.py)
         space_to_batch = precision == "bf16" and target == "CPU" and "amx_bf16" in cpu_flags()
-        edit = dilated_convs_as_space_to_batch if space_to_batch else None
-        model = core.read_model(fused_model_bytes(model_path, fused, edit) if fused or edit else str(model_path))
+        model = core.read_model(_model_source(model_path, fused, space_to_batch=space_to_batch))
         compiled = core.compile_model(model, target, config)
     except RuntimeError as exc:
         raise ModelDirError(f"OpenVINO cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from exc

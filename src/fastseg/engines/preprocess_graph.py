@@ -49,10 +49,10 @@ def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
 
 
 def fused_model_bytes(
-    model_path: Path, pre: FusedPreprocess | None, edit: Callable[[Any], object] | None = None
+    model_path: Path, pre: FusedPreprocess, edit: Callable[[Any], object] | None = None
 ) -> bytes:
-    """``model_path`` with ``pre`` prepended (when given) after ``edit`` (an in-place graph
-    rewrite, when given), serialised for an engine to load.
+    """``model_path`` with ``pre`` prepended, after ``edit`` (an in-place graph rewrite, when
+    given), serialised for an engine to load.
 
     Raises:
         ModelDirError: the model's first input is not float32 [N,3,H,W], or the graph is too
@@ -63,8 +63,7 @@ def fused_model_bytes(
     model = onnx.load(str(model_path))
     if edit is not None:
         edit(model)
-    if pre is not None:
-        _prepend(model, model_path, pre)
+    _prepend(model, model_path, pre)
     try:
         return bytes(model.SerializeToString())
     except ValueError as exc:  # protobuf's 2 GB limit
