@@ -32,6 +32,7 @@ import cv2
 import httpx
 import numpy as np
 from PIL import Image
+from serve_child import wait_until_healthy
 
 ENDPOINT = "/semantic-segmentation"
 Request = tuple[str, str, bytes | None, dict[str, str]]  # method, path, body, headers
@@ -232,17 +233,7 @@ def main() -> None:
         if args.weights:
             cmd += ["--weights", args.weights]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise SystemExit(f"server did not come up: {log.read()[-2000:]!r}")
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, lambda: (log.seek(0), log.read())[1])
     try:
         report = fuzz(url, args.requests, args.seconds, args.seed)
         report["health_after"] = httpx.get(url + "/health", timeout=10).status_code

@@ -36,6 +36,7 @@ import cv2
 import httpx
 import numpy as np
 from PIL import Image
+from serve_child import wait_until_healthy
 
 ENDPOINT = "/semantic-segmentation"
 
@@ -133,16 +134,7 @@ def main() -> None:
             return -1, time.monotonic() - started
 
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not come up: {proc.communicate()[1][-2000:]!r}")
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, lambda: proc.communicate()[1])
         report["warm_status"] = post(photo_body)[0]
         time.sleep(2)
         report["idle_rss_mb"] = _status_kb(proc.pid, "VmRSS") / 1024
