@@ -2,12 +2,16 @@
 
     python benchmarks/preprocess_ab.py pre   --model-dir DIR [--engine ort|openvino] --image IMG --runs 6
     python benchmarks/preprocess_ab.py ahead --model-dir DIR --images DIR --passes 3
+    python benchmarks/preprocess_ab.py decode --images DIR --runs 7
 
 ``pre``: two Segmenters in one process (``preprocess="engine"`` and ``"numpy"``) run alternately
 on the same decoded image, end to end (labels at source size); prints medians, their ratio and
 the share of equal labels. ``ahead``: ``Segmenter.predict`` over the directory's images with the
 next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, alternating passes;
-prints ms per image. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
+prints ms per image. ``decode``: ``fastseg.processing.decode_image`` (libspng for the PNGs
+``fastseg.png_decode`` takes) against ``cv2.imdecode`` on the directory's PNGs, alternating per
+file in one process; prints medians, their ratio, how many took libspng and whether every
+result is equal. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
 """
 
 from __future__ import annotations
@@ -69,17 +73,54 @@ def read_ahead_vs_sequential(model_dir: Path, images: Path, passes: int, threads
             + "; ".join(f"{m} {statistics.median(v):.1f} ms/image" for m, v in per_image.items()))
 
 
+def libspng_vs_opencv(images: Path, runs: int) -> str:
+    import numpy as np
+
+    from fastseg.png_decode import decode_png
+    from fastseg.processing import decode_image
+
+    datas = [p.read_bytes() for p in sorted(images.rglob("*.png"))]
+    if not datas:
+        raise SystemExit(f"no PNG under {images}")
+
+    def opencv(data: bytes) -> Any:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+    decoders = {"fastseg": lambda d: decode_image(d), "opencv": opencv}
+    equal = all(np.array_equal(decode_image(d), opencv(d)) for d in datas)
+    fast = sum(decode_png(d) is not None for d in datas)
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(runs):
+        for data in datas:
+            for name, decode in decoders.items():
+                start = time.perf_counter()
+                decode(data)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    shape = opencv(datas[0]).shape
+    return (f"{len(datas)} PNGs (first {shape[1]}x{shape[0]}), {fast} via libspng: fastseg {med['fastseg']:.1f} ms "
+            f"(min {min(times['fastseg']):.1f}), OpenCV {med['opencv']:.1f} ms (min {min(times['opencv']):.1f}); "
+            f"fastseg/OpenCV {med['fastseg'] / med['opencv']:.3f}; pixels equal: {equal}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["pre", "ahead"])
-    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("what", choices=["pre", "ahead", "decode"])
+    parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--image", type=Path, help="pre: the image")
-    parser.add_argument("--images", type=Path, help="ahead: a directory of images")
+    parser.add_argument("--images", type=Path, help="ahead, decode: a directory of images")
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.what == "decode":
+        if args.images is None:
+            parser.error("decode needs --images")
+        print(libspng_vs_opencv(args.images, args.runs))
+        return 0
+    if args.model_dir is None:
+        parser.error(f"{args.what} needs --model-dir")
     if args.what == "pre":
         if args.image is None:
             parser.error("pre needs --image")

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from fastseg.errors import InputError, ModelDirError
 from fastseg.model_dir import META_FILE, ModelMeta, PreprocessSpec, ResizeSpec
+from fastseg.png_decode import decode_png
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -47,8 +48,10 @@ def decode_image(data: bytes, *, source: str = "<bytes>") -> npt.NDArray[np.uint
     Raises:
         InputError: the bytes are not an image OpenCV can decode.
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cast("npt.NDArray[np.uint8] | None", cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None)
+    img = decode_png(data)  # libspng where it equals OpenCV's decode, else None
+    if img is None:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        img = cast("npt.NDArray[np.uint8] | None", cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None)
     if img is None:
         raise InputError(
             f"Cannot decode {source} as an image ({len(data)} bytes); "

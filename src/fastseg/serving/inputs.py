@@ -15,6 +15,7 @@ import binascii
 import io
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,12 +24,12 @@ from PIL import Image, UnidentifiedImageError
 
 from fastseg.errors import InputError
 from fastseg.fetch import check_addresses, check_url, fetch_bytes, is_url
+from fastseg.png_decode import PNG_SIGNATURE, decode_png
 from fastseg.serving.config import UrlInputConfig
 from fastseg.serving.decode_cost import MAX_PNG_CHUNKS, check_decode_cost
 
 #: Formats the server decodes. Others (TIFF, PSD, ...) are refused to keep the decoder surface small.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk's length field
 
 
@@ -172,8 +173,11 @@ def decode_pixels(data: bytes, header: ImageHeader) -> npt.NDArray[np.uint8]:
     Raises:
         InputError: the pixel data is truncated or corrupt.
     """
-    # OpenCV decodes as PaddleX's serving does (EXIF orientation applied, alpha dropped, BGR).
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV decodes as PaddleX's serving does (EXIF orientation applied, alpha dropped, BGR);
+    # libspng gives the same pixels faster for the PNGs where the two agree (fastseg.png_decode).
+    array: npt.NDArray[Any] | None = decode_png(data) if header.format == "PNG" else None
+    if array is None:
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if array is None or array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(
             f"{header.format} image {header.width}x{header.height} could not be decoded (truncated or corrupt)."
@@ -183,9 +187,9 @@ def decode_pixels(data: bytes, header: ImageHeader) -> npt.NDArray[np.uint8]:
 
 def _check_png_chunks(data: bytes, width: int, height: int) -> None:
     """Walk the PNG chunks: every length must fit in the bytes that follow, up to IEND."""
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data.startswith(PNG_SIGNATURE):
         raise InputError("PNG image has no PNG signature.")
-    pos, size = len(_PNG_SIGNATURE), len(data)
+    pos, size = len(PNG_SIGNATURE), len(data)
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > size:
             break
