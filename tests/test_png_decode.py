@@ -40,6 +40,14 @@ def _raw_png(pixels: np.ndarray, colour: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def _interlaced(data: bytes) -> bytes:
+    """``data`` with IHDR's interlace flag set (the pixels no longer make sense: this checks
+    only that such a file is left to OpenCV)."""
+    ihdr = bytearray(data[12:29])
+    ihdr[16] = 1
+    return data[:12] + bytes(ihdr) + zlib.crc32(bytes(ihdr)).to_bytes(4, "big") + data[33:]
+
+
 def _with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
     """``data`` with a chunk inserted right after IHDR (8 + 25 bytes)."""
     chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
@@ -70,7 +78,7 @@ def test_a_gamma_chunk_changes_nothing_on_either_path() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["gray", "gray_alpha", "rgb16", "palette_like_trns", "exif", "not_png", "truncated"],
+    ["gray", "gray_alpha", "rgb16", "palette_like_trns", "exif", "interlaced", "not_png", "truncated"],
 )
 def test_other_pngs_go_to_opencv(case: str) -> None:
     rng = np.random.default_rng(4)
@@ -81,11 +89,12 @@ def test_other_pngs_go_to_opencv(case: str) -> None:
         "rgb16": lambda: _png(rgb.astype(np.uint16) * 257),
         "palette_like_trns": lambda: _with_chunk(_png(rgb), b"tRNS", b"\x00\x01\x00\x02\x00\x03"),
         "exif": lambda: _with_chunk(_png(rgb), b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00"),
+        "interlaced": lambda: _interlaced(_png(rgb)),
         "not_png": lambda: cv2.imencode(".jpg", rgb)[1].tobytes(),
         "truncated": lambda: _png(rgb)[:60],
     }[case]()
     assert decode_png(data) is None
-    if case != "truncated":  # decode_image still decodes it, through OpenCV, with OpenCV's result
+    if case not in ("truncated", "interlaced"):  # decode_image still decodes it, through OpenCV, with OpenCV's result
         np.testing.assert_array_equal(decode_image(data), _opencv(data))
 
 

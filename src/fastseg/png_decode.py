@@ -2,12 +2,12 @@
 
 At 1024x2048 (a Cityscapes frame) OpenCV's libpng decode is most of fastseg's pre-processing,
 and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. libspng decodes the same
-PNG in about 0.7x the time (benchmarks/RESULTS.md, issue 17) and releases the GIL, so the
+PNG in about 0.75x the time (benchmarks/RESULTS.md, issue 17) and releases the GIL, so the
 service's decoding threads and directory read-ahead still run in parallel (pyspng, measured
 too, holds it).
 
 Only the PNGs where the two decoders agree exactly take this path: 8-bit RGB or RGBA (alpha
-dropped, as ``cv2.IMREAD_COLOR`` drops it), with no ``tRNS`` or ``eXIf`` chunk (OpenCV turns
+dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced (untested here), with no ``tRNS`` or ``eXIf`` chunk (OpenCV turns
 the first into alpha and applies the second's orientation). Every other PNG, a file libspng
 cannot decode, or an install without imagecodecs goes to OpenCV, which keeps its own error
 messages and limits. tests/test_png_decode.py checks the two decoders agree.
@@ -56,8 +56,8 @@ def _fast_header(data: bytes) -> tuple[int, int, int] | None:
     if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, colour = data[24], data[25]
-    if depth != 8 or colour not in _TO_BGR or not 0 < width * height <= MAX_PIXELS:
+    depth, colour, interlace = data[24], data[25], data[28]
+    if depth != 8 or colour not in _TO_BGR or interlace != 0 or not 0 < width * height <= MAX_PIXELS:
         return None
     if b"tRNS" in data or b"eXIf" in data:  # a false hit in compressed bytes only costs the fast path
         return None
