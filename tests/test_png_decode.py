@@ -15,8 +15,6 @@ from fastseg.errors import InputError
 from fastseg.png_decode import decode_png
 from fastseg.processing import decode_image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
-
 
 def _png(image: np.ndarray, **params: int) -> bytes:
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, params.get("level", 3)])
@@ -111,11 +109,9 @@ def test_without_imagecodecs_opencv_decodes(monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_array_equal(decode_image(data), np.full((8, 8, 3), 7, np.uint8))
 
 
-def test_real_pngs_decode_as_opencv_does() -> None:
-    if not SHARED.is_dir():
-        pytest.skip(f"needs ../shared/data/images (the shared real images; absent at {SHARED})")
-    pngs = sorted(SHARED.rglob("*.png"))[:6]
-    assert pngs, f"no PNG under {SHARED}"
+def test_real_pngs_decode_as_opencv_does(shared_data: Path) -> None:
+    pngs = sorted((shared_data / "images").rglob("*.png"))[:6]
+    assert pngs, f"no PNG under {shared_data / 'images'}"
     for path in pngs:
         data = path.read_bytes()
         fast = decode_png(data)
