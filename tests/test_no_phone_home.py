@@ -96,12 +96,32 @@ def test_the_probe_sees_a_lookup(tmp_path: Path) -> None:
     assert all('htons(53), sin_addr=inet_addr("192.0.2.53")' in c for c in found), found
 
 
+def _bare_onnxruntime_opens_its_store(tmp_path: Path) -> bool:
+    """Whether ``import onnxruntime`` alone, with telemetry asked for, opens its store here."""
+    log = tmp_path / "bare.strace"
+    env = probe_env(dict(os.environ), {"ORT_DISABLE_TELEMETRY": "0"}, "")
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), sys.executable, "-c", "import onnxruntime"],
+        env=env, capture_output=True, timeout=120, check=True,
+    )
+    return bool(telemetry_opens(log))
+
+
 @needs_namespace
 def test_the_users_choice_turns_onnxruntime_telemetry_back_on(tmp_path: Path) -> None:
     """A user's explicit ``ORT_DISABLE_TELEMETRY=0`` wins: the server's ONNX Runtime opens its
     telemetry store (which it never does with the default, see above). Whatever it then sends
     in the idle wait is DNS to the namespace's nameserver (seen here about 10 s after the session
-    loads; not asserted, as the uploader's schedule is ONNX Runtime's)."""
+    loads; not asserted, as the uploader's schedule is ONNX Runtime's).
+
+    First, bare ONNX Runtime (no fastseg) must open the store in this environment; where it
+    does not (another reason than a CI marker, e.g. a HOME it cannot write), there is nothing
+    for the control to observe and the test says so instead of failing on ONNX Runtime."""
+    if not _bare_onnxruntime_opens_its_store(tmp_path):
+        pytest.skip(
+            "ONNX Runtime does not open its telemetry store here even with ORT_DISABLE_TELEMETRY=0 "
+            f"and no CI marker (HOME={os.environ.get('HOME')!r}): nothing for the control to observe"
+        )
     report = _probe("serve", tmp_path, env={"ORT_DISABLE_TELEMETRY": "0"}, extra=("--linger", "20", "--until-seen"))
     store = report["telemetry_store"]
     assert isinstance(store, list) and any(s.split(" -> ")[0].endswith("onnxruntime.db") for s in store), report
