@@ -66,11 +66,11 @@ def test_banded_scores_equal_ort_softmax(variant: str, tmp_path: Path, monkeypat
 
 
 def test_segmenter_scores_on_an_argmax_model(tmp_path: Path) -> None:
-    model_dir = tail_model_dir(tmp_path / "model", classes=8)  # < 32 classes: auto would run the graph
+    model_dir = tail_model_dir(tmp_path / "model", classes=8)
     reference = _score_reference(model_dir / "model.onnx", tmp_path / "ref.onnx")
     image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
     with Segmenter(model_dir, home=tmp_path / "home", scores=True) as scored, \
-            Segmenter(model_dir, home=tmp_path / "home") as plain:
+            Segmenter(model_dir, home=tmp_path / "home", head="graph") as plain:
         assert (scored.head, plain.head) == ("banded", "graph")
         res = next(scored.predict(image))
         np.testing.assert_array_equal(res.pred, next(plain.predict(image)).pred)

@@ -87,7 +87,7 @@ class Segmenter:
         head: ``graph`` runs the model's own Resize+ArgMax head; ``banded`` runs the graph cut
             before it and computes the same labels in bands (fastseg.head; much faster for
             many classes); ``auto`` = banded on CPU (ONNX Runtime, OpenVINO f32 or bf16) for a supported tail
-            with >= 32 classes.
+            with >= 2 classes (>= 32 without numba's compiled pass: ``fastseg.head.auto_min_classes``).
         preprocess: where normalisation and layout run: ``engine`` prepends them to the graph
             (uint8 BGR images in, the engine's threads do the work;
             fastseg.engines.preprocess_graph), ``numpy`` in Python before the call; ``auto`` =

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from fastseg.errors import InputError
 from fastseg.head import TailResize, head_cache_dir, prepare_head, resize_argmax
+from fastseg.head.fused import row_filler
 from fastseg.head.banded import _CellPlan
 from fastseg.head.interp import linear_axis, size_scale
 from fastseg.segmenter import Segmenter
@@ -94,8 +95,9 @@ def _smooth_logits(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarr
     return np.ascontiguousarray(smooth, dtype=np.float32)
 
 
+@pytest.mark.parametrize("use_fused", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "pytorch_half_pixel"])
-def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str) -> None:
+def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fused: bool) -> None:
     rng = np.random.default_rng(0)
     graph, graph_last = _resize_argmax_graph("linear", coord), _resize_argmax_graph("linear", coord, 1)
     cases = {
@@ -109,8 +111,40 @@ def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str) -> None
         for out_hw in ((8 * h, 8 * w), (3 * h + 1, 5 * w - 3), (h, w), (h // 2 + 1, w // 3 + 1)):
             feed = {"L": logits, "sizes": np.array([n, c, *out_hw], np.int64)}
             for last, sess in ((False, graph), (True, graph_last)):
-                got = resize_argmax(logits, out_hw, TailResize("linear", coord, select_last_index=last), threads=2)
+                spec = TailResize("linear", coord, select_last_index=last)
+                got = resize_argmax(logits, out_hw, spec, threads=2, use_fused=use_fused)
                 np.testing.assert_array_equal(got, sess.run(None, feed)[0], err_msg=f"{name} {out_hw} last={last}")
+
+
+def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail() -> None:
+    """numba is a dependency, so the compiled pass is what runs; on PP-LiteSeg-like random
+    logits (19 classes, 1/8 scale, near-tied everywhere) it gives numpy's labels exactly."""
+    assert row_filler() is not None
+    logits = np.random.default_rng(3).standard_normal((1, 19, 32, 64)).astype(np.float32)
+    spec = TailResize("linear", "half_pixel")
+    compiled = resize_argmax(logits, (256, 512), spec, threads=2)
+    np.testing.assert_array_equal(compiled, resize_argmax(logits, (256, 512), spec, threads=2, use_fused=False))
+
+
+def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN/inf logit keeps the numpy paths (their exact per-pixel formula); the compiled
+    pass, whose tie test needs a finite bound, is not called."""
+    import fastseg.head.banded as banded
+
+    called: list[int] = []
+    real = row_filler()
+    assert real is not None
+    monkeypatch.setattr(banded, "row_filler", lambda: lambda *a: called.append(1) or real(*a))
+    logits = np.random.default_rng(4).standard_normal((1, 5, 6, 7)).astype(np.float32)
+    resize_argmax(logits, (24, 28), TailResize("linear", "half_pixel"))
+    assert called
+    called.clear()
+    logits[0, 2, 3, 3] = np.inf
+    with np.errstate(invalid="ignore"):  # inf - inf in the numpy lerps (its exact formula then decides)
+        want = resize_argmax(logits, (24, 28), TailResize("linear", "half_pixel"), use_fused=False)
+        got = resize_argmax(logits, (24, 28), TailResize("linear", "half_pixel"))
+    np.testing.assert_array_equal(got, want)
+    assert not called
 
 
 def test_both_paths_are_exercised() -> None:
@@ -142,12 +176,20 @@ def test_unsupported_tail_runs_the_graph(variant: str, tmp_path: Path) -> None:
         prepare_head(model, head="banded", home=tmp_path / "home")
 
 
-def test_auto_choice(tmp_path: Path) -> None:
+def test_auto_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     many = tail_model(tmp_path / "many.onnx", classes=40)
     few = tail_model(tmp_path / "few.onnx", classes=8)
     home = tmp_path / "home"
     assert prepare_head(many, home=home).banded
-    assert "classes" in prepare_head(few, home=home).reason
+    assert prepare_head(few, home=home).banded  # the compiled pass beats the graph's tail from 2 classes
+    assert prepare_head(few, home=home, num_classes=8).banded
+    import fastseg.head.plan as plan
+
+    monkeypatch.setattr(plan, "row_filler", lambda: None)  # numpy only: banded from 32 classes
+    assert prepare_head(few, home=home).reason == "auto: 8 classes < 32"
+    assert prepare_head(few, home=home, num_classes=8).reason == "auto: 8 classes < 32"
+    assert prepare_head(many, home=home).banded
+    monkeypatch.undo()
     assert not prepare_head(many, home=home, device="gpu").banded
     assert prepare_head(many, home=home, engine="openvino").banded  # OpenVINO's body, ORT's tail semantics
     assert prepare_head(many, home=home, engine="bf16").banded

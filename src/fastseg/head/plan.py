@@ -24,6 +24,7 @@ import numpy.typing as npt
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError
 from fastseg.files import write_bytes_atomic, write_text_atomic
 from fastseg.head.banded import TailResize, resize_argmax
+from fastseg.head.fused import row_filler
 from fastseg.head.interp import output_length
 from fastseg.head.size_expr import evaluate_sizes
 from fastseg.engines.device import parse_device, physical_cores
@@ -33,8 +34,16 @@ log = logging.getLogger(__name__)
 
 HeadMode = Literal["auto", "graph", "banded"]
 HEAD_MODES = ("auto", "graph", "banded")
-# "auto" runs the banded head from this many classes up, on CPU devices; see docs/banded-head.md.
+# "auto" runs the banded head from this many classes up, on CPU devices; see docs/banded-head.md:
+# with numba's compiled row pass it beats the graph's tail from 2 classes (measured at 2-19),
+# with numpy alone only from about 32.
 AUTO_MIN_CLASSES = 32
+AUTO_MIN_CLASSES_COMPILED = 2
+
+
+def auto_min_classes() -> int:
+    """The class count from which ``auto`` picks the banded head with this install."""
+    return AUTO_MIN_CLASSES_COMPILED if row_filler() is not None else AUTO_MIN_CLASSES
 _FORMAT = 1
 _MAX_PROTO_BYTES = 2**31 - 1
 
@@ -142,7 +151,7 @@ def prepare_head(
     """The head to run for ``model_path`` (see the module docstring).
 
     ``auto``: the banded head when the model outputs labels through a supported
-    ``Resize -> ArgMax`` tail with at least ``AUTO_MIN_CLASSES`` classes and runs on a CPU
+    ``Resize -> ArgMax`` tail with at least ``auto_min_classes()`` classes and runs on a CPU
     device with an engine in ``BANDED_ENGINES`` (the body's logits from any of them, the tail
     computed as ONNX Runtime's Resize does); else the graph. ``banded``: the banded head or an error saying why not.
     ``num_classes`` (the model metadata's) lets ``auto`` skip the analysis of small heads.
@@ -163,16 +172,16 @@ def prepare_head(
         return Head(model_path=model_path, banded=False, reason=f"auto: device {device!r} runs the graph's head")
     if head == "auto" and engine not in BANDED_ENGINES:
         return Head(model_path=model_path, banded=False, reason=f"auto: engine {engine!r} runs the graph's head")
-    if head == "auto" and num_classes is not None and num_classes < AUTO_MIN_CLASSES:
-        return Head(model_path=model_path, banded=False, reason=f"auto: {num_classes} classes < {AUTO_MIN_CLASSES}")
+    if head == "auto" and num_classes is not None and num_classes < auto_min_classes():
+        return Head(model_path=model_path, banded=False, reason=f"auto: {num_classes} classes < {auto_min_classes()}")
     try:
         record = _tail_record(model_path, home)
         if not record["supported"]:
             return _refuse(head, graph, record["reason"])
         tail = record["tail"]
         classes = tail.get("num_classes")
-        if head == "auto" and (classes is None or classes < AUTO_MIN_CLASSES):
-            return Head(model_path=model_path, banded=False, reason=f"auto: {classes} classes < {AUTO_MIN_CLASSES}")
+        if head == "auto" and (classes is None or classes < auto_min_classes()):
+            return Head(model_path=model_path, banded=False, reason=f"auto: {classes} classes < {auto_min_classes()}")
         body = _body(model_path, tail, home)
     except ImportError as exc:
         if head == "banded":
