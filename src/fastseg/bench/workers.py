@@ -154,7 +154,8 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
     fused = not experiment and seg.session.fused_preprocess
     used = {"onnxruntime": ort.__version__,
             "mode": "raw ORT session (experiment)" if experiment else
-            f"Segmenter, {seg.session.runner.mode}, pre-processing in {'the engine' if fused else 'numpy'}",
+            f"Segmenter, {seg.session.runner.mode}, pre-processing in {'the engine' if fused else 'numpy'}, "
+            f"{seg.head} head",
             "engine": ran}
     return pre, (lambda x: run(x[0])), post, used
 
