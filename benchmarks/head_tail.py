@@ -20,26 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from fastseg.head import TailResize, resize_argmax
 from fastseg.slide import parse_hw
-
-
-def _ort_tail(threads: int) -> Any:
-    logits = helper.make_tensor_value_info("L", TensorProto.FLOAT, ["N", "C", "h", "w"])
-    sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])
-    labels = helper.make_tensor_value_info("A", TensorProto.INT64, None)
-    nodes = [
-        helper.make_node("Resize", ["L", "", "", "sizes"], ["R"], mode="linear", coordinate_transformation_mode="half_pixel"),
-        helper.make_node("ArgMax", ["R"], ["A"], axis=1, keepdims=0),
-    ]
-    model = helper.make_model(helper.make_graph(nodes, "tail", [logits, sizes], [labels]), opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+from tail_graph import ort_tail_session
 
 
 def _logits(kind: str, c: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -67,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
     out_h, out_w = parse_hw(args.size, name="--size")
-    graph, spec, rng = _ort_tail(2), TailResize("linear", "half_pixel"), np.random.default_rng(0)
+    graph, spec, rng = ort_tail_session(2), TailResize("linear", "half_pixel"), np.random.default_rng(0)
     resize_argmax(np.zeros((1, 2, 4, 4), np.float32), (32, 32), spec)  # compile outside the timings
     print(f"tail {out_h}x{out_w} from 1/8 logits, {args.runs} runs, medians (ms)")
     print(f"{'classes':>7} {'logits':12} {'ORT':>8} {'compiled':>9} {'numpy':>8}  identical")

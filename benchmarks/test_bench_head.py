@@ -1,5 +1,6 @@
 """pytest-benchmark: a 150-class Resize->ArgMax head (SeaFormer's, ADE20K) at --bench-size,
-ONNX Runtime's graph ops vs fastseg.head's banded computation on the same logits.
+ONNX Runtime's graph ops vs fastseg.head's banded computation on the same logits (its
+compiled row pass where numba is installed; benchmarks/head_tail.py compares all three).
 
 Run: pytest benchmarks/test_bench_head.py --benchmark-enable --bench-size 1024x2048
 The logits are [1,150,H/8,W/8]: "noise" (like the random-weight references: every cell
@@ -12,9 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from tail_graph import ort_tail_session
 
 from fastseg.head import TailResize, resize_argmax
 from fastseg.engines.device import physical_cores
@@ -35,18 +35,7 @@ def _logits(kind: str, h: int, w: int) -> np.ndarray:
 
 
 def _ort_head() -> Any:
-    logits = helper.make_tensor_value_info("L", TensorProto.FLOAT, ["N", "C", "h", "w"])
-    sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])
-    out = helper.make_tensor_value_info("A", TensorProto.INT64, None)
-    nodes = [
-        helper.make_node("Resize", ["L", "", "", "sizes"], ["R"], mode="linear", coordinate_transformation_mode="half_pixel"),
-        helper.make_node("ArgMax", ["R"], ["A"], axis=1, keepdims=0),
-    ]
-    model = helper.make_model(helper.make_graph(nodes, "head", [logits, sizes], [out]), opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = physical_cores()
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort_tail_session(physical_cores())
 
 
 @pytest.mark.parametrize("kind", ["noise", "regions"])
