@@ -126,6 +126,30 @@ def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail
     np.testing.assert_array_equal(compiled, resize_argmax(logits, (256, 512), spec, threads=2, use_fused=False))
 
 
+def test_without_a_writable_cache_the_pass_compiles_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba raises at decoration when it has nowhere to cache (read-only install and HOME):
+    the pass is then built without its disk cache, and still gives numpy's labels."""
+    import numba
+
+    real_njit = numba.njit
+
+    def no_locator(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'fill': no locator available for file 'fused.py'")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_locator)
+    fill = row_filler.__wrapped__()
+    assert fill is not None
+    logits = np.random.default_rng(5).standard_normal((1, 6, 9, 11)).astype(np.float32)
+    spec = TailResize("linear", "half_pixel")
+    import fastseg.head.banded as banded
+
+    monkeypatch.setattr(banded, "row_filler", lambda: fill)
+    got = resize_argmax(logits, (36, 44), spec)
+    np.testing.assert_array_equal(got, resize_argmax(logits, (36, 44), spec, use_fused=False))
+
+
 def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN/inf logit keeps the numpy paths (their exact per-pixel formula); the compiled
     pass, whose tie test needs a finite bound, is not called."""

@@ -15,6 +15,7 @@ is None and banded.py keeps its numpy paths.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,18 +24,32 @@ import numpy.typing as npt
 
 from fastseg.head.interp import LinearAxis
 
+log = logging.getLogger(__name__)
+
 FillRows = Callable[[npt.NDArray[np.float32], float, LinearAxis, LinearAxis, npt.NDArray[np.int64], int, int], None]
 
 
 @functools.cache
 def row_filler() -> FillRows | None:
-    """The compiled row filler (numba imported on first call), or None without numba."""
+    """The compiled row filler (numba imported on first call), or None without numba.
+
+    Compiled code is cached on disk where numba finds a writable place (beside this module,
+    ``NUMBA_CACHE_DIR`` or the user's cache); where it finds none (a read-only install and
+    HOME), numba refuses ``cache=True``, and the pass is compiled per process instead."""
     try:
         import numba
     except ImportError:
         return None
+    try:
+        return _build(numba, cache=True)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        log.info("numba cannot cache the banded head's pass here (%s); compiling it per process", exc)
+        return _build(numba, cache=False)
 
-    jit = numba.njit(nogil=True, cache=True, boundscheck=False)  # fastmath off: ORT's rounding
+
+def _build(numba: Any, *, cache: bool) -> FillRows:
+    """Compile-on-first-call the row pass; ``cache`` persists the machine code."""
+    jit: Callable[[Callable[..., Any]], Any] = numba.njit(nogil=True, cache=cache, boundscheck=False)  # no fastmath: ORT rounding
 
     @jit
     def resize_row(x_chw: Any, r: int, i1: Any, i2: Any, d1: Any, dst: Any) -> None:
