@@ -13,7 +13,7 @@ its time writing and re-reading C*H*W floats (SeaFormer_tiny, 150 classes at 102
   label directly; for the others, the candidate values are computed with ORT's own formula
   and rounding order (``interp.py``), so the winner, ties included (first index), is the one
   ORT's ``ArgMax`` picks. With numba installed, linear mode instead runs ``fused.py``: one
-  compiled pass per output row over all classes (the numpy dense path's arithmetic, ~10x
+  compiled pass per output row over all classes (the numpy dense path's arithmetic, 2-9x
   faster), ORT's formula again deciding near ties. The work runs in bands of output rows,
   on a few threads.
 """

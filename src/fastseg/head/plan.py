@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 HeadMode = Literal["auto", "graph", "banded"]
 HEAD_MODES = ("auto", "graph", "banded")
 # "auto" runs the banded head from this many classes up, on CPU devices; see docs/banded-head.md:
-# with numba's compiled row pass it beats the graph's tail from 2 classes (measured at 2-19),
+# with numba's compiled row pass it beats ORT's tail from 2 classes (measured at 2-150),
 # with numpy alone only from about 32.
 AUTO_MIN_CLASSES = 32
 AUTO_MIN_CLASSES_COMPILED = 2
@@ -44,6 +44,8 @@ AUTO_MIN_CLASSES_COMPILED = 2
 def auto_min_classes() -> int:
     """The class count from which ``auto`` picks the banded head with this install."""
     return AUTO_MIN_CLASSES_COMPILED if row_filler() is not None else AUTO_MIN_CLASSES
+
+
 _FORMAT = 1
 _MAX_PROTO_BYTES = 2**31 - 1
 
