@@ -128,26 +128,55 @@ def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail
 
 def test_without_a_writable_cache_the_pass_compiles_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """numba raises at decoration when it has nowhere to cache (read-only install and HOME):
-    the pass is then built without its disk cache, and still gives numpy's labels."""
+    the kernels are then decorated without their disk cache, and still give numpy's labels."""
+    import importlib
+
     import numba
+
+    from fastseg.head import _fused_kernels
 
     real_njit = numba.njit
 
     def no_locator(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("cache"):
-            raise RuntimeError("cannot cache function 'fill': no locator available for file 'fused.py'")
+            raise RuntimeError("cannot cache function 'fill': no locator available for file '_fused_kernels.py'")
         return real_njit(*args, **kwargs)
 
     monkeypatch.setattr(numba, "njit", no_locator)
-    fill = row_filler.__wrapped__()
-    assert fill is not None
-    logits = np.random.default_rng(5).standard_normal((1, 6, 9, 11)).astype(np.float32)
-    spec = TailResize("linear", "half_pixel")
-    import fastseg.head.banded as banded
+    try:
+        importlib.reload(_fused_kernels)
+        assert not _fused_kernels.fill._cache.__class__.__name__.endswith("FunctionCache")  # NullCache
+        logits = np.random.default_rng(5).standard_normal((1, 6, 9, 11)).astype(np.float32)
+        spec = TailResize("linear", "half_pixel")
+        got = resize_argmax(logits, (36, 44), spec)
+        np.testing.assert_array_equal(got, resize_argmax(logits, (36, 44), spec, use_fused=False))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(_fused_kernels)
 
-    monkeypatch.setattr(banded, "row_filler", lambda: fill)
-    got = resize_argmax(logits, (36, 44), spec)
-    np.testing.assert_array_equal(got, resize_argmax(logits, (36, 44), spec, use_fused=False))
+
+_CACHE_PROBE = """
+import numpy as np
+from fastseg.head import TailResize, resize_argmax
+from fastseg.head import _fused_kernels as k
+resize_argmax(np.ones((1, 3, 4, 5), np.float32), (16, 20), TailResize("linear", "half_pixel"))
+print(len(k.fill.stats.cache_hits), len(k.fill.stats.cache_misses))
+"""
+
+
+def test_the_compiled_pass_is_loaded_from_numbas_cache_in_the_next_process(tmp_path: Path) -> None:
+    """The second process finds the first one's machine code (no ~2.5 s compile per process)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [
+        subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, check=True).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs[0] == ["0", "1"]  # compiled and written
+    assert runs[1] == ["1", "0"]  # loaded
 
 
 def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +238,7 @@ def test_auto_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert prepare_head(few, home=home, num_classes=8).banded
     import fastseg.head.plan as plan
 
-    monkeypatch.setattr(plan, "row_filler", lambda: None)  # numpy only: banded from 32 classes
+    monkeypatch.setattr(plan, "compiled_available", lambda: False)  # numpy only: banded from 32 classes
     assert prepare_head(few, home=home).reason == "auto: 8 classes < 32"
     assert prepare_head(few, home=home, num_classes=8).reason == "auto: 8 classes < 32"
     assert prepare_head(many, home=home).banded

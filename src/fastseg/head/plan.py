@@ -24,7 +24,7 @@ import numpy.typing as npt
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError
 from fastseg.files import write_bytes_atomic, write_text_atomic
 from fastseg.head.banded import TailResize, resize_argmax
-from fastseg.head.fused import row_filler
+from fastseg.head.fused import compiled_available, warm_up
 from fastseg.head.interp import output_length
 from fastseg.head.size_expr import evaluate_sizes
 from fastseg.engines.device import parse_device, physical_cores
@@ -43,7 +43,7 @@ AUTO_MIN_CLASSES_COMPILED = 2
 
 def auto_min_classes() -> int:
     """The class count from which ``auto`` picks the banded head with this install."""
-    return AUTO_MIN_CLASSES_COMPILED if row_filler() is not None else AUTO_MIN_CLASSES
+    return AUTO_MIN_CLASSES_COMPILED if compiled_available() else AUTO_MIN_CLASSES
 
 
 _FORMAT = 1
@@ -197,6 +197,8 @@ def prepare_head(
         log.warning("Banded head off for %s: analysis failed (%s)", model_path, exc)
         return Head(model_path=model_path, banded=False, reason=f"analysis failed: {exc}")
     log.info("Banded head for %s (%s classes, %s Resize): running %s", model_path, classes, tail["mode"], body)
+    if tail["mode"] == "linear" and compiled_available():
+        warm_up()
     return Head(model_path=body, banded=True, reason="banded", tail=tail, band_rows=band_rows, threads=threads)
 
 

@@ -1,0 +1,101 @@
+"""The banded head's compiled row pass: numba kernels at module level, so numba's disk cache
+finds them again in the next process (functions built inside a closure missed it every time
+and were recompiled, ~2.5 s per process). Imported only by ``fused.row_filler()``: importing
+this module imports numba and decorates (compilation itself happens on first call).
+
+All arguments are typed at the call: float32 logits [C,h,w], ORT's sampling tables
+(``interp.LinearAxis``: intp indices, float32 weights), int64 labels [H,W].
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _jit(fn: Callable[..., Any]) -> Any:
+    """nogil (bands run on threads), no bounds checks, fastmath off (ORT's rounding); cached on
+    disk where numba finds a writable place (beside this file, NUMBA_CACHE_DIR or the user's
+    cache), else compiled per process: numba refuses cache=True with nowhere to write."""
+    try:
+        return numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        log.info("numba cannot cache %s here (%s); compiling it per process", fn.__name__, exc)
+        return numba.njit(nogil=True, cache=False, boundscheck=False)(fn)
+
+
+@_jit
+def resize_row(x_chw: Any, r: int, i1: Any, i2: Any, d1: Any, dst: Any) -> None:
+    for c in range(x_chw.shape[0]):
+        for x in range(dst.shape[1]):
+            a = x_chw[c, r, i1[x]]
+            dst[c, x] = a + (x_chw[c, r, i2[x]] - a) * d1[x]
+
+
+@_jit
+def exact(x_chw: Any, r1: int, r2: int, dy1: Any, dy2: Any, q1: int, q2: int, dx1: Any, dx2: Any) -> int:
+    # ORT: dx2*dy2*X11 + dx1*dy2*X21 + dx2*dy1*X12 + dx1*dy1*X22, in float32, this order.
+    w11, w21, w12, w22 = dx2 * dy2, dx1 * dy2, dx2 * dy1, dx1 * dy1
+    best = w11 * x_chw[0, r1, q1]
+    best += w21 * x_chw[0, r1, q2]
+    best += w12 * x_chw[0, r2, q1]
+    best += w22 * x_chw[0, r2, q2]
+    arg = 0
+    for c in range(1, x_chw.shape[0]):
+        v = w11 * x_chw[c, r1, q1]
+        v += w21 * x_chw[c, r1, q2]
+        v += w12 * x_chw[c, r2, q1]
+        v += w22 * x_chw[c, r2, q2]
+        if v > best:
+            best, arg = v, c
+    return arg
+
+
+@_jit
+def fill(
+    x_chw: Any, tol: Any, iy1: Any, iy2: Any, dy1: Any, dy2: Any, ix1: Any, ix2: Any, dx1: Any, dx2: Any,
+    out: Any, y0: int, y1: int,
+) -> None:  # fmt: skip
+    c_n, w_n = x_chw.shape[0], out.shape[1]
+    upper = np.empty((c_n, w_n), np.float32)  # source row iy1[y], resized horizontally
+    lower = np.empty((c_n, w_n), np.float32)  # source row iy2[y]
+    have_upper, have_lower = -1, -1
+    best = np.empty(w_n, np.float32)
+    second = np.empty(w_n, np.float32)
+    arg = np.empty(w_n, np.int32)
+    for y in range(y0, y1):
+        r1, r2, t = iy1[y], iy2[y], dy1[y]
+        if have_upper != r1:  # rows only move down: the old lower row may be the new upper
+            if have_lower == r1:
+                upper, lower = lower, upper
+                have_lower = -1
+            else:
+                resize_row(x_chw, r1, ix1, ix2, dx1, upper)
+            have_upper = r1
+        if r2 != r1 and have_lower != r2:
+            resize_row(x_chw, r2, ix1, ix2, dx1, lower)
+            have_lower = r2
+        below = upper if r1 == r2 else lower  # clamped edge: a + (a - a) * t is ORT's a
+        for x in range(w_n):
+            a = upper[0, x]
+            best[x], second[x], arg[x] = a + (below[0, x] - a) * t, -np.inf, 0
+        for c in range(1, c_n):
+            for x in range(w_n):
+                a = upper[c, x]
+                v = a + (below[c, x] - a) * t
+                b, s = best[x], second[x]
+                gt = v > b
+                second[x] = b if gt else (v if v > s else s)
+                best[x] = v if gt else b
+                arg[x] = c if gt else arg[x]
+        for x in range(w_n):
+            if second[x] >= best[x] - tol:  # near tie: ORT's formula decides
+                out[y, x] = exact(x_chw, r1, r2, dy1[y], dy2[y], ix1[x], ix2[x], dx1[x], dx2[x])
+            else:
+                out[y, x] = arg[x]
