@@ -3,6 +3,7 @@ it cannot reproduce runs the graph's own head."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,28 @@ def test_the_compiled_pass_is_loaded_from_numbas_cache_in_the_next_process(tmp_p
     assert runs[1] == ["1", "0"]  # loaded
 
 
+def test_while_the_background_load_runs_the_numpy_paths_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Segmenter's first images do not wait for numba: until warm_up's thread is done,
+    resize_argmax takes the numpy paths (same labels); direct calls use the compiled pass."""
+    import threading
+
+    from fastseg.head import fused
+
+    assert fused.ready_row_filler() is row_filler()  # loaded, or no warm-up started: compiled
+    release = threading.Event()
+    loading = threading.Thread(target=release.wait, daemon=True)
+    loading.start()
+    monkeypatch.setattr(fused, "warm_up", functools.cache(lambda: loading))
+    fused.warm_up()
+    assert fused.ready_row_filler() is None
+    logits = np.random.default_rng(6).standard_normal((1, 5, 6, 7)).astype(np.float32)
+    spec = TailResize("linear", "half_pixel")
+    np.testing.assert_array_equal(resize_argmax(logits, (24, 28), spec), resize_argmax(logits, (24, 28), spec, use_fused=False))
+    release.set()
+    loading.join()
+    assert fused.ready_row_filler() is row_filler()
+
+
 def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN/inf logit keeps the numpy paths (their exact per-pixel formula); the compiled
     pass, whose tie test needs a finite bound, is not called."""
@@ -187,7 +210,7 @@ def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) 
     called: list[int] = []
     real = row_filler()
     assert real is not None
-    monkeypatch.setattr(banded, "row_filler", lambda: lambda *a: called.append(1) or real(*a))
+    monkeypatch.setattr(banded, "ready_row_filler", lambda: lambda *a: called.append(1) or real(*a))
     logits = np.random.default_rng(4).standard_normal((1, 5, 6, 7)).astype(np.float32)
     resize_argmax(logits, (24, 28), TailResize("linear", "half_pixel"))
     assert called

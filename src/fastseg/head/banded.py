@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.head.fused import FillRows, row_filler
+from fastseg.head.fused import FillRows, ready_row_filler
 from fastseg.head.interp import LinearAxis, linear_axis, nearest_axis, size_scale
 
 # Rounding bound: ORT's value of a class is 4 products summed in float32, off by at most ~5
@@ -69,7 +69,8 @@ def resize_argmax(
         band_rows: output rows per band (None: about 128K output pixels per band).
         threads: bands computed in parallel (numpy and the compiled pass release the GIL).
         use_fused: linear mode runs the compiled row pass (``fused.py``) when numba is
-            installed; False keeps the numpy paths (tests compare the two).
+            installed and loaded (while a Segmenter's background load runs, the numpy
+            paths); False keeps the numpy paths (tests compare the two).
 
     Returns:
         int64 [N,H,W] class indices, identical to ORT's ``ArgMax(Resize(...))``.
@@ -80,7 +81,7 @@ def resize_argmax(
     labels = np.empty((n, out_h, out_w), dtype=np.int64)
     if labels.size == 0:
         return labels
-    fused = row_filler() if use_fused else None
+    fused = ready_row_filler() if use_fused else None
     rows = band_rows or max(1, 131072 // out_w)
     bands = [(y, min(y + rows, out_h)) for y in range(0, out_h, rows)]
     workers = max(1, min(threads, len(bands)))

@@ -60,6 +60,16 @@ def compiled_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def ready_row_filler() -> FillRows | None:
+    """``row_filler()`` once it can run without waiting: at once when no warm-up was started
+    (direct calls), else only after the background load finished. Until then the caller
+    takes the numpy paths (the same labels), so a process's first image does not wait ~1 s
+    for numba."""
+    if warm_up.cache_info().currsize and warm_up().is_alive():
+        return None
+    return row_filler()
+
+
 @functools.cache
 def warm_up() -> threading.Thread:
     """Load (or compile) the pass on a background thread, once per process.
