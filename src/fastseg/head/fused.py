@@ -76,8 +76,8 @@ def warm_up() -> threading.Thread:
 
     Importing numba and loading the cached machine code take ~1 s; started when a Segmenter
     picks the banded head, it overlaps the engine's model compilation and the first image's
-    decoding and inference instead of adding to the first image. A call that arrives first
-    simply waits for numba's compile lock."""
+    decoding and inference; until it is done, ``ready_row_filler()`` answers None and the
+    numpy paths label those first images."""
 
     def load() -> None:
         fill = row_filler()
