@@ -88,6 +88,8 @@ class Segmenter:
             before it and computes the same labels in bands (fastseg.head; much faster for
             many classes); ``auto`` = banded on CPU (ONNX Runtime, OpenVINO f32 or bf16) for a supported tail
             with >= 2 classes (>= 32 without numba's compiled pass: ``fastseg.head.auto_min_classes``).
+        compiled_head: let the banded head load numba's compiled pass (~1 s of CPU once per
+            process, in the background; pays from ~6-15 large images). False for one-shot runs.
         preprocess: where normalisation and layout run: ``engine`` prepends them to the graph
             (uint8 BGR images in, the engine's threads do the work;
             fastseg.engines.preprocess_graph), ``numpy`` in Python before the call; ``auto`` =
@@ -114,6 +116,7 @@ class Segmenter:
         slide_stride: tuple[int, int] | None = None,
         head: HeadMode = "auto",
         preprocess: PreprocessMode = "auto",
+        compiled_head: bool = True,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -127,7 +130,7 @@ class Segmenter:
         self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
         if self.slide is not None and head == "banded":
             raise InputError("head='banded' cannot be combined with slide: sliding windows average the graph's logits.")
-        self._head = self._prepare_head(head, device=device, options=options, home=home)
+        self._head = self._prepare_head(head, device=device, options=options, home=home, compiled=compiled_head)
         if preprocess not in PREPROCESS_MODES:
             raise InputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}.")
         fuse = preprocess == "engine" or (preprocess == "auto" and self.slide is None and _on_cpu(spec))
@@ -147,7 +150,7 @@ class Segmenter:
 
     # -- wiring (called once by __init__)
     def _prepare_head(
-        self, head: HeadMode, *, device: str, options: RuntimeOptions | None, home: Path | None
+        self, head: HeadMode, *, device: str, options: RuntimeOptions | None, home: Path | None, compiled: bool
     ) -> Head:
         """The head that turns the network's output into labels (``graph`` under sliding windows).
 
@@ -158,7 +161,7 @@ class Segmenter:
             output_kind=self._meta.output_kind, device=device,
             engine=self.engine_choice.engine if self.engine_choice.precision == "fp32" else self.engine_choice.precision,
             num_classes=self._meta.num_classes, home=home,
-            threads=options.intra_op_threads if options else None,
+            threads=options.intra_op_threads if options else None, compiled=compiled,
         )
         model_path = self.engine_choice.model_dir / ONNX_FILE
         if self.scores and mode == "auto" and self._meta.output_kind == "labels":

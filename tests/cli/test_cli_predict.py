@@ -124,3 +124,27 @@ def test_malformed_url_input_is_a_listed_failure(model_dir: Path, tmp_path: Path
     assert result.exit_code == 1, result.output
     assert f"  {url}: Cannot download image {url}: " in result.output  # the failure list: source, then reason
     assert "Traceback" not in result.output
+
+
+def test_one_image_does_not_load_the_compiled_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``predict`` on one image keeps numba unloaded (~1 s per process, more than it saves on one
+    image): an 8-class model runs the graph's head; a directory loads the pass and runs banded."""
+    import fastseg.head.plan as plan
+    from head_models import tail_model_dir
+
+    loads: list[int] = []
+    monkeypatch.setattr(plan, "warm_up", lambda: loads.append(1))
+    model = tail_model_dir(tmp_path / "model", classes=8)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"im{i}.png"), np.random.default_rng(i).integers(0, 256, (30, 41, 3), dtype=np.uint8))
+    one = CliRunner().invoke(main, ["predict", "--input", str(images / "im0.png"), "--model", str(model),
+                                    "--save_path", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    assert loads == [] and (tmp_path / "one" / "im0_res.png").is_file()
+    many = CliRunner().invoke(main, ["predict", "--input", str(images), "--model", str(model), "--save_path", str(tmp_path / "many")])
+    assert many.exit_code == 0, many.output
+    assert loads == [1]
+    one_labels = cv2.imread(str(tmp_path / "one" / "im0_res.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(one_labels, cv2.imread(str(tmp_path / "many" / "im0_res.png"), cv2.IMREAD_UNCHANGED))

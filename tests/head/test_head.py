@@ -202,6 +202,20 @@ def test_while_the_background_load_runs_the_numpy_paths_answer(monkeypatch: pyte
     assert fused.ready_row_filler() is row_filler()
 
 
+def test_a_head_prepared_without_the_compiled_pass_never_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compiled=False (one-shot runs): no background load starts, the numpy paths label, and
+    the labels are the graph's."""
+    import fastseg.head.banded as banded
+    import fastseg.head.plan as plan
+
+    def fail(*args: Any) -> None:
+        raise AssertionError("the compiled pass was asked for")
+
+    monkeypatch.setattr(plan, "warm_up", fail)
+    monkeypatch.setattr(banded, "ready_row_filler", fail)
+    _graph_vs_banded(tail_model(tmp_path / "m.onnx"), tmp_path / "home", SHAPES, compiled=False)
+
+
 def test_non_finite_logits_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN/inf logit keeps the numpy paths (their exact per-pixel formula); the compiled
     pass, whose tie test needs a finite bound, is not called."""
@@ -266,6 +280,9 @@ def test_auto_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert prepare_head(few, home=home, num_classes=8).reason == "auto: 8 classes < 32"
     assert prepare_head(many, home=home).banded
     monkeypatch.undo()
+    one_shot = prepare_head(many, home=home, compiled=False)  # numba not to be loaded: the numpy rule
+    assert one_shot.banded and not one_shot.compiled
+    assert prepare_head(few, home=home, compiled=False).reason == "auto: 8 classes < 32"
     assert not prepare_head(many, home=home, device="gpu").banded
     assert prepare_head(many, home=home, engine="openvino").banded  # OpenVINO's body, ORT's tail semantics
     assert prepare_head(many, home=home, engine="bf16").banded

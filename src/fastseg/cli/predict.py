@@ -146,18 +146,20 @@ def predict_cmd(
             ), where=f" on Ray: {runner.plan.workers} worker(s) on {runner.plan.device}")
             images_on_ray()  # in the same Ray session
         return
+    # one image in this process: numba's compiled tail would cost more to load (~1 s) than it saves
+    compiled_head = bool(videos) or not (isinstance(images, str) and _one_image(images))
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
         if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
-                              weights=_given_weights(weights))
+                              weights=_given_weights(weights), compiled_head=compiled_head)
         seg.scores = save_scores
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine,
-                        scores=save_scores, **kwargs)
+                        scores=save_scores, compiled_head=compiled_head, **kwargs)
     out_dir = Path(save_path)
     with seg:
         if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:
@@ -195,6 +197,11 @@ def predict_cmd(
     if outcome.failures:
         click.echo(failures_text(outcome), err=True)
         raise SystemExit(1)
+
+
+def _one_image(source: str) -> bool:
+    """Whether ``--input`` names one image (a file or URL), not a directory."""
+    return source.lower().startswith(("http://", "https://")) or Path(source).expanduser().is_file()
 
 
 def _given_weights(weights: str) -> Weights | None:

@@ -41,9 +41,10 @@ AUTO_MIN_CLASSES = 32
 AUTO_MIN_CLASSES_COMPILED = 2
 
 
-def auto_min_classes() -> int:
-    """The class count from which ``auto`` picks the banded head with this install."""
-    return AUTO_MIN_CLASSES_COMPILED if compiled_available() else AUTO_MIN_CLASSES
+def auto_min_classes(compiled: bool = True) -> int:
+    """The class count from which ``auto`` picks the banded head with this install (with
+    ``compiled`` False: when the compiled pass is not to be loaded)."""
+    return AUTO_MIN_CLASSES_COMPILED if compiled and compiled_available() else AUTO_MIN_CLASSES
 
 
 _FORMAT = 1
@@ -53,7 +54,7 @@ _MAX_PROTO_BYTES = 2**31 - 1
 @dataclass(frozen=True)
 class Head:
     """What to run and how to finish: ``banded`` False = the graph's own head (``finish`` is
-    the identity)."""
+    the identity); ``compiled`` False = the banded head keeps to its numpy paths."""
 
     model_path: Path
     banded: bool
@@ -61,6 +62,7 @@ class Head:
     tail: dict[str, Any] | None = None
     band_rows: int | None = None
     threads: int = 1
+    compiled: bool = True
 
     def finish(self, output: npt.NDArray[Any], batch_shape: tuple[int, ...]) -> npt.NDArray[Any]:
         """The full graph's output from the session's: labels [N,H,W] (or [N,1,H,W] when the
@@ -121,7 +123,8 @@ class Head:
         else:
             raise ModelDirError(f"The model's Resize scales {scales} cannot be reproduced.")
         spec = TailResize(tail["mode"], tail["coordinate_mode"], tail["nearest_mode"], tail["select_last_index"])
-        labels = resize_argmax(output, out_hw, spec, scales_hw=scales_hw, band_rows=self.band_rows, threads=self.threads)
+        labels = resize_argmax(output, out_hw, spec, scales_hw=scales_hw, band_rows=self.band_rows, threads=self.threads,
+                               use_fused=self.compiled)
         return labels, spec, scales_hw
 
 
@@ -149,6 +152,7 @@ def prepare_head(
     home: Path | None = None,
     band_rows: int | None = None,
     threads: int | None = None,
+    compiled: bool = True,
 ) -> Head:
     """The head to run for ``model_path`` (see the module docstring).
 
@@ -157,6 +161,9 @@ def prepare_head(
     device with an engine in ``BANDED_ENGINES`` (the body's logits from any of them, the tail
     computed as ONNX Runtime's Resize does); else the graph. ``banded``: the banded head or an error saying why not.
     ``num_classes`` (the model metadata's) lets ``auto`` skip the analysis of small heads.
+    ``compiled``: let the banded head load numba's compiled pass (in the background, ~1 s of
+    CPU once per process; it pays from ~6-15 large images). False keeps to the numpy paths and
+    their rule (banded from ``AUTO_MIN_CLASSES``): for one-shot processes.
 
     Raises:
         InputError: an unknown ``head``, or ``banded`` for a model it cannot reproduce.
@@ -174,16 +181,17 @@ def prepare_head(
         return Head(model_path=model_path, banded=False, reason=f"auto: device {device!r} runs the graph's head")
     if head == "auto" and engine not in BANDED_ENGINES:
         return Head(model_path=model_path, banded=False, reason=f"auto: engine {engine!r} runs the graph's head")
-    if head == "auto" and num_classes is not None and num_classes < auto_min_classes():
-        return Head(model_path=model_path, banded=False, reason=f"auto: {num_classes} classes < {auto_min_classes()}")
+    least = auto_min_classes(compiled)
+    if head == "auto" and num_classes is not None and num_classes < least:
+        return Head(model_path=model_path, banded=False, reason=f"auto: {num_classes} classes < {least}")
     try:
         record = _tail_record(model_path, home)
         if not record["supported"]:
             return _refuse(head, graph, record["reason"])
         tail = record["tail"]
         classes = tail.get("num_classes")
-        if head == "auto" and (classes is None or classes < auto_min_classes()):
-            return Head(model_path=model_path, banded=False, reason=f"auto: {classes} classes < {auto_min_classes()}")
+        if head == "auto" and (classes is None or classes < least):
+            return Head(model_path=model_path, banded=False, reason=f"auto: {classes} classes < {least}")
         body = _body(model_path, tail, home)
     except ImportError as exc:
         if head == "banded":
@@ -197,9 +205,10 @@ def prepare_head(
         log.warning("Banded head off for %s: analysis failed (%s)", model_path, exc)
         return Head(model_path=model_path, banded=False, reason=f"analysis failed: {exc}")
     log.info("Banded head for %s (%s classes, %s Resize): running %s", model_path, classes, tail["mode"], body)
-    if tail["mode"] == "linear" and compiled_available():
+    if compiled and tail["mode"] == "linear" and compiled_available():
         warm_up()
-    return Head(model_path=body, banded=True, reason="banded", tail=tail, band_rows=band_rows, threads=threads)
+    return Head(model_path=body, banded=True, reason="banded", tail=tail, band_rows=band_rows, threads=threads,
+                compiled=compiled)
 
 
 def _refuse(head: str, graph: Head, reason: str) -> Head:
