@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segmenter", "pipeline_config", "model_resolution", "slide", "inputs", "video", "demo_data"),
     ("convert", "download"),  # the build side: model_resolution converts a zoo model on demand
     ("engines", "head", "processing", "graph_edit", "results"),
-    ("model_dir", "zoo", "reference", "palettes", "files", "tempdirs", "output_names", "errors", "offline", "fetch", "png_decode"),
+    ("model_dir", "zoo", "reference", "palettes", "files", "tempdirs", "output_names", "errors", "offline", "fetch", "png_decode",
+     "_png_kernels", "jit"),
 )
 
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # (module, imported module) closing a circle -> the work that removes it

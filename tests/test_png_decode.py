@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastseg.errors import InputError
+from fastseg import png_decode
 from fastseg.png_decode import decode_png
 from fastseg.processing import decode_image
 
@@ -52,9 +53,20 @@ def _with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
     return data[:33] + chunk + data[33:]
 
 
+@pytest.fixture(params=["libspng", "compiled"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both fast paths: libspng (before numba's kernel is loaded, or without it) and the
+    compiled unfilter over libdeflate (8-bit RGB, once loaded)."""
+    if request.param == "compiled":
+        assert png_decode.compiled_unfilter() is not None, "numba and libdeflate are installed"
+    else:
+        monkeypatch.setattr(png_decode, "ready_unfilter", lambda: None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("hw", [(1, 1), (37, 53), (480, 641)])
-def test_rgb_and_rgba_decode_as_opencv_does(channels: int, hw: tuple[int, int]) -> None:
+def test_rgb_and_rgba_decode_as_opencv_does(channels: int, hw: tuple[int, int], decoder: str) -> None:
     rng = np.random.default_rng(channels * 1000 + hw[0])
     image = rng.integers(0, 256, (*hw, channels), dtype=np.uint8)
     image[: hw[0] // 2] //= 7  # some structure, so the PNG filters vary row to row
@@ -66,7 +78,7 @@ def test_rgb_and_rgba_decode_as_opencv_does(channels: int, hw: tuple[int, int]) 
     np.testing.assert_array_equal(fast, image[..., :3])  # BGR as written, alpha dropped
 
 
-def test_a_gamma_chunk_changes_nothing_on_either_path() -> None:
+def test_a_gamma_chunk_changes_nothing_on_either_path(decoder: str) -> None:
     image = np.random.default_rng(3).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     data = _with_chunk(_png(image), b"gAMA", (45455).to_bytes(4, "big"))
     fast = decode_png(data)
@@ -78,7 +90,7 @@ def test_a_gamma_chunk_changes_nothing_on_either_path() -> None:
     "case",
     ["gray", "gray_alpha", "rgb16", "palette_like_trns", "exif", "interlaced", "not_png", "truncated"],
 )
-def test_other_pngs_go_to_opencv(case: str) -> None:
+def test_other_pngs_go_to_opencv(case: str, decoder: str) -> None:
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
     data = {
@@ -109,7 +121,7 @@ def test_without_imagecodecs_opencv_decodes(monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_array_equal(decode_image(data), np.full((8, 8, 3), 7, np.uint8))
 
 
-def test_real_pngs_decode_as_opencv_does(shared_data: Path) -> None:
+def test_real_pngs_decode_as_opencv_does(shared_data: Path, decoder: str) -> None:
     pngs = sorted((shared_data / "images").rglob("*.png"))[:6]
     assert pngs, f"no PNG under {shared_data / 'images'}"
     for path in pngs:
@@ -118,3 +130,114 @@ def test_real_pngs_decode_as_opencv_does(shared_data: Path) -> None:
         np.testing.assert_array_equal(decode_image(data), _opencv(data), err_msg=str(path))
         if fast is not None:
             np.testing.assert_array_equal(fast, _opencv(data), err_msg=str(path))
+
+
+def _filtered_png(image: np.ndarray, kinds: list[int], *, idat_parts: int = 1, between: bytes = b"") -> bytes:
+    """An 8-bit RGB PNG of BGR ``image`` whose row ``y`` uses filter ``kinds[y]`` (0-4, as the
+    PNG spec defines them), its zlib stream split over ``idat_parts`` IDAT chunks with
+    ``between`` (whole chunks) after the first."""
+    rgb = image[..., ::-1].astype(np.int64)
+    h, w = rgb.shape[:2]
+    rows = []
+    for y in range(h):
+        x = rgb[y].reshape(-1)
+        b = rgb[y - 1].reshape(-1) if y else np.zeros_like(x)
+        a = np.concatenate([np.zeros(3, np.int64), x[:-3]])
+        c = np.concatenate([np.zeros(3, np.int64), b[:-3]])
+        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        predictor = [np.zeros_like(x), a, b, (a + b) // 2, paeth][kinds[y]]
+        rows.append(bytes([kinds[y]]) + ((x - predictor) % 256).astype(np.uint8).tobytes())
+    stream = zlib.compress(b"".join(rows))
+    cut = [len(stream) * i // idat_parts for i in range(idat_parts + 1)]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    idats = [chunk(b"IDAT", stream[cut[i] : cut[i + 1]]) for i in range(idat_parts)]
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idats[0] + between + b"".join(idats[1:])
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (5, 2), (33, 47)])
+def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int, int]) -> None:
+    """Each filter on each row (the first row's filters see zeros above), mixed row to row,
+    over photo-like and noisy pixels, and IDAT split in parts: the compiled path's pixels
+    are OpenCV's and the image's."""
+    assert png_decode.compiled_unfilter() is not None
+    rng = np.random.default_rng(hw[0])
+    smooth = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), hw[::-1], interpolation=cv2.INTER_LINEAR)
+    for image in (smooth, rng.integers(0, 256, (*hw, 3), dtype=np.uint8)):
+        for first in range(5):
+            kinds = [(first + y * 3) % 5 for y in range(hw[0])]
+            for parts in (1, 3):
+                data = _filtered_png(image, kinds, idat_parts=parts)
+                got = decode_png(data)
+                assert got is not None
+                np.testing.assert_array_equal(got, _opencv(data))
+                np.testing.assert_array_equal(got, image)
+
+
+def _corrupt(case: str, image: np.ndarray) -> bytes:
+    data = _filtered_png(image, [4] * image.shape[0])
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    if case == "idat_crc":
+        return data[: idat + 4 + length] + bytes([data[idat + 4 + length] ^ 1]) + data[idat + 5 + length :]
+    if case == "filter_byte":
+        rows = bytearray(zlib.decompress(data[idat + 4 : idat + 4 + length]))
+        rows[0] = 5
+        return _with_idat(data, idat, length, zlib.compress(bytes(rows)))
+    if case == "short_data":
+        return _with_idat(data, idat, length, zlib.compress(zlib.decompress(data[idat + 4 : idat + 4 + length])[:-5]))
+    if case == "long_data":
+        return _with_idat(data, idat, length, zlib.compress(zlib.decompress(data[idat + 4 : idat + 4 + length]) + b"\0" * 9))
+    if case == "split_idat":
+        return _filtered_png(image, [4] * image.shape[0], idat_parts=2, between=_chunk(b"tEXt", b"a\0b"))
+    if case == "unknown_critical":
+        return data[:33] + _chunk(b"ABCD", b"x") + data[33:]
+    raise AssertionError(case)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def _with_idat(data: bytes, idat: int, length: int, stream: bytes) -> bytes:
+    return data[: idat - 4] + _chunk(b"IDAT", stream) + data[idat + 8 + length :]
+
+
+@pytest.mark.parametrize("case", ["idat_crc", "filter_byte", "short_data", "long_data", "split_idat", "unknown_critical"])
+def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str) -> None:
+    """A critical chunk's bad CRC, a filter byte over 4, too little or too much image data,
+    IDATs not in one run, an unknown critical chunk: the compiled path answers None (for the
+    chunk-level faults, libspng is not asked either), and decode_image gives OpenCV's answer
+    or its error."""
+    kernel = png_decode.compiled_unfilter()
+    assert kernel is not None
+    image = np.random.default_rng(9).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    data = _corrupt(case, image)
+    stream = png_decode._image_stream(data)
+    assert stream is None or png_decode._decode_rgb(stream, 7, 6, kernel) is None
+    want = _opencv(data)
+    if stream is None:  # libpng refuses it, and libspng is not asked
+        assert decode_png(data) is None
+    if want is None:
+        with pytest.raises(InputError):
+            decode_image(data)
+    else:
+        np.testing.assert_array_equal(decode_image(data), want)
+
+
+def test_decoding_never_waits_for_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until ``preload`` has loaded the kernel, ``ready_unfilter`` answers None (libspng
+    decodes) and never loads it itself."""
+    import functools
+
+    calls: list[int] = []
+    monkeypatch.setattr(png_decode, "compiled_unfilter", functools.cache(lambda: calls.append(1)))
+    assert png_decode.ready_unfilter() is None and calls == []
+    image = np.random.default_rng(2).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_png(_png(image)), image)
+    assert calls == []

@@ -21,14 +21,14 @@ def create_pipeline(
     home: Path | None = None,
     engine: str = "auto",
     weights: Weights | None = None,
-    compiled_head: bool = True,
+    compiled_kernels: bool = True,
 ) -> Segmenter:
     """PaddleX-style ``create_pipeline``: a ``Segmenter`` configured from a pipeline YAML.
 
     Reads ``SubModules.SemanticSegmentation``: ``model_dir`` (wins when set) or ``model_name``,
     ``weights`` (``official`` or ``reference``, as ``Segmenter``'s; the ``weights`` argument
     overrides it), ``batch_size``, ``target_size``. Use ``predict(input=...)`` on the result, as
-    in PaddleX. ``compiled_head``: as ``Segmenter``'s.
+    in PaddleX. ``compiled_kernels``: as ``Segmenter``'s.
     """
     sub = load_pipeline_config(pipeline)
     model = sub.get("model_dir") or sub.get("model_name") or DEFAULT_MODEL
@@ -42,6 +42,6 @@ def create_pipeline(
         allow_fallback=allow_fallback,
         home=home,
         engine=engine,
-        compiled_head=compiled_head,
+        compiled_kernels=compiled_kernels,
     )
 

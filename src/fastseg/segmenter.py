@@ -21,8 +21,10 @@ import numpy.typing as npt
 from fastseg.errors import FastSegError, InputError
 from fastseg.head import Head, HeadMode, prepare_head
 from fastseg.inputs import expand_inputs, read_ahead
+from fastseg.jit import compiled_available
 from fastseg.model_dir import ONNX_FILE, ModelMeta, ResizeSpec, read_meta
 from fastseg.model_resolution import DEFAULT_MODEL, resolve_model_dir
+from fastseg.png_decode import preload as preload_png_kernels
 from fastseg.processing import (
     TargetSize,
     as_bgr,
@@ -88,8 +90,9 @@ class Segmenter:
             before it and computes the same labels in bands (fastseg.head; much faster for
             many classes); ``auto`` = banded on CPU (ONNX Runtime, OpenVINO f32 or bf16) for a supported tail
             with >= 2 classes (>= 32 without numba's compiled pass: ``fastseg.head.auto_min_classes``).
-        compiled_head: let the banded head load numba's compiled pass (~1 s of CPU once per
-            process, in the background; pays from ~6-15 large images). False for one-shot runs.
+        compiled_kernels: load numba's compiled kernels (the banded head's pass, PNG
+            unfiltering) in the background, ~1 s of CPU once per process that pays from ~6-15
+            large images; until loaded, numpy and libspng do the work. False for one-shot runs.
         preprocess: where normalisation and layout run: ``engine`` prepends them to the graph
             (uint8 BGR images in, the engine's threads do the work;
             fastseg.engines.preprocess_graph), ``numpy`` in Python before the call; ``auto`` =
@@ -116,7 +119,7 @@ class Segmenter:
         slide_stride: tuple[int, int] | None = None,
         head: HeadMode = "auto",
         preprocess: PreprocessMode = "auto",
-        compiled_head: bool = True,
+        compiled_kernels: bool = True,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -130,7 +133,9 @@ class Segmenter:
         self.slide = None if slide is None else SlideConfig.create(slide, slide_stride)
         if self.slide is not None and head == "banded":
             raise InputError("head='banded' cannot be combined with slide: sliding windows average the graph's logits.")
-        self._head = self._prepare_head(head, device=device, options=options, home=home, compiled=compiled_head)
+        self._head = self._prepare_head(head, device=device, options=options, home=home, compiled=compiled_kernels)
+        if compiled_kernels and compiled_available():
+            preload_png_kernels()
         if preprocess not in PREPROCESS_MODES:
             raise InputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}.")
         fuse = preprocess == "engine" or (preprocess == "auto" and self.slide is None and _on_cpu(spec))

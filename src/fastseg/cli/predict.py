@@ -147,19 +147,19 @@ def predict_cmd(
             images_on_ray()  # in the same Ray session
         return
     # one image in this process: numba's compiled tail would cost more to load (~1 s) than it saves
-    compiled_head = bool(videos) or not (isinstance(images, str) and _one_image(images))
+    compiled_kernels = bool(videos) or not (isinstance(images, str) and _one_image(images))
     if pipeline is not None:
         if model is not None:
             raise click.UsageError("Give --model or --pipeline, not both (the pipeline names its model).")
         if kwargs or protocol != "paddlex":
             raise click.UsageError("--slide/--protocol work with --model, not --pipeline.")
         seg = create_pipeline(pipeline, device=device, allow_fallback=allow_fallback, engine=engine,
-                              weights=_given_weights(weights), compiled_head=compiled_head)
+                              weights=_given_weights(weights), compiled_kernels=compiled_kernels)
         seg.scores = save_scores
     else:
         model_arg = weights_model(model or DEFAULT_MODEL, weights)
         seg = Segmenter(model_arg, device=device, allow_fallback=allow_fallback, engine=engine,
-                        scores=save_scores, compiled_head=compiled_head, **kwargs)
+                        scores=save_scores, compiled_kernels=compiled_kernels, **kwargs)
     out_dir = Path(save_path)
     with seg:
         if save_scores and seg.meta.output_kind == "labels" and seg.head == "graph" and seg.slide is None:

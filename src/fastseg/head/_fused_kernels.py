@@ -1,7 +1,6 @@
-"""The banded head's compiled row pass: numba kernels at module level, so numba's disk cache
-finds them again in the next process (functions built inside a closure missed it every time
-and were recompiled, ~2.5 s per process). Imported only by ``fused.row_filler()``: importing
-this module imports numba and decorates (compilation itself happens on first call).
+"""The banded head's compiled row pass: numba kernels at module level (``fastseg.jit``).
+Imported only by ``fused.row_filler()``: importing this module imports numba and decorates
+(compilation itself happens on first call).
 
 All arguments are typed at the call: float32 logits [C,h,w], ORT's sampling tables
 (``interp.LinearAxis``: intp indices, float32 weights), int64 labels [H,W].
@@ -9,28 +8,14 @@ All arguments are typed at the call: float32 logits [C,h,w], ORT's sampling tabl
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 
-log = logging.getLogger(__name__)
+from fastseg.jit import kernel
 
 
-def _jit(fn: Callable[..., Any]) -> Any:
-    """nogil (bands run on threads), no bounds checks, fastmath off (ORT's rounding); cached on
-    disk where numba finds a writable place (beside this file, NUMBA_CACHE_DIR or the user's
-    cache), else compiled per process: numba refuses cache=True with nowhere to write."""
-    try:
-        return numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
-    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-        log.info("numba cannot cache %s here (%s); compiling it per process", fn.__name__, exc)
-        return numba.njit(nogil=True, cache=False, boundscheck=False)(fn)
-
-
-@_jit
+@kernel
 def resize_row(x_chw: Any, r: int, i1: Any, i2: Any, d1: Any, dst: Any) -> None:
     for c in range(x_chw.shape[0]):
         for x in range(dst.shape[1]):
@@ -38,7 +23,7 @@ def resize_row(x_chw: Any, r: int, i1: Any, i2: Any, d1: Any, dst: Any) -> None:
             dst[c, x] = a + (x_chw[c, r, i2[x]] - a) * d1[x]
 
 
-@_jit
+@kernel
 def exact(x_chw: Any, r1: int, r2: int, dy1: Any, dy2: Any, q1: int, q2: int, dx1: Any, dx2: Any) -> int:
     # ORT: dx2*dy2*X11 + dx1*dy2*X21 + dx2*dy1*X12 + dx1*dy1*X22, in float32, this order.
     w11, w21, w12, w22 = dx2 * dy2, dx1 * dy2, dx2 * dy1, dx1 * dy1
@@ -57,7 +42,7 @@ def exact(x_chw: Any, r1: int, r2: int, dy1: Any, dy2: Any, q1: int, q2: int, dx
     return arg
 
 
-@_jit
+@kernel
 def fill(
     x_chw: Any, tol: Any, iy1: Any, iy2: Any, dy1: Any, dy2: Any, ix1: Any, ix2: Any, dx1: Any, dx2: Any,
     out: Any, y0: int, y1: int,

@@ -17,7 +17,6 @@ banded.py keeps its numpy paths.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import threading
 from collections.abc import Callable
 
@@ -53,11 +52,6 @@ def row_filler() -> FillRows | None:
         )
 
     return fill_rows
-
-
-def compiled_available() -> bool:
-    """Whether numba is installed (checked without importing it: that takes ~0.5 s)."""
-    return importlib.util.find_spec("numba") is not None
 
 
 def ready_row_filler() -> FillRows | None:

@@ -24,10 +24,11 @@ import numpy.typing as npt
 from fastseg.errors import InputError, MissingDependencyError, ModelDirError
 from fastseg.files import write_bytes_atomic, write_text_atomic
 from fastseg.head.banded import TailResize, resize_argmax
-from fastseg.head.fused import compiled_available, warm_up
+from fastseg.head.fused import warm_up
 from fastseg.head.interp import output_length
 from fastseg.head.size_expr import evaluate_sizes
 from fastseg.engines.device import parse_device, physical_cores
+from fastseg.jit import compiled_available
 from fastseg.zoo import cache_home
 
 log = logging.getLogger(__name__)
