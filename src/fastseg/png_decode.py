@@ -1,16 +1,23 @@
-"""PNG decoding through libspng (imagecodecs) where it gives OpenCV's very pixels, faster.
+"""PNG decoding faster than OpenCV's, with OpenCV's very pixels.
 
 At 1024x2048 (a Cityscapes frame) OpenCV's libpng decode is most of fastseg's pre-processing,
-and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. libspng decodes the same
-PNG in about 0.75x the time (benchmarks/RESULTS.md, issue 17) and releases the GIL, so the
-service's decoding threads and directory read-ahead still run in parallel (pyspng, measured
-too, holds it).
+and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster paths:
 
-Only the PNGs where the two decoders agree exactly take this path: 8-bit RGB or RGBA (alpha
-dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced (untested here), with no ``tRNS`` or ``eXIf`` chunk (OpenCV turns
-the first into alpha and applies the second's orientation). Every other PNG, a file libspng
-cannot decode, or an install without imagecodecs goes to OpenCV, which keeps its own error
-messages and limits. tests/test_png_decode.py checks the two decoders agree.
+- **8-bit RGB, once numba's kernel is loaded** (``preload``, started by a Segmenter): the IDAT
+  stream inflated by libdeflate (imagecodecs; ~2.5x zlib's speed) and unfiltered by one compiled
+  pass that writes BGR (``_png_kernels.py``). On the bench's 2048x1024 PNG: 37 ms against
+  libspng's 61-66 and OpenCV's 67.
+- **libspng** (imagecodecs) for RGB and RGBA otherwise: about 0.75x OpenCV's time. Both
+  release the GIL, so the service's decoding threads and directory read-ahead run in parallel
+  (pyspng, measured too, holds it).
+
+Only the PNGs where these agree with OpenCV exactly take them: 8-bit RGB or RGBA (alpha
+dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced, no ``tRNS`` or ``eXIf`` chunk
+(OpenCV turns the first into alpha and applies the second's orientation), and nothing libpng
+would refuse (a critical chunk's bad CRC, which libspng decodes through, an unknown critical
+chunk, split IDATs). Every other PNG, a file these cannot decode, or an install without
+imagecodecs goes to OpenCV, which keeps its own error messages and limits.
+tests/test_png_decode.py checks both paths against OpenCV, every PNG filter included.
 """
 
 from __future__ import annotations
@@ -71,13 +78,13 @@ def _fast_header(data: bytes) -> tuple[int, int, int] | None:
     depth, colour, interlace = data[24], data[25], data[28]
     if depth != 8 or colour not in _TO_BGR or interlace != 0 or not 0 < width * height <= MAX_PIXELS:
         return None
-    if b"tRNS" in data or b"eXIf" in data:  # a false hit in compressed bytes only costs the fast path
-        return None
     return width, height, colour
 
 
 Unfilter = Callable[[npt.NDArray[np.uint8], int, int, npt.NDArray[np.uint8]], bool]
 _CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+_OPENCV_APPLIES = {b"tRNS", b"eXIf"}
+"""Chunks OpenCV acts on (transparency becomes alpha, EXIF orientation is applied): OpenCV decodes those files."""
 
 
 @functools.cache
@@ -112,11 +119,11 @@ def preload() -> threading.Thread:
     return thread
 
 
-def _image_stream(data: bytes) -> bytes | None:
-    """The zlib stream of ``data``'s IDAT chunks, or None where libpng (OpenCV) would not simply
-    decode the file: a bad compression or filter method, a critical chunk's bad CRC (libspng
-    would decode through it), an unknown critical chunk, IDATs not in one run, a chunk past
-    the end."""
+def _image_stream(data: bytes) -> list[memoryview] | None:
+    """The zlib stream of ``data`` (its IDAT chunks' bodies), or None where libpng (OpenCV) would not simply
+    decode the file (a bad compression or filter method, a critical chunk's bad CRC, which
+    libspng would decode through, an unknown critical chunk, IDATs not in one run, a chunk past
+    the end) or would change what it decodes (``tRNS``, ``eXIf``)."""
     if data[26] != 0 or data[27] != 0:  # compression and filter methods: 0 is the only one
         return None
     view, pos, last = memoryview(data), 8, b""
@@ -124,7 +131,7 @@ def _image_stream(data: bytes) -> bytes | None:
     while pos + 12 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         kind, end = data[pos + 4 : pos + 8], pos + 12 + length
-        if end > len(data):
+        if end > len(data) or kind in _OPENCV_APPLIES:
             return None
         if kind in _CRITICAL or not kind[0] & 0x20:  # critical: libpng checks the CRC, or refuses it
             if kind not in _CRITICAL or zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
@@ -136,10 +143,10 @@ def _image_stream(data: bytes) -> bytes | None:
             elif kind == b"IEND":
                 break
         last, pos = kind, end
-    return b"".join(idat) if idat else None
+    return idat or None
 
 
-def _decode_rgb(stream: bytes, width: int, height: int, unfilter: Unfilter) -> npt.NDArray[np.uint8] | None:
+def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unfilter) -> npt.NDArray[np.uint8] | None:
     """An 8-bit RGB PNG's pixels in BGR from its zlib ``stream``: inflated by libdeflate (~2.5x
     zlib's speed) and unfiltered by the compiled kernel, which writes BGR directly; None
     (libspng, then OpenCV decide) for too little or too much image data or a bad filter byte."""
@@ -150,7 +157,7 @@ def _decode_rgb(stream: bytes, width: int, height: int, unfilter: Unfilter) -> n
     size = height * (3 * width + 1)
     raw = np.empty(size, np.uint8)
     try:
-        inflated = deflate_decode(stream, out=cast(Any, raw))  # any writable buffer
+        inflated = deflate_decode(b"".join(stream), out=cast(Any, raw))  # any writable buffer
     except DeflateError:
         return None
     if len(inflated) != size:
