@@ -399,3 +399,28 @@ def test_int8_rows_are_not_captioned_fp32() -> None:
     cfg = dataclasses.asdict(bench.BenchConfig(engine="ort", precision="int8"))
     text = bench.conditions_text(bench.BenchReport({}, {}, cfg, [], {}))
     assert "engine ort, int8, " in text and "fp32" not in text
+
+
+def test_the_timed_runs_start_after_the_background_kernel_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Segmenter loads numba kernels on background threads (~1 s once per process); the
+    worker waits for every load it started before timing (the steady state), and starts none."""
+    import functools
+    import threading
+
+    import fastseg.head.fused as fused
+    import fastseg.png_decode as png_decode
+    from fastseg.bench.workers import _wait_for_background_loads
+
+    done = threading.Event()
+
+    def slow_load() -> threading.Thread:
+        thread = threading.Thread(target=lambda: (done.wait(0.3), done.set()), daemon=True)
+        thread.start()
+        return thread
+
+    never = functools.cache(lambda: pytest.fail("a load the Segmenter did not start was started"))
+    monkeypatch.setattr(png_decode, "preload", functools.cache(slow_load))
+    monkeypatch.setattr(fused, "warm_up", never)
+    png_decode.preload()  # started, as a Segmenter does
+    _wait_for_background_loads()
+    assert done.is_set()

@@ -195,6 +195,46 @@ def test_openvino_output_is_a_copy_that_survives_the_next_run(colour_dir: Path) 
 
 
 @needs_openvino
+def test_openvino_compiles_the_first_shapes_for_themselves_and_runs_others_dynamic(
+    colour_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first STATIC_SHAPES input shapes each get a model compiled for that shape (once),
+    later shapes and a shape whose compile fails run the dynamic model; every output equals
+    ONNX Runtime's."""
+    import fastseg.engines.openvino as ov_engine
+    from fastseg.processing import preprocess_batch
+
+    meta = read_meta(colour_dir)
+    rng = np.random.default_rng(0)
+    shapes = [(20, 28), (20, 28), (33, 17), (33, 17), (9, 40), (12, 12)]
+    batches = [preprocess_batch([rng.integers(0, 256, (*hw, 3), dtype=np.uint8)], meta.preprocess, resize=None)
+               for hw in shapes]
+    monkeypatch.setattr(ov_engine, "STATIC_SHAPES", 2)
+    with open_session(colour_dir / "model.onnx", "cpu", engine="openvino") as ov, \
+            open_session(colour_dir / "model.onnx", "cpu", engine="ort") as ort:
+        runner = ov.runner
+        compiled: list[tuple[int, ...]] = []
+        real = runner._specialise
+        assert real is not None
+
+        def counted(shape: tuple[int, ...]) -> object:
+            compiled.append(shape)
+            if shape[2:] == (12, 12):
+                raise RuntimeError("no kernel for this shape\nmore detail")
+            return real(shape)
+
+        runner._specialise = counted
+        outputs = [ov.run(b) for b in batches]
+        assert compiled == [(1, 3, 20, 28), (1, 3, 33, 17)]  # once each; (9, 40) is over the limit
+        runner._by_shape.pop((1, 3, 33, 17))  # a free slot: the next new shape is compiled, and fails
+        with caplog.at_level(logging.WARNING, logger="fastseg.engines.openvino"):
+            outputs.append(ov.run(batches[-1]))
+        assert compiled[-1] == (1, 3, 12, 12) and "runs the dynamic-shape model" in caplog.text
+        for batch, got in zip([*batches, batches[-1]], outputs):
+            np.testing.assert_allclose(got, ort.run(batch), atol=1e-5)
+
+
+@needs_openvino
 def test_an_absent_openvino_device_is_a_clear_error(colour_dir: Path) -> None:
     import openvino
 
