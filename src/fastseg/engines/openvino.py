@@ -74,7 +74,7 @@ class OpenVINORunner:
     keep it (OpenVINO's output tensor is reused by the next inference).
 
     On the CPU, the first ``STATIC_SHAPES`` input shapes each get the model compiled for that
-    exact shape, on first sight (as long as a compile takes: 0.4-1.6 s measured); other shapes
+    exact shape, on first sight (as long as a compile takes: 0.4-1.6 s measured); later shapes
     run the dynamic-shape model. OpenVINO's CPU kernels for dynamic shapes were up to 2.8x
     slower (bf16 at 1024x2048, 2 cores, medians: SegFormer-B0 2,355 vs 831 ms, OCRNet-W18 2,767
     vs 2,398; PP-LiteSeg-B, SeaFormer_tiny equal), and a service or directory mostly sees one
@@ -108,16 +108,17 @@ class OpenVINORunner:
 
     def _request_for(self, shape: tuple[int, ...]) -> Any:
         """The infer request for ``shape``: its own compiled model's, compiled on first sight
-        while fewer than ``STATIC_SHAPES`` have one, else the dynamic model's."""
+        for the first ``STATIC_SHAPES`` shapes, else the dynamic model's. After the last
+        attempt the source model is let go (its weights' memory)."""
         if shape not in self._by_shape and self._specialise is not None:
-            if sum(r is not None for r in self._by_shape.values()) >= STATIC_SHAPES:
-                return self._request
             try:
                 self._by_shape[shape] = self._specialise(shape).create_infer_request()
             except RuntimeError as exc:
                 log.warning("OpenVINO could not compile the model for input %s (%s); it runs the dynamic-shape model",
                             list(shape), str(exc).splitlines()[0])
                 self._by_shape[shape] = None
+            if len(self._by_shape) >= STATIC_SHAPES:
+                self._specialise = None
         return self._by_shape.get(shape) or self._request
 
     def close(self) -> None:
