@@ -128,12 +128,14 @@ def test_malformed_url_input_is_a_listed_failure(model_dir: Path, tmp_path: Path
 
 def test_one_image_does_not_load_the_compiled_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``predict`` on one image keeps numba unloaded (~1 s per process, more than it saves on one
-    image): an 8-class model runs the graph's head; a directory loads the pass and runs banded."""
+    image): neither the tail's pass nor the PNG unfilter loads; a directory loads both."""
     import fastseg.head.plan as plan
+    import fastseg.segmenter as segmenter
     from head_models import tail_model_dir
 
-    loads: list[int] = []
-    monkeypatch.setattr(plan, "warm_up", lambda: loads.append(1))
+    loads: list[str] = []
+    monkeypatch.setattr(plan, "warm_up", lambda: loads.append("tail"))
+    monkeypatch.setattr(segmenter, "preload_png_kernels", lambda: loads.append("png"))
     model = tail_model_dir(tmp_path / "model", classes=8)
     images = tmp_path / "images"
     images.mkdir()
@@ -145,6 +147,6 @@ def test_one_image_does_not_load_the_compiled_tail(tmp_path: Path, monkeypatch: 
     assert loads == [] and (tmp_path / "one" / "im0_res.png").is_file()
     many = CliRunner().invoke(main, ["predict", "--input", str(images), "--model", str(model), "--save_path", str(tmp_path / "many")])
     assert many.exit_code == 0, many.output
-    assert loads == [1]
+    assert sorted(loads) == ["png", "tail"]
     one_labels = cv2.imread(str(tmp_path / "one" / "im0_res.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(one_labels, cv2.imread(str(tmp_path / "many" / "im0_res.png"), cv2.IMREAD_UNCHANGED))
