@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastseg.engines.cpu import cpu_flags, require_bf16
-from fastseg.engines.dilated_conv import dilated_convs_as_space_to_batch
+from fastseg.engines.dilated_conv import dilated_convs_as_shifted_taps
 from fastseg.engines.device import DeviceSpec, physical_cores
 from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
@@ -169,11 +169,11 @@ def _ort_type(element_type: Any) -> str:
     return "tensor(float)" if name == "float32" else "tensor(double)" if name == "float64" else f"tensor({name})"
 
 
-def _model_source(model_path: Path, fused: FusedPreprocess | None, *, space_to_batch: bool) -> str | bytes:
+def _model_source(model_path: Path, fused: FusedPreprocess | None, *, rewrite_dilations: bool) -> str | bytes:
     """What OpenVINO reads: the file itself, or the graph with the pre-processing prepended and,
-    for bf16 on AMX, its large-dilation convolutions as dense ones on sub-images
+    for bf16 on AMX, its large-dilation convolutions as nine shifted 1x1 ones
     (``engines/dilated_conv.py``). A graph the rewrite does not change is read from the file."""
-    edit = dilated_convs_as_space_to_batch if space_to_batch else None
+    edit = dilated_convs_as_shifted_taps if rewrite_dilations else None
     if fused is not None:
         return fused_model_bytes(model_path, fused, edit)
     if edit is None:
@@ -234,8 +234,8 @@ def create_openvino_session(
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir)})
     try:
-        space_to_batch = precision == "bf16" and target == "CPU" and "amx_bf16" in cpu_flags()
-        model = core.read_model(_model_source(model_path, fused, space_to_batch=space_to_batch))
+        rewrite_dilations = precision == "bf16" and target == "CPU" and "amx_bf16" in cpu_flags()
+        model = core.read_model(_model_source(model_path, fused, rewrite_dilations=rewrite_dilations))
         compiled = core.compile_model(model, target, config)
     except RuntimeError as exc:
         raise ModelDirError(f"OpenVINO cannot load {str(model_path)!r}: {str(exc).splitlines()[0]}") from exc
