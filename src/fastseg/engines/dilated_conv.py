@@ -131,7 +131,11 @@ def dilated_convs_as_shifted_taps(model: Any, min_dilation: int = MIN_DILATION) 
         del graph.node[:]
         graph.node.extend(nodes)
         still_used = {name for n in graph.node for name in n.input}
-        kept = [t for t in graph.initializer if t.name not in replaced or t.name in still_used]
+        dropped = replaced - still_used
+        kept = [t for t in graph.initializer if t.name not in dropped]
         del graph.initializer[:]
         graph.initializer.extend(kept)
+        inputs = [v for v in graph.input if v.name not in dropped]  # IR < 4 lists initializers as inputs too
+        del graph.input[:]
+        graph.input.extend(inputs)
     return count
