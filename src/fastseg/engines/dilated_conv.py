@@ -34,7 +34,8 @@ import numpy as np
 MIN_DILATION = 4
 """Dilation 2 runs at ordinary AMX speed (session 7's profile; the phase rewrite gained nothing
 there: 2,453 vs 2,500 ms on R50 at 512x1024). From 4 up the taps were as fast as the phase
-images (R50, 1024x2048: 5,480 ms with the taps from 4, 5,586 from 8, 5,505 from 12, medians)."""
+images (R50, 1024x2048: 5,480 ms with the taps from 4, 5,586 from 8, 5,505 from 12, medians);
+from 2 they lost on R101, whose 23 dilation-2 convolutions they add (10,499 vs 9,499 ms)."""
 
 _TO_END = 2**62
 """A Slice end that means 'to the end of the axis', whatever its size."""
