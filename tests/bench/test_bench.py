@@ -322,6 +322,22 @@ def test_gflops_column_with_several_engines_says_each_rows_own() -> None:
     assert "engine auto, " in bench.conditions_text(report) and "fp32" not in bench.conditions_text(report)  # per row
 
 
+def test_a_row_above_the_theoretical_peak_raises_the_peak_to_it() -> None:
+    """A VM's nominal clock understates turbo: the fastest row sets a floor, never 107% of peak."""
+    def model(name: str, infer_ms: float) -> bench.ModelResult:
+        fs = bench.BackendResult("fastseg", "ok", stats={"infer": bench.Stats(infer_ms, infer_ms, infer_ms, infer_ms, 3)})
+        return bench.ModelResult(name, bench.REFERENCE_WEIGHTS_LABEL, 1.0, {"fastseg": fs}, {})
+
+    cfg = {**dataclasses.asdict(bench.BenchConfig()), "peak_gflops": 80.0, "peak_source": "theoretical bf16 peak"}
+    report = bench.BenchReport({}, {}, cfg, [model("Slow", 20.0), model("Fast", 10.0)], {})  # 50 and 100 GFLOP/s
+    raised = report.with_peak_at_least_rows()
+    assert raised.config["peak_gflops"] == pytest.approx(100.0)
+    assert "raised to 100 GFLOP/s, what Fast's row proves" in raised.config["peak_source"]
+    assert [m["peak_fraction"] for m in raised.to_json()["models"]] == pytest.approx([0.5, 1.0])
+    below = bench.BenchReport({}, {}, {**cfg, "peak_gflops": 200.0}, report.models, {})
+    assert below.with_peak_at_least_rows() is below  # a peak no row beats stands
+
+
 def test_fastseg_worker_runs_the_engine_asked_for_and_reports_the_one_that_ran(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -347,15 +363,29 @@ def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgem
     from fastseg.bench.peak import theoretical_peak
 
     amx = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
-    fp32 = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, amd=False)
+    fp32 = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, half_width_avx512=False)
     assert fp32.gflops == 2 * 2.0 * 32 * 2 and "AVX-512, 2 FMA ports" in fp32.formula
-    assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, amd=False).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
-    assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, amd=False).gflops == 2 * 2.0 * 2048 * 2
+    assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, half_width_avx512=False).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
+    assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, half_width_avx512=False).gflops == 2 * 2.0 * 2048 * 2
     zen4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
-    assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, amd=True).gflops == 2 * 3.0 * 32 * 2
-    assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, amd=True).gflops == 2 * 3.0 * 16 * 2
-    raised = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, amd=False, sgemm_gflops=307.0)
+    assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, half_width_avx512=True).gflops == 2 * 3.0 * 32 * 2
+    assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, half_width_avx512=True).gflops == 2 * 3.0 * 16 * 2
+    zen5 = theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, half_width_avx512=False)  # full 512-bit pipes
+    assert zen5.gflops == 2 * 3.0 * 64 * 2 and "AVX512-BF16" in zen5.formula
+    raised = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, half_width_avx512=False, sgemm_gflops=307.0)
     assert raised.gflops == pytest.approx(307.0) and "clock raised to what the fp32 sgemm proves" in raised.formula
+
+
+@pytest.mark.parametrize(
+    ("vendor", "family", "halves"),
+    [("AuthenticAMD", 25, True), ("AuthenticAMD", 26, False), ("GenuineIntel", 6, False)],
+)
+def test_only_zen4_runs_avx512_at_half_width(tmp_path: Path, vendor: str, family: int, halves: bool) -> None:
+    from fastseg.bench.peak import halves_avx512
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nflags\t\t: avx512f\n")
+    assert halves_avx512(cpuinfo) is halves
 
 
 def test_sliding_window_rows_time_the_whole_call_and_say_so(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ instructions the CPU has for that precision (2 FLOPs per multiply-add):
 
 | precision | instructions | multiply-adds / core / cycle |
 |---|---|---|
-| fp32 | AVX-512 (Intel: 2 FMA ports x 16 lanes) / AVX-512 on AMD Zen 4 (2 x 256-bit) / AVX2 (2 x 8) | 32 / 16 / 16 |
+| fp32 | AVX-512 (Intel, AMD Zen 5: 2 FMA ports x 16 lanes) / AVX-512 on AMD Zen 4 (2 x 256-bit) / AVX2 (2 x 8) | 32 / 16 / 16 |
 | bf16 | AMX-BF16 tiles / AVX512-BF16 (2 per fp32 lane) | 1024 / 2 x fp32 |
 | int8 | AMX-INT8 tiles / AVX512-VNNI or AVX-VNNI (4 per lane) / AVX2 (pmaddubsw, 2 per lane) | 2048 / 4 x fp32 / 2 x fp32 |
 
@@ -43,19 +43,29 @@ def clock_ghz(cpuinfo: Path = Path("/proc/cpuinfo")) -> float | None:
     return None
 
 
-def is_amd(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True on AMD (Zen 4 runs AVX-512 on 256-bit pipes: half Intel's lanes per cycle)."""
+def halves_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on AMD Zen 4 (family 25), which runs AVX-512 on 256-bit pipes: half Intel's lanes per
+    cycle. Zen 5 (family 26; EPYC 9005) has full 512-bit pipes, as Intel's AVX-512 cores do."""
     try:
-        return "AuthenticAMD" in cpuinfo.read_text(encoding="utf-8", errors="replace")
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+    if "AuthenticAMD" not in text:
+        return False
+    for line in text.splitlines():
+        if line.startswith("cpu family"):
+            try:
+                return int(line.split(":", 1)[1]) < 26
+            except ValueError:
+                return True
+    return True
 
 
-def macs_per_cycle(precision: str, flags: Iterable[str], *, amd: bool) -> tuple[int, str]:
+def macs_per_cycle(precision: str, flags: Iterable[str], *, half_width_avx512: bool) -> tuple[int, str]:
     """Multiply-adds per core per cycle for ``precision`` and the instructions that give them."""
     have = set(flags)
     if "avx512f" in have:
-        fp32, fp32_isa = (16, "AVX-512 on 2x256-bit pipes") if amd else (32, "AVX-512, 2 FMA ports")
+        fp32, fp32_isa = (16, "AVX-512 on 2x256-bit pipes") if half_width_avx512 else (32, "AVX-512, 2 FMA ports")
     elif "avx2" in have:
         fp32, fp32_isa = 16, "AVX2, 2 FMA ports"
     else:
@@ -80,19 +90,19 @@ def theoretical_peak(
     *,
     flags: Iterable[str] | None = None,
     ghz: float | None = None,
-    amd: bool | None = None,
+    half_width_avx512: bool | None = None,
     sgemm_gflops: float | None = None,
 ) -> Peak:
     """``precision``'s peak on ``cores`` cores of this CPU (arguments default to this machine)."""
     flags = cpu_flags() if flags is None else flags
-    amd = is_amd() if amd is None else amd
+    half = halves_avx512() if half_width_avx512 is None else half_width_avx512
     ghz = clock_ghz() if ghz is None else ghz
     clock_note = "cpu MHz"
-    fp32_macs, _ = macs_per_cycle("fp32", flags, amd=amd)
+    fp32_macs, _ = macs_per_cycle("fp32", flags, half_width_avx512=half)
     if ghz is None:
         ghz, clock_note = 2.0, "clock unknown, 2.0 GHz assumed"
     if sgemm_gflops is not None and sgemm_gflops > cores * ghz * fp32_macs * 2:
         ghz, clock_note = sgemm_gflops / (cores * fp32_macs * 2), "clock raised to what the fp32 sgemm proves"
-    macs, isa = macs_per_cycle(precision, flags, amd=amd)
+    macs, isa = macs_per_cycle(precision, flags, half_width_avx512=half)
     gflops = cores * ghz * macs * 2
     return Peak(precision, gflops, f"{cores} cores x {ghz:.2f} GHz ({clock_note}) x {macs} {precision} MAC/cycle ({isa}) x 2")

@@ -7,7 +7,7 @@ so a report can be re-rendered without re-running. Standard library and numpy on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -161,6 +161,22 @@ class BenchReport:
     config: Mapping[str, Any]
     models: list[ModelResult]
     published_conditions: Mapping[str, str]
+
+    def with_peak_at_least_rows(self) -> BenchReport:
+        """This report with its peak raised to the fastest row's GFLOP/s when a row beats it.
+
+        A theoretical peak takes a VM's nominal clock (``cpu MHz``), which turbo exceeds: a bf16
+        Deeplabv3-R101 ran at 107% of it on an AMD EPYC (Zen 5) reporting 2.6 GHz. The clock that
+        row proves is a floor on the real one, so no "% peak" is ever above 100%, and the source
+        says so.
+        """
+        peak = float(self.config["peak_gflops"])
+        best, name = max(((m.achieved_gflops() or 0.0, m.name) for m in self.models), default=(0.0, ""))
+        if best <= peak:
+            return self
+        source = (f"{self.config.get('peak_source', 'given')}; raised to {best:.0f} GFLOP/s, what {name}'s row proves "
+                  f"(the nominal clock understates this CPU's turbo)")
+        return replace(self, config={**self.config, "peak_gflops": best, "peak_source": source})
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
