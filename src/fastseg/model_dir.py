@@ -76,6 +76,9 @@ class GateRecord:
     calib_images: int = 0
     format: str = ""
     calibration: str = ""
+    cpu: str = ""
+    """The CPU the gate ran on and its precision flags (``AMD EPYC: avx512_bf16 avx512_vnni ...``):
+    bf16 and int8 kernels differ between AMX, AVX512-BF16 and VNNI, and so can the figures."""
 
     @property
     def label(self) -> str:
@@ -97,7 +100,8 @@ class GateRecord:
         return cls(
             precision=precision, engine=str(raw["engine"]), gated=bool(raw["gated"]),
             val_images=int(raw["val_images"]), calib_images=int(raw.get("calib_images", 0)),
-            format=str(raw.get("format", "")), calibration=str(raw.get("calibration", "")), **figures,
+            format=str(raw.get("format", "")), calibration=str(raw.get("calibration", "")), cpu=str(raw.get("cpu", "")),
+            **figures,
         )
 
 

@@ -95,6 +95,18 @@ def test_a_record_from_another_instruction_set_is_not_applied(colour_dir: Path, 
     assert choice.engine == "ort" and choice.reason == "tuned elsewhere (isa differ)"
 
 
+def test_the_gate_names_the_cpu_and_its_precision_flags(tmp_path: Path) -> None:
+    from fastseg.engines.cpu import cpu_description
+
+    zen5 = tmp_path / "zen5"
+    zen5.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni avx_vnni\n")
+    assert cpu_description(zen5) == "AMD EPYC: avx512_bf16 avx512_vnni avx_vnni avx2"
+    bare = tmp_path / "bare"
+    bare.write_text("processor\t: 0\nflags\t\t: fpu sse2\n")
+    assert cpu_description(bare).startswith("unknown CPU: none of amx_bf16, amx_int8")
+    assert cpu_description(tmp_path / "absent").startswith("unknown CPU: none of")
+
+
 def test_a_bf16_directory_runs_on_openvino_only(colour_dir: Path, tmp_path: Path) -> None:
     variant = own_variant(colour_dir, tmp_path / "bf16", "bf16")
     for requested in ("auto", "openvino"):

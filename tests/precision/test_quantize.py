@@ -172,10 +172,12 @@ def test_bf16_is_written_gated_and_runs_as_bf16_on_openvino(tmp_path: Path, bf16
     out = tmp_path / "bf16"
     result = CliRunner().invoke(main, ["quantize", str(model), "--precision", "bf16", "--val", str(val), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("bf16 keeps 100.00% of fp32's labels on 3 held-out image(s) with openvino")
+    gated_on = cpu.cpu_description()  # the model name and the (mocked) precision flags: amx_bf16 avx512_bf16 avx2
+    assert gated_on.endswith(": amx_bf16 avx512_bf16 avx2")
+    assert result.output.startswith(f"bf16 keeps 100.00% of fp32's labels on 3 held-out image(s) with openvino on {gated_on}")
     assert "gate passed (pooled >= 99.00%, every image >= 98.50%)" in result.output
     raw = json.loads((out / "fastseg.json").read_text())
-    assert raw["precision"] == "bf16"
+    assert raw["precision"] == "bf16" and raw["gate"]["cpu"] == gated_on
     assert {k: raw["gate"][k] for k in ("precision", "engine", "gated", "agreement_pct", "worst_image_pct",
                                          "min_agreement_pct", "min_image_agreement_pct", "val_images")} == {
         "precision": "bf16", "engine": "openvino", "gated": True, "agreement_pct": 100.0, "worst_image_pct": 100.0,

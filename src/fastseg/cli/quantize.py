@@ -58,7 +58,7 @@ def quantize_cmd(
         gate = f"gate passed (pooled >= {min_agreement:.2f}%, every image >= {min_image_agreement:.2f}%)"
     measured = (
         f"{precision} keeps {record.agreement_pct:.2f}% of fp32's labels on {record.val_images} held-out image(s) "
-        f"with {record.engine} (worst image {record.worst_image_pct:.2f}%"
+        f"with {record.engine}{' on ' + record.cpu if record.cpu else ''} (worst image {record.worst_image_pct:.2f}%"
         + (f", calibrated on {record.calib_images})" if record.calib_images else ")")
         if record.val_images else f"{precision} written without a comparison"
     )

@@ -34,6 +34,21 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+def cpu_description(cpuinfo: Path | None = None) -> str:
+    """``<model name>: <precision flags>``, e.g. ``AMD EPYC: avx512_bf16 avx512_vnni avx_vnni avx2``
+    (``cpuinfo`` default: this machine's ``/proc/cpuinfo``)."""
+    name = "unknown CPU"
+    try:
+        for line in (cpuinfo or Path("/proc/cpuinfo")).read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip() or name
+                break
+    except OSError:
+        pass
+    flags = precision_flags(None if cpuinfo is None else cpu_flags(cpuinfo))
+    return f"{name}: {' '.join(flags) if flags else 'none of ' + ', '.join(PRECISION_FLAGS)}"
+
+
 def precision_flags(flags: Iterable[str] | None = None) -> tuple[str, ...]:
     """The subset of ``PRECISION_FLAGS`` this CPU has (``flags`` default: ``cpu_flags()``)."""
     have = set(cpu_flags() if flags is None else flags)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fastseg.engines.cpu import cpu_description
 from fastseg.errors import InputError, QuantizationGateError
 from fastseg.model_dir import GateRecord, ModelMeta, Precision
 from fastseg.processing import IMAGE_SUFFIXES, decode_image
@@ -123,7 +124,8 @@ def refuse(record: GateRecord, *, advice: str) -> QuantizationGateError:
         which.append(f"worst image {record.worst_image_pct:.2f}% < floor {record.min_image_agreement_pct:.2f}%")
     return QuantizationGateError(
         f"{record.precision} keeps {record.agreement_pct:.2f}% of fp32's labels on {record.val_images} held-out "
-        f"image(s) with {record.engine} (worst image {record.worst_image_pct:.2f}%); gate: pooled >= "
+        f"image(s) with {record.engine}{' on ' + record.cpu if record.cpu else ''} (worst image "
+        f"{record.worst_image_pct:.2f}%); gate: pooled >= "
         f"{record.min_agreement_pct:.2f}%, every image >= {record.min_image_agreement_pct:.2f}% "
         f"({'; '.join(which)}): nothing written. {advice}"
     )
@@ -148,4 +150,5 @@ def gate_record(
         worst_image_pct=round(worst, 4), min_agreement_pct=float(min_agreement),
         min_image_agreement_pct=float(min_image_agreement) if min_agreement > 0 else 0.0,
         val_images=val_images, calib_images=calib_images, format=format, calibration=calibration,
+        cpu=cpu_description() if val_images else "",
     )
