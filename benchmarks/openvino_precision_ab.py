@@ -1,0 +1,79 @@
+"""OpenVINO f32 vs bf16 (and bf16 with the dilated-tap rewrite) in one process, alternating.
+
+    python benchmarks/openvino_precision_ab.py MODEL_ONNX_DIR [--rounds 2] [--runs 2] \
+        [--variants f32,bf16,taps] [--size 1024x2048]
+
+Each variant is compiled for one fixed shape, as fastseg's sessions specialise, with fastseg's
+settings (LATENCY hint, 2 threads); ``taps`` is bf16 on the graph that
+``fastseg.engines.dilated_conv.dilated_convs_as_shifted_taps`` rewrites (fastseg applies it on AMX
+only; this measures it anywhere). Rounds alternate the variants so drift hits all of them; the
+ratios to f32 come from the same process. Inference only, on a seeded random input: speed, not
+accuracy. Run it on a quiet machine, one benchmark at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _compile(core: Any, onnx_path: Path, variant: str, shape: list[int]) -> Any:
+    import onnx
+    import openvino as ov
+
+    from fastseg.engines.dilated_conv import dilated_convs_as_shifted_taps
+
+    source: str | bytes = str(onnx_path)
+    if variant == "taps":
+        model = onnx.load(str(onnx_path))
+        if dilated_convs_as_shifted_taps(model):
+            source = model.SerializeToString()
+    ov_model = core.read_model(source)
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(shape)})
+    hint = "f32" if variant == "f32" else "bf16"
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 2}
+    return core.compile_model(ov_model, "CPU", config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="a directory holding model.onnx")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=2, help="timed runs per variant per round")
+    parser.add_argument("--variants", default="f32,bf16,taps")
+    parser.add_argument("--size", default="1024x2048", help="HxW")
+    args = parser.parse_args()
+    import openvino as ov
+
+    height, width = (int(v) for v in args.size.split("x"))
+    batch = np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32)
+    core = ov.Core()
+    variants = args.variants.split(",")
+    requests = {v: _compile(core, args.model_dir / "model.onnx", v, [1, 3, height, width]).create_infer_request()
+                for v in variants}
+    for request in requests.values():
+        request.infer({0: batch})  # warm-up
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant, request in requests.items():
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                request.infer({0: batch})
+                times[variant].append((time.perf_counter() - start) * 1000)
+    name = args.model_dir.resolve().parent.name
+    for variant in variants:
+        t = times[variant]
+        print(f"{name} {variant}: median {statistics.median(t):.1f} min {min(t):.1f} n={len(t)} {[round(x) for x in t]}")
+    if "f32" in times:
+        base = statistics.median(times["f32"])
+        for variant in variants[1:]:
+            print(f"  {variant}/f32 = {statistics.median(times[variant]) / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
