@@ -216,8 +216,10 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
         p = zoo.get(name).published
         return {"miou": p.miou, "gpu_ms": p.gpu_ms, "cpu_ms": p.cpu_ms, "latency_note": p.latency_note}
 
-    def at_peak(report: BenchReport) -> BenchReport:  # a peak given with --peak-gflops stands as given
-        return report if request.peak_gflops is not None else report.with_peak_at_least_rows()
+    def at_peak(report: BenchReport) -> BenchReport:
+        # A peak given with --peak-gflops stands; so does auto's, whose rows mix precisions.
+        given_or_mixed = request.peak_gflops is not None or request.engine == "auto"
+        return report if given_or_mixed else report.with_peak_at_least_rows()
 
     with ui.progress(len(sources) * (1 + len(request.against))) as advance:
         report = run_bench(
