@@ -8,7 +8,9 @@ settings (LATENCY hint, 2 threads); ``taps`` is bf16 on the graph that
 ``fastseg.engines.dilated_conv.dilated_convs_as_shifted_taps`` rewrites (fastseg applies it on AMX
 only; this measures it anywhere). Rounds alternate the variants so drift hits all of them; the
 ratios to f32 come from the same process. Inference only, on a seeded random input: speed, not
-accuracy. Run it on a quiet machine, one benchmark at a time.
+accuracy. Run it on a quiet machine, one benchmark at a time. Unlike
+``openvino_bf16_probe.py speed`` (kept as it is: earlier figures were taken with it), it compiles
+for one fixed shape and can time the tap rewrite.
 """
 
 from __future__ import annotations

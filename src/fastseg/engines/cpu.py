@@ -10,6 +10,7 @@ applied on another.
 from __future__ import annotations
 
 import functools
+import platform
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,19 +35,24 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def cpu_description(cpuinfo: Path | None = None) -> str:
-    """``<model name>: <precision flags>``, e.g. ``AMD EPYC: avx512_bf16 avx512_vnni avx_vnni avx2``
-    (``cpuinfo`` default: this machine's ``/proc/cpuinfo``)."""
-    name = "unknown CPU"
+def cpu_model(cpuinfo: Path | None = None) -> str:
+    """The CPU's marketing name: ``model name`` in ``cpuinfo`` (default ``/proc/cpuinfo``); without
+    one, ``platform.processor()`` for this machine, "unknown CPU" for a file that lacks it."""
     try:
         for line in (cpuinfo or Path("/proc/cpuinfo")).read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip() or name
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    this_machine = (platform.processor() or platform.machine()) if cpuinfo is None else ""
+    return this_machine or "unknown CPU"
+
+
+def cpu_description(cpuinfo: Path | None = None) -> str:
+    """``<model name>: <precision flags>``, e.g. ``AMD EPYC: avx512_bf16 avx512_vnni avx_vnni avx2``
+    (``cpuinfo`` default: this machine's ``/proc/cpuinfo``)."""
     flags = precision_flags(None if cpuinfo is None else cpu_flags(cpuinfo))
-    return f"{name}: {' '.join(flags) if flags else 'none of ' + ', '.join(PRECISION_FLAGS)}"
+    return f"{cpu_model(cpuinfo)}: {' '.join(flags) if flags else 'none of ' + ', '.join(PRECISION_FLAGS)}"
 
 
 def precision_flags(flags: Iterable[str] | None = None) -> tuple[str, ...]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fastseg.engines import BF16_ENGINE_HINT, ENGINES, check_engine
-from fastseg.engines.cpu import precision_flags
+from fastseg.engines.cpu import cpu_model, precision_flags
 from fastseg.engines.openvino import openvino_version
 from fastseg.errors import DeviceError
 from fastseg.files import write_text_atomic
@@ -44,17 +43,6 @@ class EngineChoice:
     model_dir: Path
     precision: str
     reason: str
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_fingerprint() -> dict[str, Any]:
