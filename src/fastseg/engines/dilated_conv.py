@@ -23,7 +23,8 @@ at 512x1024. ONNX Runtime fp32 loses with it (Deeplabv3-R50 512x1024: 3,392 -> 4
 f32 lost with the phase rewrite, and bf16 on AVX512-BF16 without AMX loses with the taps
 ("AMD EPYC" Zen 5, flags avx2 avx512f avx512_bf16 avx512_vnni, 2 cores, 1024x2048:
 Deeplabv3-R50 3,260 -> 3,616 ms, R101 4,627 -> 5,142), so only bf16 sessions on AMX CPUs
-apply it. Dense (group 1) convolutions only: a depthwise one (Deeplabv3_Plus's ASPP) runs on oneDNN's depthwise kernels, not AMX, and its taps would be per-channel scalings.
+apply it. Dense (group 1) convolutions only: a depthwise one (Deeplabv3_Plus's ASPP) runs on
+oneDNN's depthwise kernels, not AMX, and its taps would be per-channel scalings.
 """
 
 from __future__ import annotations
