@@ -8,10 +8,10 @@
 on the same decoded image, end to end (labels at source size); prints medians, their ratio and
 the share of equal labels. ``ahead``: ``Segmenter.predict`` over the directory's images with the
 next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, alternating passes;
-prints ms per image. ``decode``: ``fastseg.processing.decode_image`` (libspng for the PNGs
-``fastseg.png_decode`` takes) against ``cv2.imdecode`` on the directory's PNGs, alternating per
-file in one process; prints medians, their ratio, how many took libspng and whether every
-result is equal. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
+prints ms per image. ``decode``: each of ``fastseg.png_decode``'s paths (isal beside
+the compiled unfilter, libdeflate then the unfilter, libspng) against ``cv2.imdecode`` on the
+directory's PNGs, alternating per file in one process; prints medians, their ratio to OpenCV,
+how many PNGs each path took and whether its pixels equal OpenCV's. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
 """
 
 from __future__ import annotations
@@ -73,22 +73,40 @@ def read_ahead_vs_sequential(model_dir: Path, images: Path, passes: int, threads
             + "; ".join(f"{m} {statistics.median(v):.1f} ms/image" for m, v in per_image.items()))
 
 
-def libspng_vs_opencv(images: Path, runs: int) -> str:
+def decoders_vs_opencv(images: Path, runs: int) -> str:
+    """Each of fastseg's PNG paths, then OpenCV, on every PNG in turn, ``runs`` rounds."""
     import numpy as np
 
-    from fastseg.png_decode import decode_png
-    from fastseg.processing import decode_image
+    from fastseg import png_decode
 
     datas = [p.read_bytes() for p in sorted(images.rglob("*.png"))]
     if not datas:
         raise SystemExit(f"no PNG under {images}")
+    unfilter = png_decode.compiled_unfilter()
+    pipelined = png_decode._isal_zlib() is not None
 
     def opencv(data: bytes) -> Any:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
-    decoders = {"fastseg": lambda d: decode_image(d), "opencv": opencv}
-    equal = all(np.array_equal(decode_image(d), opencv(d)) for d in datas)
-    fast = sum(decode_png(d) is not None for d in datas)
+    def path(min_bytes: int, unfilter_ready: bool) -> Any:
+        def decode(data: bytes) -> Any:
+            saved = png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter
+            png_decode.PIPELINE_MIN_BYTES = min_bytes
+            png_decode.ready_unfilter = (lambda: unfilter) if unfilter_ready else (lambda: None)  # type: ignore[assignment]
+            try:
+                return png_decode.decode_png(data)
+            finally:
+                png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter = saved  # type: ignore[assignment]
+        return decode
+
+    decoders: dict[str, Any] = {"libspng": path(1 << 62, False), "opencv": opencv}
+    if unfilter is not None:
+        decoders = {"whole (libdeflate, then the kernel)": path(1 << 62, True), **decoders}
+        if pipelined:
+            decoders = {"pipelined (isal beside the kernel)": path(png_decode.PIPELINE_MIN_BYTES, True), **decoders}
+    taken = {name: sum(decode(d) is not None for d in datas) for name, decode in decoders.items()}
+    equal = {name: all(decode(d) is None or np.array_equal(decode(d), opencv(d)) for d in datas)
+             for name, decode in decoders.items()}
     times: dict[str, list[float]] = {name: [] for name in decoders}
     for _ in range(runs):
         for data in datas:
@@ -96,11 +114,14 @@ def libspng_vs_opencv(images: Path, runs: int) -> str:
                 start = time.perf_counter()
                 decode(data)
                 times[name].append((time.perf_counter() - start) * 1e3)
-    med = {name: statistics.median(v) for name, v in times.items()}
     shape = opencv(datas[0]).shape
-    return (f"{len(datas)} PNGs (first {shape[1]}x{shape[0]}), {fast} via libspng: fastseg {med['fastseg']:.1f} ms "
-            f"(min {min(times['fastseg']):.1f}), OpenCV {med['opencv']:.1f} ms (min {min(times['opencv']):.1f}); "
-            f"fastseg/OpenCV {med['fastseg'] / med['opencv']:.3f}; pixels equal: {equal}")
+    lines = [f"{len(datas)} PNGs (first {shape[1]}x{shape[0]}), {runs} rounds, medians over all decodes:"]
+    opencv_ms = statistics.median(times["opencv"])
+    for name, values in times.items():
+        med = statistics.median(values)
+        lines.append(f"  {name}: {med:.1f} ms (min {min(values):.1f}), x{med / opencv_ms:.3f} of OpenCV; "
+                     f"took {taken[name]}/{len(datas)}, pixels equal to OpenCV's: {equal[name]}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "decode":
         if args.images is None:
             parser.error("decode needs --images")
-        print(libspng_vs_opencv(args.images, args.runs))
+        print(decoders_vs_opencv(args.images, args.runs))
         return 0
     if args.model_dir is None:
         parser.error(f"{args.what} needs --model-dir")

@@ -53,15 +53,34 @@ def _with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
     return data[:33] + chunk + data[33:]
 
 
-@pytest.fixture(params=["libspng", "compiled"])
-def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both fast paths: libspng (before numba's kernel is loaded, or without it) and the
-    compiled unfilter over libdeflate (8-bit RGB, once loaded)."""
-    if request.param == "compiled":
-        assert png_decode.compiled_unfilter() is not None, "numba and libdeflate are installed"
-    else:
+def _use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make ``decode_png`` take ``path``: libspng (before numba's kernel is loaded, or without
+    it), ``compiled`` (the compiled unfilter after libdeflate has inflated the whole stream) or
+    ``pipelined`` (the compiled unfilter beside isal's piece-by-piece inflate, taken here at any
+    size, in pieces of 97 bytes, so even small images cross many pieces and bands)."""
+    if path == "libspng":
         monkeypatch.setattr(png_decode, "ready_unfilter", lambda: None)
-    return str(request.param)
+        return path
+    assert png_decode.compiled_unfilter() is not None, "numba and libdeflate are installed"
+    if path == "pipelined":
+        assert png_decode._isal_zlib() is not None, "isal is installed"
+        monkeypatch.setattr(png_decode, "PIPELINE_MIN_BYTES", 0)
+        monkeypatch.setattr(png_decode, "_PIECE", 97)
+    else:
+        monkeypatch.setattr(png_decode, "PIPELINE_MIN_BYTES", 1 << 62)
+    return path
+
+
+@pytest.fixture(params=["libspng", "compiled", "pipelined"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every fast path in turn (``_use_path``)."""
+    return _use_path(str(request.param), monkeypatch)
+
+
+@pytest.fixture(params=["compiled", "pipelined"])
+def compiled_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The compiled unfilter's two inflates in turn (``_use_path``)."""
+    return _use_path(str(request.param), monkeypatch)
 
 
 @pytest.mark.parametrize("channels", [3, 4])
@@ -160,12 +179,11 @@ def _filtered_png(image: np.ndarray, kinds: list[int], *, idat_parts: int = 1, b
             + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("hw", [(1, 1), (5, 2), (33, 47)])
-def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int, int]) -> None:
+@pytest.mark.parametrize("hw", [(1, 1), (5, 2), (33, 47), (70, 9)])
+def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int, int], compiled_path: str) -> None:
     """Each filter on each row (the first row's filters see zeros above), mixed row to row,
-    over photo-like and noisy pixels, and IDAT split in parts: the compiled path's pixels
-    are OpenCV's and the image's."""
-    assert png_decode.compiled_unfilter() is not None
+    over photo-like and noisy pixels, and IDAT split in parts, in one band or over three
+    (31 rows each, the last partial): the compiled paths' pixels are OpenCV's and the image's."""
     rng = np.random.default_rng(hw[0])
     smooth = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), hw[::-1], interpolation=cv2.INTER_LINEAR)
     for image in (smooth, rng.integers(0, 256, (*hw, 3), dtype=np.uint8)):
@@ -185,10 +203,14 @@ def _corrupt(case: str, image: np.ndarray) -> bytes:
     length = int.from_bytes(data[idat - 4 : idat], "big")
     if case == "idat_crc":
         return data[: idat + 4 + length] + bytes([data[idat + 4 + length] ^ 1]) + data[idat + 5 + length :]
-    if case == "filter_byte":
+    if case in ("filter_byte", "late_filter_byte"):
         rows = bytearray(zlib.decompress(data[idat + 4 : idat + 4 + length]))
-        rows[0] = 5
+        rows[0 if case == "filter_byte" else 35 * (1 + 3 * image.shape[1])] = 5  # row 0, or row 35: the second band
         return _with_idat(data, idat, length, zlib.compress(bytes(rows)))
+    if case == "corrupt_stream":
+        stream = bytearray(data[idat + 4 : idat + 4 + length])
+        stream[len(stream) // 2 :] = bytes(len(stream) - len(stream) // 2)  # zeros from the middle on
+        return _with_idat(data, idat, length, bytes(stream))
     if case == "short_data":
         return _with_idat(data, idat, length, zlib.compress(zlib.decompress(data[idat + 4 : idat + 4 + length])[:-5]))
     if case == "long_data":
@@ -208,18 +230,19 @@ def _with_idat(data: bytes, idat: int, length: int, stream: bytes) -> bytes:
     return data[: idat - 4] + _chunk(b"IDAT", stream) + data[idat + 8 + length :]
 
 
-@pytest.mark.parametrize("case", ["idat_crc", "filter_byte", "short_data", "long_data", "split_idat", "unknown_critical"])
-def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str) -> None:
-    """A critical chunk's bad CRC, a filter byte over 4, too little or too much image data,
-    IDATs not in one run, an unknown critical chunk: the compiled path answers None (for the
-    chunk-level faults, libspng is not asked either), and decode_image gives OpenCV's answer
-    or its error."""
+@pytest.mark.parametrize("case", ["idat_crc", "filter_byte", "late_filter_byte", "short_data", "long_data", "corrupt_stream",
+                                  "split_idat", "unknown_critical"])
+def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str, compiled_path: str) -> None:
+    """A critical chunk's bad CRC, a filter byte over 4 (in the first band or a later one),
+    too little or too much image data, a corrupt zlib stream, IDATs not in one run, an unknown
+    critical chunk: the compiled path answers None on both inflates (for the chunk-level
+    faults, libspng is not asked either), and decode_image gives OpenCV's answer or its error."""
     kernel = png_decode.compiled_unfilter()
     assert kernel is not None
-    image = np.random.default_rng(9).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    image = np.random.default_rng(9).integers(0, 256, (40, 7, 3), dtype=np.uint8)
     data = _corrupt(case, image)
     stream = png_decode._image_stream(data)
-    assert stream is None or png_decode._decode_rgb(stream, 7, 6, kernel) is None
+    assert stream is None or png_decode._decode_rgb(stream, 7, 40, kernel) is None
     want = _opencv(data)
     if stream is None:  # libpng refuses it, and libspng is not asked
         assert decode_png(data) is None
@@ -241,3 +264,32 @@ def test_decoding_never_waits_for_numba(monkeypatch: pytest.MonkeyPatch) -> None
     image = np.random.default_rng(2).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     np.testing.assert_array_equal(decode_png(_png(image)), image)
     assert calls == []
+
+
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "without_isal"])
+def test_a_large_png_takes_the_pipeline_by_default_and_leaves_no_thread(isal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the default threshold (1 MiB of pixels) and piece size: the helper inflates (a thread
+    named fastseg-png-inflate starts) and is gone when decode_png returns; without isal,
+    libdeflate inflates it whole on the calling thread. Same pixels either way."""
+    import threading
+
+    assert png_decode.compiled_unfilter() is not None
+    if not isal:
+        monkeypatch.setattr(png_decode, "_isal_zlib", lambda: None)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    rng = np.random.default_rng(5)
+    image = cv2.resize(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (700, 520), interpolation=cv2.INTER_CUBIC)
+    assert 520 * (3 * 700 + 1) >= png_decode.PIPELINE_MIN_BYTES
+    data = _png(image)
+    got = decode_png(data)
+    assert got is not None
+    np.testing.assert_array_equal(got, image)
+    assert started == (["fastseg-png-inflate"] if isal else [])
+    assert not any(t.name == "fastseg-png-inflate" for t in threading.enumerate())

@@ -4,9 +4,12 @@ At 1024x2048 (a Cityscapes frame) OpenCV's libpng decode is most of fastseg's pr
 and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster paths:
 
 - **8-bit RGB, once numba's kernel is loaded** (``preload``, started by a Segmenter): the IDAT
-  stream inflated by libdeflate (imagecodecs; ~2.5x zlib's speed) and unfiltered by one compiled
-  pass that writes BGR (``_png_kernels.py``). On the bench's 2048x1024 PNG: 37 ms against
-  libspng's 61-66 and OpenCV's 67.
+  stream inflated by isal (ISA-L) on a helper thread while the calling thread unfilters each
+  band of 31 rows as it arrives, in SIMD across the band's rows (``_png_kernels.py``), writing
+  BGR. Below 1 MiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
+  AMD EPYC Zen 5 (AVX-512), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
+  against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
+  Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/png_decode_ab.py``).
 - **libspng** (imagecodecs) for RGB and RGBA otherwise: about 0.75x OpenCV's time. Both
   release the GIL, so the service's decoding threads and directory read-ahead run in parallel
   (pyspng, measured too, holds it).
@@ -17,12 +20,13 @@ dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced, no ``tRNS`` or ``eXI
 would refuse (a critical chunk's bad CRC, which libspng decodes through, an unknown critical
 chunk, split IDATs). Every other PNG, a file these cannot decode, or an install without
 imagecodecs goes to OpenCV, which keeps its own error messages and limits.
-tests/test_png_decode.py checks both paths against OpenCV, every PNG filter included.
+tests/test_png_decode.py checks every path against OpenCV, every PNG filter and corrupt stream included.
 """
 
 from __future__ import annotations
 
 import functools
+import queue
 import threading
 import zlib
 from collections.abc import Callable
@@ -81,7 +85,8 @@ def _fast_header(data: bytes) -> tuple[int, int, int] | None:
     return width, height, colour
 
 
-Unfilter = Callable[[npt.NDArray[np.uint8], int, int, npt.NDArray[np.uint8]], bool]
+Unfilter = Callable[[npt.NDArray[np.uint8], int, int, int, npt.NDArray[np.uint8], npt.NDArray[np.uint8]], bool]
+"""``_png_kernels.unfilter_rows``: (raw, start row, stop row, width, out, work) -> False if corrupt."""
 _CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 _OPENCV_APPLIES = {b"tRNS", b"eXIf"}
 """Chunks OpenCV acts on (transparency becomes alpha, EXIF orientation is applied): OpenCV decodes those files."""
@@ -99,8 +104,8 @@ def compiled_unfilter() -> Unfilter | None:
         return None
     if not imagecodecs.DEFLATE.available:
         return None
-    kernel = cast(Unfilter, _png_kernels.unfilter_rgb_to_bgr)
-    kernel(np.zeros(4, np.uint8), 1, 1, np.empty((1, 1, 3), np.uint8))
+    kernel = cast(Unfilter, _png_kernels.unfilter_rows)
+    kernel(np.zeros(4, np.uint8), 0, 1, 1, np.empty((1, 1, 3), np.uint8), _png_kernels.new_work(1))
     return kernel
 
 
@@ -126,6 +131,8 @@ def _image_stream(data: bytes) -> list[memoryview] | None:
     the end) or would change what it decodes (``tRNS``, ``eXIf``)."""
     if data[26] != 0 or data[27] != 0:  # compression and filter methods: 0 is the only one
         return None
+    isal_zlib = _isal_zlib()
+    crc32 = zlib.crc32 if isal_zlib is None else isal_zlib.crc32  # isal's: ~9x faster, same sums
     view, pos, last = memoryview(data), 8, b""
     idat: list[memoryview] = []
     while pos + 12 <= len(data):
@@ -134,7 +141,7 @@ def _image_stream(data: bytes) -> list[memoryview] | None:
         if end > len(data) or kind in _OPENCV_APPLIES:
             return None
         if kind in _CRITICAL or not kind[0] & 0x20:  # critical: libpng checks the CRC, or refuses it
-            if kind not in _CRITICAL or zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            if kind not in _CRITICAL or crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
                 return None
             if kind == b"IDAT":
                 if idat and last != b"IDAT":
@@ -147,14 +154,21 @@ def _image_stream(data: bytes) -> list[memoryview] | None:
 
 
 def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unfilter) -> npt.NDArray[np.uint8] | None:
-    """An 8-bit RGB PNG's pixels in BGR from its zlib ``stream``: inflated by libdeflate (~2.5x
-    zlib's speed) and unfiltered by the compiled kernel, which writes BGR directly; None
-    (libspng, then OpenCV decide) for too little or too much image data or a bad filter byte."""
+    """An 8-bit RGB PNG's pixels in BGR from its zlib ``stream``, unfiltered by the compiled
+    kernel, which writes BGR directly; None (libspng, then OpenCV decide) for too little or too
+    much image data, a corrupt stream or a bad filter byte. A large image is inflated by isal on
+    a helper thread while this one unfilters the bands already inflated (``_pipelined``);
+    otherwise libdeflate inflates it whole first (~2.5x zlib's speed)."""
+    from fastseg._png_kernels import new_work
+
+    size = height * (3 * width + 1)
+    out, work = np.empty((height, width, 3), np.uint8), new_work(width)
+    if size >= PIPELINE_MIN_BYTES and _isal_zlib() is not None:
+        return out if _pipelined(stream, height, width, unfilter, out, work) else None
     try:
         from imagecodecs import DeflateError, deflate_decode
     except ImportError:
         return None
-    size = height * (3 * width + 1)
     raw = np.empty(size, np.uint8)
     try:
         inflated = deflate_decode(b"".join(stream), out=cast(Any, raw))  # any writable buffer
@@ -162,5 +176,102 @@ def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unf
         return None
     if len(inflated) != size:
         return None
-    out = np.empty((height, width, 3), np.uint8)
-    return out if unfilter(raw, height, width, out) else None
+    return out if unfilter(raw, 0, height, width, out, work) else None
+
+
+PIPELINE_MIN_BYTES = 1 << 20
+"""Inflated size from which inflating and unfiltering overlap on two threads (a 600x600 RGB
+image): below it a helper thread costs more than it saves."""
+_PIECE = 1 << 16
+"""Compressed bytes inflated at a time: ~30 rows of a 2048-wide photo, about one band."""
+_MAX_CHUNK = 1 << 20
+"""Most bytes one inflate call may return: a small piece of a crafted stream cannot inflate into
+more memory than this at once."""
+
+
+def _isal_zlib() -> Any:
+    """isal's zlib module (ISA-L's inflate, as fast as libdeflate here, and it streams), or None
+    where isal is not installed."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return isal_zlib
+
+
+def _pipelined(stream: list[memoryview], height: int, width: int, unfilter: Unfilter, out: npt.NDArray[np.uint8],
+               work: npt.NDArray[np.uint8]) -> bool:
+    """Inflate ``stream`` on a helper thread while this thread unfilters each band of rows as
+    soon as it has arrived: decoding takes about the inflate's time, not inflate plus unfilter
+    (both release the GIL). The helper only inflates (no copy, no large buffer to fault in: its
+    work is the critical path); this thread gathers its chunks into one band's buffer, which
+    stays in cache. False for a corrupt stream, the wrong amount of data or a bad filter byte;
+    the helper is stopped and joined either way."""
+    from fastseg._png_kernels import BAND
+
+    chunks: queue.SimpleQueue[bytes | bool] = queue.SimpleQueue()
+    stop = threading.Event()
+    helper = threading.Thread(target=_inflate_pieces, args=(stream, height * (3 * width + 1), chunks, stop),
+                              name="fastseg-png-inflate", daemon=True)
+    helper.start()
+    row_bytes, undone = 3 * width + 1, 0
+    band = np.empty(BAND * row_bytes, np.uint8)
+    held: list[bytes] = []
+    held_bytes, at = 0, 0  # bytes held, and how far into held[0] they start
+    try:
+        while True:
+            chunk = chunks.get()
+            if chunk is False:
+                return False
+            if isinstance(chunk, bytes):
+                held.append(chunk)
+                held_bytes += len(chunk)
+            while undone < height and (chunk is True or held_bytes >= BAND * row_bytes):
+                rows = min(BAND, height - undone)
+                at = _gather(held, at, band[: rows * row_bytes])
+                held_bytes -= rows * row_bytes
+                if not unfilter(band, undone, undone + rows, width, out, work):
+                    return False
+                undone += rows
+            if chunk is True:
+                return True
+    finally:
+        stop.set()
+        helper.join()
+
+
+def _gather(held: list[bytes], at: int, into: npt.NDArray[np.uint8]) -> int:
+    """Fill ``into`` from the front of ``held`` (the first chunk from byte ``at`` on), dropping
+    the chunks used up; returns where the rest starts in what is now ``held[0]``."""
+    filled = 0
+    while filled < into.size:
+        take = min(len(held[0]) - at, into.size - filled)
+        into[filled : filled + take] = np.frombuffer(held[0], np.uint8, take, at)
+        filled, at = filled + take, at + take
+        if at == len(held[0]):
+            held.pop(0)
+            at = 0
+    return at
+
+
+def _inflate_pieces(stream: list[memoryview], size: int, chunks: queue.SimpleQueue[bytes | bool],
+                    stop: threading.Event) -> None:
+    """The helper's work: inflate ``stream`` a piece at a time, putting each chunk of output;
+    then True once the stream has ended at exactly ``size`` bytes, False for anything else
+    (corrupt, too little or too much data) or when told to ``stop``."""
+    isal_zlib, done = _isal_zlib(), 0
+    try:
+        inflater = isal_zlib.decompressobj()
+        for body in stream:
+            for at in range(0, len(body), _PIECE):
+                pending: Any = body[at : at + _PIECE]
+                while pending and not stop.is_set():
+                    chunk = inflater.decompress(pending, min(size - done + 1, _MAX_CHUNK))  # one byte over: too much
+                    done, pending = done + len(chunk), inflater.unconsumed_tail
+                    if done > size:
+                        raise ValueError("more image data than IHDR says")
+                    if chunk:
+                        chunks.put(chunk)
+        chunks.put(inflater.eof and done == size and not stop.is_set())
+    except Exception:  # noqa: BLE001 - isal's error for a corrupt stream: another decoder reports it
+        chunks.put(False)
