@@ -259,19 +259,23 @@ def _inflate_pieces(stream: list[memoryview], size: int, chunks: queue.SimpleQue
     """The helper's work: inflate ``stream`` a piece at a time, putting each chunk of output;
     then True once the stream has ended at exactly ``size`` bytes, False for anything else
     (corrupt, too little or too much data) or when told to ``stop``."""
-    isal_zlib, done = _isal_zlib(), 0
+    isal_zlib, done, whole = _isal_zlib(), 0, False
     try:
         inflater = isal_zlib.decompressobj()
         for body in stream:
             for at in range(0, len(body), _PIECE):
                 pending: Any = body[at : at + _PIECE]
-                while pending and not stop.is_set():
+                while pending:
+                    if stop.is_set():  # the calling thread has given up on this image
+                        return
                     chunk = inflater.decompress(pending, min(size - done + 1, _MAX_CHUNK))  # one byte over: too much
                     done, pending = done + len(chunk), inflater.unconsumed_tail
                     if done > size:
-                        raise ValueError("more image data than IHDR says")
+                        return
                     if chunk:
                         chunks.put(chunk)
-        chunks.put(inflater.eof and done == size and not stop.is_set())
+        whole = bool(inflater.eof) and done == size
     except Exception:  # noqa: BLE001 - isal's error for a corrupt stream: another decoder reports it
-        chunks.put(False)
+        pass
+    finally:  # always the last word, so the calling thread never waits for nothing
+        chunks.put(whole)
