@@ -268,7 +268,7 @@ def test_decoding_never_waits_for_numba(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.parametrize("isal", [True, False], ids=["isal", "without_isal"])
 def test_a_large_png_takes_the_pipeline_by_default_and_leaves_no_thread(isal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At the default threshold (1 MiB of pixels) and piece size: the helper inflates (a thread
+    """Above the default threshold (256 KiB of pixels) and piece size: the helper inflates (a thread
     named fastseg-png-inflate starts) and is gone when decode_png returns; without isal,
     libdeflate inflates it whole on the calling thread. Same pixels either way."""
     import threading

@@ -6,7 +6,7 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster p
 - **8-bit RGB, once numba's kernel is loaded** (``preload``, started by a Segmenter): the IDAT
   stream inflated by isal (ISA-L) on a helper thread while the calling thread unfilters each
   band of 31 rows as it arrives, in SIMD across the band's rows (``_png_kernels.py``), writing
-  BGR. Below 1 MiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
+  BGR. Below 256 KiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
   AMD EPYC Zen 5 (AVX-512), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
   Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/png_decode_ab.py``).
@@ -179,9 +179,10 @@ def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unf
     return out if unfilter(raw, 0, height, width, out, work) else None
 
 
-PIPELINE_MIN_BYTES = 1 << 20
-"""Inflated size from which inflating and unfiltering overlap on two threads (a 600x600 RGB
-image): below it a helper thread costs more than it saves."""
+PIPELINE_MIN_BYTES = 1 << 18
+"""Inflated size from which inflating and unfiltering overlap on two threads (~300x290 RGB).
+Measured on Zen 5 (OpenCV-written PNGs): even at 240x320 the two paths tie (0.71 against 0.74
+ms), 480x640 takes 2.1 ms against 2.9 whole, 1024x2048 12 against 23."""
 _PIECE = 1 << 16
 """Compressed bytes inflated at a time: ~30 rows of a 2048-wide photo, about one band."""
 _MAX_CHUNK = 1 << 20
