@@ -38,10 +38,9 @@ def new_work(width: int) -> npt.NDArray[np.uint8]:
 def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: Any) -> bool:
     """Undo the filters of rows ``start`` to ``stop``, which ``raw`` holds from its first byte
     (uint8, rows of 1 + 3 x width bytes; left as it is), and write their pixels to ``out``
-    (uint8 [height, width, 3], BGR).
-    Calls go in row order with ``work`` from ``new_work``, each starting where the last stopped,
-    at a multiple of ``BAND``. False for a filter byte over 4 (a corrupt file: the caller lets
-    another decoder report it)."""
+    (uint8 [height, width, 3], BGR). Calls go in row order with ``work`` from ``new_work``,
+    each starting where the last stopped, at a multiple of ``BAND``. False for a filter byte
+    over 4 (a corrupt file: the caller lets another decoder report it)."""
     stride, full = 3 * width, 4 * _LANES
     m_paeth, m_avg = np.zeros(full, np.int16), np.zeros(full, np.int16)
     m_up, m_sub = np.zeros(full, np.int16), np.zeros(full, np.int16)
