@@ -9,7 +9,8 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster p
   BGR. Below 256 KiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
   AMD EPYC Zen 5 (AVX-512), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
-  Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/png_decode_ab.py``).
+  Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/preprocess_ab.py decode`` times
+  every path; docs/engines.md has its table).
 - **libspng** (imagecodecs) for RGB and RGBA otherwise: about 0.75x OpenCV's time. Both
   release the GIL, so the service's decoding threads and directory read-ahead run in parallel
   (pyspng, measured too, holds it).
@@ -20,7 +21,8 @@ dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced, no ``tRNS`` or ``eXI
 would refuse (a critical chunk's bad CRC, which libspng decodes through, an unknown critical
 chunk, split IDATs). Every other PNG, a file these cannot decode, or an install without
 imagecodecs goes to OpenCV, which keeps its own error messages and limits.
-tests/test_png_decode.py checks every path against OpenCV, every PNG filter and corrupt stream included.
+tests/test_png_decode.py checks every path against OpenCV, every PNG filter and damaged
+streams included.
 """
 
 from __future__ import annotations
