@@ -92,11 +92,11 @@ def decoders_vs_opencv(images: Path, runs: int) -> str:
         def decode(data: bytes) -> Any:
             saved = png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter
             png_decode.PIPELINE_MIN_BYTES = min_bytes
-            png_decode.ready_unfilter = (lambda: unfilter) if unfilter_ready else (lambda: None)  # type: ignore[assignment]
+            png_decode.ready_unfilter = (lambda: unfilter) if unfilter_ready else (lambda: None)
             try:
                 return png_decode.decode_png(data)
             finally:
-                png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter = saved  # type: ignore[assignment]
+                png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter = saved
         return decode
 
     decoders: dict[str, Any] = {"libspng": path(1 << 62, False), "opencv": opencv}
