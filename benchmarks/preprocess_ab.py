@@ -57,18 +57,18 @@ def _sequential(chunks: Sequence[Sequence[Any]]) -> Iterator[tuple[Sequence[Any]
 def read_ahead_vs_sequential(model_dir: Path, images: Path, passes: int, threads: int) -> str:
     paths = sorted(str(p) for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     seg = Segmenter(model_dir, options=RuntimeOptions(intra_op_threads=threads))
-    real = segmenter_module.read_ahead
+    real = getattr(segmenter_module, "read_ahead")  # the name Segmenter.predict looks up
     per_image: dict[str, list[float]] = {"read-ahead": [], "sequential": []}
     list(seg.predict(paths[:1]))
     try:
         for _ in range(passes):
             for mode in per_image:
-                segmenter_module.read_ahead = real if mode == "read-ahead" else _sequential  # type: ignore[assignment]
+                setattr(segmenter_module, "read_ahead", real if mode == "read-ahead" else _sequential)
                 start = time.perf_counter()
                 count = sum(1 for _ in seg.predict(paths))
                 per_image[mode].append((time.perf_counter() - start) * 1e3 / count)
     finally:
-        segmenter_module.read_ahead = real
+        setattr(segmenter_module, "read_ahead", real)
     return (f"{model_dir.name} {seg.engine_name} {seg.precision}, {len(paths)} images: "
             + "; ".join(f"{m} {statistics.median(v):.1f} ms/image" for m, v in per_image.items()))
 
