@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from fastseg.errors import InputError
 from fastseg.head import TailResize, head_cache_dir, prepare_head, resize_argmax
+from fastseg.head import fused as fused_module
 from fastseg.head.fused import row_filler
 from fastseg.head.banded import _CellPlan
 from fastseg.head.interp import linear_axis, size_scale
@@ -96,9 +97,14 @@ def _smooth_logits(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarr
     return np.ascontiguousarray(smooth, dtype=np.float32)
 
 
-@pytest.mark.parametrize("use_fused", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("use_fused", ["compiled", "compiled_candidates", "numpy"])
 @pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "pytorch_half_pixel"])
-def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fused: bool) -> None:
+def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's labels, from every path: the compiled pass over every class, the compiled pass
+    over each span's candidate classes (the one for >= 64 classes, forced here at any count),
+    and numpy's cell and dense paths."""
+    if use_fused == "compiled_candidates":
+        monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
     rng = np.random.default_rng(0)
     graph, graph_last = _resize_argmax_graph("linear", coord), _resize_argmax_graph("linear", coord, 1)
     cases = {
@@ -113,7 +119,7 @@ def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fus
             feed = {"L": logits, "sizes": np.array([n, c, *out_hw], np.int64)}
             for last, sess in ((False, graph), (True, graph_last)):
                 spec = TailResize("linear", coord, select_last_index=last)
-                got = resize_argmax(logits, out_hw, spec, threads=2, use_fused=use_fused)
+                got = resize_argmax(logits, out_hw, spec, threads=2, use_fused=use_fused != "numpy")
                 np.testing.assert_array_equal(got, sess.run(None, feed)[0], err_msg=f"{name} {out_hw} last={last}")
 
 
@@ -125,6 +131,18 @@ def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail
     spec = TailResize("linear", "half_pixel")
     compiled = resize_argmax(logits, (256, 512), spec, threads=2)
     np.testing.assert_array_equal(compiled, resize_argmax(logits, (256, 512), spec, threads=2, use_fused=False))
+
+
+def test_at_150_classes_the_candidate_pass_gives_numpys_labels_on_street_sized_tails() -> None:
+    """SeaFormer's 150 ADE20K classes take the candidate pass: on random logits (near ties
+    everywhere, long candidate lists) and on smooth ones (a clear winner per cell) at 1/8
+    scale, its labels are the numpy paths' exactly, first index on ties included."""
+    rng = np.random.default_rng(5)
+    spec = TailResize("linear", "half_pixel")
+    for logits in (rng.standard_normal((1, 150, 24, 40)).astype(np.float32), _smooth_logits(rng, 150, 24, 40),
+                   rng.integers(0, 2, (1, 150, 24, 40)).astype(np.float32)):
+        compiled = resize_argmax(logits, (192, 320), spec, threads=2)
+        np.testing.assert_array_equal(compiled, resize_argmax(logits, (192, 320), spec, threads=2, use_fused=False))
 
 
 def test_without_a_writable_cache_the_pass_compiles_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

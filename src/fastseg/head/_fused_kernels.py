@@ -84,3 +84,91 @@ def fill(
                 out[y, x] = exact(x_chw, r1, r2, dy1[y], dy2[y], ix1[x], ix2[x], dx1[x], dx2[x])
             else:
                 out[y, x] = arg[x]
+
+
+
+_SPAN = 64
+"""Output columns that share one candidate list in ``fill_candidates`` (eight cells at 8x)."""
+
+
+@kernel
+def fill_candidates(
+    x_chw: Any, tol: Any, iy1: Any, iy2: Any, dy1: Any, dy2: Any, ix1: Any, ix2: Any, dx1: Any, dx2: Any,
+    out: Any, y0: int, y1: int,
+) -> None:  # fmt: skip
+    """``fill`` for many classes: per source row pair and span of ``_SPAN`` output columns,
+    only the classes that are candidates in one of its cells (``_mark_candidates``) are
+    resized and compared, vectorised across the span, with ``fill``'s arithmetic, class order,
+    runner-up and near-tie rule: the same labels, for a fraction of the classes."""
+    c_n, w_n = x_chw.shape[0], out.shape[1]
+    spans = (w_n + _SPAN - 1) // _SPAN
+    upper = np.empty((c_n, w_n), np.float32)
+    lower = np.empty((c_n, w_n), np.float32)
+    classes = np.empty((spans, c_n), np.int64)
+    counts = np.zeros(spans, np.int64)
+    mark = np.zeros(c_n, np.bool_)
+    best = np.empty(_SPAN, np.float32)
+    second = np.empty(_SPAN, np.float32)
+    arg = np.empty(_SPAN, np.int64)
+    margin = tol + tol
+    h_w = x_chw.shape[2]
+    col_lo = np.empty((h_w, c_n), np.float32)
+    col_hi = np.empty((h_w, c_n), np.float32)
+    listed_r1, listed_r2 = -1, -1
+    for y in range(y0, y1):
+        r1, r2, t = iy1[y], iy2[y], dy1[y]
+        if listed_r1 != r1 or listed_r2 != r2:
+            listed_r1, listed_r2 = r1, r2
+            for q in range(h_w):  # per source column: the two rows' min and max, class by class
+                for c in range(c_n):
+                    u, d = x_chw[c, r1, q], x_chw[c, r2, q]
+                    col_lo[q, c], col_hi[q, c] = min(u, d), max(u, d)
+            for k in range(spans):
+                xa, xb = k * _SPAN, min(w_n, (k + 1) * _SPAN)
+                mark[:] = False
+                q1, q2 = -1, -1
+                for x in range(xa, xb):
+                    if q1 != ix1[x] or q2 != ix2[x]:
+                        q1, q2 = ix1[x], ix2[x]
+                        floor = -np.inf
+                        for c in range(c_n):
+                            floor = max(floor, min(col_lo[q1, c], col_lo[q2, c]))
+                        floor -= margin
+                        for c in range(c_n):
+                            mark[c] |= max(col_hi[q1, c], col_hi[q2, c]) >= floor
+                n = 0
+                for c in range(c_n):
+                    if mark[c]:
+                        classes[k, n] = c
+                        n += 1
+                        for x in range(xa, xb):  # resize_row's arithmetic, for this class and span
+                            a = x_chw[c, r1, ix1[x]]
+                            upper[c, x] = a + (x_chw[c, r1, ix2[x]] - a) * dx1[x]
+                            if r2 != r1:
+                                a = x_chw[c, r2, ix1[x]]
+                                lower[c, x] = a + (x_chw[c, r2, ix2[x]] - a) * dx1[x]
+                counts[k] = n
+        below = upper if r1 == r2 else lower
+        for k in range(spans):
+            xa, xb = k * _SPAN, min(w_n, (k + 1) * _SPAN)
+            m = xb - xa
+            c = classes[k, 0]
+            for i in range(m):
+                a = upper[c, xa + i]
+                best[i], second[i], arg[i] = a + (below[c, xa + i] - a) * t, -np.inf, c
+            for j in range(1, counts[k]):
+                c = classes[k, j]
+                for i in range(m):
+                    a = upper[c, xa + i]
+                    v = a + (below[c, xa + i] - a) * t
+                    b, s = best[i], second[i]
+                    gt = v > b
+                    second[i] = b if gt else (v if v > s else s)
+                    best[i] = v if gt else b
+                    arg[i] = c if gt else arg[i]
+            for i in range(m):
+                x = xa + i
+                if second[i] >= best[i] - tol:  # near tie: ORT's formula decides, over every class
+                    out[y, x] = exact(x_chw, r1, r2, dy1[y], dy2[y], ix1[x], ix2[x], dx1[x], dx2[x])
+                else:
+                    out[y, x] = arg[i]
