@@ -5,7 +5,8 @@
 For each class count: logits at 1/8 of --size, random N(0,1) ("noise", near-tied like a
 random-weight network) and smooth class fields with a clear winner per region ("trained-like");
 ORT's graph with 2 intra-op threads, ``resize_argmax`` with 2 band threads, compiled
-(``head/fused.py``) and numpy; medians in ms, and whether all three label maps are identical.
+(``head/fused.py``: the every-class pass and the candidate pass, each forced at every count)
+and numpy; medians in ms, and whether all four label maps are identical.
 One process, alternating; run on a quiet machine.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fastseg.head import TailResize, resize_argmax
+from fastseg.head import TailResize, fused, resize_argmax
 from fastseg.slide import parse_hw
 from tail_graph import ort_tail_session
 
@@ -33,6 +34,20 @@ def _logits(kind: str, c: int, h: int, w: int, rng: np.random.Generator) -> np.n
     fields = np.stack([cv2.resize(coarse[i], (w, h), interpolation=cv2.INTER_CUBIC) for i in range(c)])
     fields += 10.0 * (np.arange(c)[:, None, None] == fields.argmax(axis=0)[None])  # one confident class per region
     return np.ascontiguousarray(fields[None], dtype=np.float32)
+
+
+def _share(logits: np.ndarray, out_hw: tuple[int, int]) -> float:
+    """``candidate_share`` of these logits: the share of classes a span compares (the choice's input)."""
+    from fastseg.head import _fused_kernels
+    from fastseg.head.banded import _ROUND_ULPS
+    from fastseg.head.interp import linear_axis, size_scale
+
+    x = np.ascontiguousarray(logits[0])
+    c, h, w = x.shape
+    ay = linear_axis("half_pixel", out_hw[0], h, size_scale(h, out_hw[0]))
+    ax = linear_axis("half_pixel", out_hw[1], w, size_scale(w, out_hw[1]))
+    tol = np.float32(_ROUND_ULPS * float(np.abs(x).max()))
+    return float(_fused_kernels.candidate_share(x, tol, ay.i1, ay.i2, ax.i1, ax.i2, 8))
 
 
 def _median_ms(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
@@ -54,16 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     graph, spec, rng = ort_tail_session(2), TailResize("linear", "half_pixel"), np.random.default_rng(0)
     resize_argmax(np.zeros((1, 2, 4, 4), np.float32), (32, 32), spec)  # compile outside the timings
     print(f"tail {out_h}x{out_w} from 1/8 logits, {args.runs} runs, medians (ms)")
-    print(f"{'classes':>7} {'logits':12} {'ORT':>8} {'compiled':>9} {'numpy':>8}  identical")
+    print(f"{'classes':>7} {'logits':12} {'ORT':>8} {'every class':>12} {'candidates':>11} {'numpy':>8} {'share':>6}  identical")
+    automatic, fused.CANDIDATES_MIN_CLASSES = fused.CANDIDATE_SHARE_MAX, 1
     for c in (int(v) for v in args.classes.split(",")):
         for kind in ("noise", "trained-like"):
             logits = _logits(kind, c, out_h // 8, out_w // 8, rng)
             feed = {"L": logits, "sizes": np.array([1, c, out_h, out_w], np.int64)}
             t_ort, want = _median_ms(lambda: graph.run(None, feed)[0], args.runs)
-            t_fused, fused = _median_ms(lambda: resize_argmax(logits, (out_h, out_w), spec, threads=2), args.runs)
+            compiled = {}
+            for name, share_max in (("every", -1.0), ("candidates", 1.0)):  # each pass forced
+                fused.CANDIDATE_SHARE_MAX = share_max
+                compiled[name] = _median_ms(lambda: resize_argmax(logits, (out_h, out_w), spec, threads=2), args.runs)
+            fused.CANDIDATE_SHARE_MAX = automatic
+            share = _share(logits, (out_h, out_w))
             t_numpy, plain = _median_ms(lambda: resize_argmax(logits, (out_h, out_w), spec, threads=2, use_fused=False), args.runs)
-            same = bool(np.array_equal(want, fused) and np.array_equal(want, plain))
-            print(f"{c:7d} {kind:12} {t_ort:8.1f} {t_fused:9.1f} {t_numpy:8.1f}  {same}")
+            same = all(np.array_equal(want, labels) for labels in (compiled["every"][1], compiled["candidates"][1], plain))
+            print(f"{c:7d} {kind:12} {t_ort:8.1f} {compiled['every'][0]:12.1f} {compiled['candidates'][0]:11.1f} "
+                  f"{t_numpy:8.1f} {share:6.3f}  {same}")
             if not same:
                 return 1
     return 0

@@ -97,14 +97,26 @@ def _smooth_logits(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarr
     return np.ascontiguousarray(smooth, dtype=np.float32)
 
 
+def _wait_for_the_compiled_pass() -> None:
+    """A Segmenter built by an earlier test starts numba's load on a thread; until it is done
+    resize_argmax answers with the numpy paths (the same labels), so a test of the compiled
+    passes waits for it (in a fresh clone that load compiles the kernels: seconds)."""
+    if fused_module.warm_up.cache_info().currsize:
+        fused_module.warm_up().join()
+    assert fused_module.ready_row_filler() is not None
+
+
 @pytest.mark.parametrize("use_fused", ["compiled", "compiled_candidates", "numpy"])
 @pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "pytorch_half_pixel"])
 def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ORT's labels, from every path: the compiled pass over every class, the compiled pass
-    over each span's candidate classes (the one for >= 64 classes, forced here at any count),
+    over each span's candidate classes (chosen where few classes can win; forced here),
     and numpy's cell and dense paths."""
+    if use_fused != "numpy":
+        _wait_for_the_compiled_pass()
     if use_fused == "compiled_candidates":
         monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
+        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 1.0)
     rng = np.random.default_rng(0)
     graph, graph_last = _resize_argmax_graph("linear", coord), _resize_argmax_graph("linear", coord, 1)
     cases = {
@@ -133,16 +145,34 @@ def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail
     np.testing.assert_array_equal(compiled, resize_argmax(logits, (256, 512), spec, threads=2, use_fused=False))
 
 
-def test_at_150_classes_the_candidate_pass_gives_numpys_labels_on_street_sized_tails() -> None:
-    """SeaFormer's 150 ADE20K classes take the candidate pass: on random logits (near ties
-    everywhere, long candidate lists) and on smooth ones (a clear winner per cell) at 1/8
-    scale, its labels are the numpy paths' exactly, first index on ties included."""
+@pytest.mark.parametrize("classes", [19, 150])
+def test_the_pass_is_chosen_from_the_logits_and_both_give_numpys_labels(classes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Smooth class fields (a trained model's: one or two classes can win per cell) take the
+    candidate pass at ADE20K's 150 classes, per-pixel noise (every class near the top
+    everywhere) and exact ties the every-class pass; and each pass, forced, gives the numpy
+    paths' labels at 19 and 150 classes, first index on exact ties included."""
+    from fastseg.head import _fused_kernels as kernels
+
+    _wait_for_the_compiled_pass()
+    ran: list[str] = []
+    for name in ("fill", "fill_candidates"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _k=kernel, _n=name: ran.append(_n) or _k(*a))
     rng = np.random.default_rng(5)
     spec = TailResize("linear", "half_pixel")
-    for logits in (rng.standard_normal((1, 150, 24, 40)).astype(np.float32), _smooth_logits(rng, 150, 24, 40),
-                   rng.integers(0, 2, (1, 150, 24, 40)).astype(np.float32)):
-        compiled = resize_argmax(logits, (192, 320), spec, threads=2)
-        np.testing.assert_array_equal(compiled, resize_argmax(logits, (192, 320), spec, threads=2, use_fused=False))
+    cases = {"smooth": _smooth_logits(rng, classes, 24, 40), "noise": rng.standard_normal((1, classes, 24, 40)).astype(np.float32),
+             "ties": rng.integers(0, 2, (1, classes, 24, 40)).astype(np.float32)}
+    for name, logits in cases.items():
+        want = resize_argmax(logits, (192, 320), spec, threads=2, use_fused=False)
+        for forced in (None, 0.0, 1.0):  # the choice, every class, candidates
+            if forced is not None:
+                monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", forced)
+            ran.clear()
+            np.testing.assert_array_equal(resize_argmax(logits, (192, 320), spec, threads=2), want, err_msg=f"{name} {forced}")
+            chosen = {None: "fill_candidates" if name == "smooth" else "fill", 0.0: "fill", 1.0: "fill_candidates"}[forced]
+            if forced is not None or name != "smooth" or classes == 150:  # 19 smooth classes here: share 0.26, near the line
+                assert set(ran) == {chosen}, (name, forced, ran)
+        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 0.25)
 
 
 def test_without_a_writable_cache_the_pass_compiles_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,7 +116,8 @@ def _band_filler(
     magnitude = float(np.abs(x_chw).max(initial=0.0))
     if fused is not None and np.isfinite(magnitude):  # max|x| is finite iff every logit is
         tolerance = _ROUND_ULPS * magnitude
-        return lambda y0, y1: fused(x_chw, tolerance, ay, ax, out_hw, y0, y1)
+        band = fused(x_chw, tolerance, ay, ax)  # picks the pass for this image once
+        return lambda y0, y1: band(out_hw, y0, y1)
     plan = _CellPlan.build(x_chw, ay, ax)
     return lambda y0, y1: plan.fill(out_hw, y0, y1)
 

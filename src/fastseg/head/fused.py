@@ -25,12 +25,20 @@ import numpy.typing as npt
 
 from fastseg.head.interp import LinearAxis
 
-CANDIDATES_MIN_CLASSES = 64
-"""Classes from which each span compares only its cells' candidate classes (``fill_candidates``).
-Measured on Zen 5, one thread, the bench frame's reference logits at 1024x2048: 150 classes
-(SeaFormer_tiny) 34 ms against 59-60 for every class; 19 (PP-LiteSeg-T) 13-19 against 9-15."""
+CANDIDATES_MIN_CLASSES = 8
+"""Classes from which an image's logits are checked for the candidate pass (``fill_candidates``)."""
+CANDIDATE_SHARE_MAX = 0.25
+"""The candidate pass runs where a 64-column span must compare at most this share of the
+classes (``candidate_share``, 8 sampled rows, ~0.1 ms at 19 classes, ~0.7 at 150). Measured on
+Zen 5 (``benchmarks/head_tail.py``; one thread on the reference logits): SeaFormer_tiny's
+150 classes share 0.08, 27 ms against 64-66 for every class; PP-LiteSeg-T's 19 share 0.43,
+11.3 ms against 8.4, so it keeps the every-class pass."""
+_SAMPLES = 8
 
-FillRows = Callable[[npt.NDArray[np.float32], float, LinearAxis, LinearAxis, npt.NDArray[np.int64], int, int], None]
+BandFill = Callable[[npt.NDArray[np.int64], int, int], None]
+"""Writes the labels of output rows [y0, y1) into ``out_hw``."""
+FillRows = Callable[[npt.NDArray[np.float32], float, LinearAxis, LinearAxis], BandFill]
+"""For one image's logits, rounding bound and sampling tables: its ``BandFill``."""
 
 
 @functools.cache
@@ -42,22 +50,23 @@ def row_filler() -> FillRows | None:
     except ImportError:
         return None
 
-    def fill_rows(
-        x_chw: npt.NDArray[np.float32],
-        tolerance: float,
-        ay: LinearAxis,
-        ax: LinearAxis,
-        out_hw: npt.NDArray[np.int64],
-        y0: int,
-        y1: int,
-    ) -> None:
-        """Labels of output rows [y0, y1) into ``out_hw`` (finite float32 [C,h,w] logits)."""
-        fill = kernels.fill_candidates if x_chw.shape[0] >= CANDIDATES_MIN_CLASSES else kernels.fill
-        fill(
-            x_chw, np.float32(tolerance), ay.i1, ay.i2, ay.d1, ay.d2, ax.i1, ax.i2, ax.d1, ax.d2, out_hw, y0, y1
-        )
+    def for_image(x_chw: npt.NDArray[np.float32], tolerance: float, ay: LinearAxis, ax: LinearAxis) -> BandFill:
+        """The pass for these finite float32 [C,h,w] logits: the candidate pass where few
+        classes can win in each span (trained models, SeaFormer's 150 classes), else the
+        every-class pass. Both give the same labels."""
+        tol = np.float32(tolerance)
+        fill = kernels.fill
+        if x_chw.shape[0] >= CANDIDATES_MIN_CLASSES:
+            share = kernels.candidate_share(x_chw, tol, ay.i1, ay.i2, ax.i1, ax.i2, _SAMPLES)
+            if share <= CANDIDATE_SHARE_MAX:
+                fill = kernels.fill_candidates
 
-    return fill_rows
+        def band(out_hw: npt.NDArray[np.int64], y0: int, y1: int) -> None:
+            fill(x_chw, tol, ay.i1, ay.i2, ay.d1, ay.d2, ax.i1, ax.i2, ax.d1, ax.d2, out_hw, y0, y1)
+
+        return band
+
+    return for_image
 
 
 def ready_row_filler() -> FillRows | None:
@@ -80,13 +89,16 @@ def warm_up() -> threading.Thread:
     numpy paths label those first images."""
 
     def load() -> None:
-        fill = row_filler()
-        if fill is not None:
+        if row_filler() is not None:
+            from fastseg.head import _fused_kernels as kernels
             from fastseg.head.interp import linear_axis, size_scale
 
             axis = linear_axis("half_pixel", 4, 2, size_scale(2, 4))
-            for classes in (2, CANDIDATES_MIN_CLASSES):  # both kernels
-                fill(np.zeros((classes, 2, 2), np.float32), 0.0, axis, axis, np.empty((4, 4), np.int64), 0, 4)
+            logits, tol = np.zeros((2, 2, 2), np.float32), np.float32(0.0)
+            for fill in (kernels.fill, kernels.fill_candidates):  # the types of real calls: compiled once
+                fill(logits, tol, axis.i1, axis.i2, axis.d1, axis.d2, axis.i1, axis.i2, axis.d1, axis.d2,
+                     np.empty((4, 4), np.int64), 0, 4)
+            kernels.candidate_share(logits, tol, axis.i1, axis.i2, axis.i1, axis.i2, 1)
 
     thread = threading.Thread(target=load, name="fastseg-head-warm-up", daemon=True)
     thread.start()
