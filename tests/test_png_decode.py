@@ -197,6 +197,25 @@ def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int,
                 np.testing.assert_array_equal(got, image)
 
 
+@pytest.mark.parametrize("simple_first", [True, False], ids=["simple_band_first", "diagonal_band_first"])
+def test_bands_of_sub_up_none_rows_and_bands_with_average_or_paeth_alternate(simple_first: bool, compiled_path: str) -> None:
+    """A band whose rows are all None, Sub or Up takes the row-at-a-time pass, any other band
+    the diagonal one; over 100 rows (four bands, the last partial) they alternate both ways, so
+    each reads the row above from a band the other pass undid (Up included, and Up on row 0)."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (100, 23, 3), dtype=np.uint8)
+    simple, diagonal = [2, 1, 0, 1, 2], [4, 3, 1, 2, 4, 0]
+    kinds = []
+    for band in range(4):
+        cycle = simple if (band % 2 == 0) == simple_first else diagonal
+        kinds += [cycle[y % len(cycle)] for y in range(31)]
+    data = _filtered_png(image, kinds[:100])
+    got = decode_png(data)
+    assert got is not None
+    np.testing.assert_array_equal(got, image)
+    np.testing.assert_array_equal(got, _opencv(data))
+
+
 def _corrupt(case: str, image: np.ndarray) -> bytes:
     data = _filtered_png(image, [4] * image.shape[0])
     idat = data.index(b"IDAT")

@@ -38,6 +38,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fastseg.png_split import SPLIT_MIN_BYTES, decode_split, gather
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TO_BGR = {2: cv2.COLOR_RGB2BGR, 6: cv2.COLOR_RGBA2BGR}
 """IHDR colour type -> the conversion to OpenCV's BGR (2: RGB, 6: RGBA)."""
@@ -166,6 +168,8 @@ def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unf
     size = height * (3 * width + 1)
     out, work = np.empty((height, width, 3), np.uint8), new_work(width)
     if size >= PIPELINE_MIN_BYTES and _isal_zlib() is not None:
+        if size >= SPLIT_MIN_BYTES and decode_split(stream, height, width, unfilter, out, work):
+            return out
         return out if _pipelined(stream, height, width, unfilter, out, work) else None
     try:
         from imagecodecs import DeflateError, deflate_decode
@@ -231,7 +235,7 @@ def _pipelined(stream: list[memoryview], height: int, width: int, unfilter: Unfi
                 held_bytes += len(chunk)
             while undone < height and (chunk is True or held_bytes >= BAND * row_bytes):
                 rows = min(BAND, height - undone)
-                at = _gather(held, at, band[: rows * row_bytes])
+                at = gather(held, at, band[: rows * row_bytes])
                 held_bytes -= rows * row_bytes
                 if not unfilter(band, undone, undone + rows, width, out, work):
                     return False
@@ -241,20 +245,6 @@ def _pipelined(stream: list[memoryview], height: int, width: int, unfilter: Unfi
     finally:
         stop.set()
         helper.join()
-
-
-def _gather(held: list[bytes], at: int, into: npt.NDArray[np.uint8]) -> int:
-    """Fill ``into`` from the front of ``held`` (the first chunk from byte ``at`` on), dropping
-    the chunks used up; returns where the rest starts in what is now ``held[0]``."""
-    filled = 0
-    while filled < into.size:
-        take = min(len(held[0]) - at, into.size - filled)
-        into[filled : filled + take] = np.frombuffer(held[0], np.uint8, take, at)
-        filled, at = filled + take, at + take
-        if at == len(held[0]):
-            held.pop(0)
-            at = 0
-    return at
 
 
 def _inflate_pieces(stream: list[memoryview], size: int, chunks: queue.SimpleQueue[bytes | bool],
