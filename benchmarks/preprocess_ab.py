@@ -8,8 +8,9 @@
 on the same decoded image, end to end (labels at source size); prints medians, their ratio and
 the share of equal labels. ``ahead``: ``Segmenter.predict`` over the directory's images with the
 next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, alternating passes;
-prints ms per image. ``decode``: each of ``fastseg.png_decode``'s paths (isal beside
-the compiled unfilter, libdeflate then the unfilter, libspng) against ``cv2.imdecode`` on the
+prints ms per image. ``decode``: each of ``fastseg.png_decode``'s paths (the default, which
+splits OpenCV-written PNGs over two inflates; isal beside the compiled unfilter; libdeflate
+then the unfilter; libspng) against ``cv2.imdecode`` on the
 directory's PNGs, alternating per file in one process; prints medians, their ratio to OpenCV,
 how many PNGs each path took and whether its pixels equal OpenCV's. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
 """
@@ -88,22 +89,23 @@ def decoders_vs_opencv(images: Path, runs: int) -> str:
     def opencv(data: bytes) -> Any:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
-    def path(min_bytes: int, unfilter_ready: bool) -> Any:
+    def path(min_bytes: int, unfilter_ready: bool, split_bytes: int = 1 << 62) -> Any:
         def decode(data: bytes) -> Any:
-            saved = png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter
-            png_decode.PIPELINE_MIN_BYTES = min_bytes
+            saved = png_decode.PIPELINE_MIN_BYTES, png_decode.SPLIT_MIN_BYTES, png_decode.ready_unfilter
+            png_decode.PIPELINE_MIN_BYTES, png_decode.SPLIT_MIN_BYTES = min_bytes, split_bytes
             png_decode.ready_unfilter = (lambda: unfilter) if unfilter_ready else (lambda: None)
             try:
                 return png_decode.decode_png(data)
             finally:
-                png_decode.PIPELINE_MIN_BYTES, png_decode.ready_unfilter = saved
+                png_decode.PIPELINE_MIN_BYTES, png_decode.SPLIT_MIN_BYTES, png_decode.ready_unfilter = saved
         return decode
 
     decoders: dict[str, Any] = {"libspng": path(1 << 62, False), "opencv": opencv}
     if unfilter is not None:
         decoders = {"whole (libdeflate, then the kernel)": path(1 << 62, True), **decoders}
         if pipelined:
-            decoders = {"pipelined (isal beside the kernel)": path(png_decode.PIPELINE_MIN_BYTES, True), **decoders}
+            decoders = {"default (split where it applies, else pipelined)": path(png_decode.PIPELINE_MIN_BYTES, True, png_decode.SPLIT_MIN_BYTES),
+                        "pipelined (isal beside the kernel)": path(png_decode.PIPELINE_MIN_BYTES, True), **decoders}
     taken = {name: sum(decode(d) is not None for d in datas) for name, decode in decoders.items()}
     equal = {name: all(decode(d) is None or np.array_equal(decode(d), opencv(d)) for d in datas)
              for name, decode in decoders.items()}

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("convert", "download"),  # the build side: model_resolution converts a zoo model on demand
     ("engines", "head", "processing", "graph_edit", "results"),
     ("model_dir", "zoo", "reference", "palettes", "files", "tempdirs", "output_names", "errors", "offline", "fetch", "png_decode",
-     "_png_kernels", "jit"),
+     "png_split", "_png_kernels", "_deflate_kernels", "jit"),
 )
 
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # (module, imported module) closing a circle -> the work that removes it

@@ -1,7 +1,7 @@
 """PNG decoding faster than OpenCV's, with OpenCV's very pixels.
 
 At 1024x2048 (a Cityscapes frame) OpenCV's libpng decode is most of fastseg's pre-processing,
-and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster paths:
+and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Faster paths:
 
 - **8-bit RGB, once numba's kernel is loaded** (``preload``, started by a Segmenter): the IDAT
   stream inflated by isal (ISA-L) on a helper thread while the calling thread unfilters each
@@ -11,6 +11,10 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Two faster p
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
   Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/preprocess_ab.py decode`` times
   every path; docs/engines.md has its table).
+- **8-bit RGB from 1 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
+  row Sub): the stream inflated in two halves on two threads (``png_split``), each half's
+  rows unfiltered by the row pass; 10.1-11.7 ms on the bench's PNG against 12.7-13.7 for the
+  pipeline (session 14); anything it cannot vouch for falls back to the pipeline.
 - **libspng** (imagecodecs) for RGB and RGBA otherwise: about 0.75x OpenCV's time. Both
   release the GIL, so the service's decoding threads and directory read-ahead run in parallel
   (pyspng, measured too, holds it).
@@ -21,8 +25,8 @@ dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced, no ``tRNS`` or ``eXI
 would refuse (a critical chunk's bad CRC, which libspng decodes through, an unknown critical
 chunk, split IDATs). Every other PNG, a file these cannot decode, or an install without
 imagecodecs goes to OpenCV, which keeps its own error messages and limits.
-tests/test_png_decode.py checks every path against OpenCV, every PNG filter and damaged
-streams included.
+tests/test_png_decode.py and tests/test_png_split.py check every path against OpenCV, every
+PNG filter and damaged streams included.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.png_split import SPLIT_MIN_BYTES, decode_split, gather
+from fastseg.png_split import SPLIT_MIN_BYTES as SPLIT_MIN_BYTES  # re-exported: tests and benchmarks set it here
+from fastseg.png_split import decode_split, gather
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TO_BGR = {2: cv2.COLOR_RGB2BGR, 6: cv2.COLOR_RGBA2BGR}

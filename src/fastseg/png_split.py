@@ -20,9 +20,13 @@ or checksum that does not add up, an error on either thread) returns False, and
 ``png_decode`` decodes the image its usual way, which reports a corrupt file as before. Only
 for images whose rows 1-3 use None, Sub or Up (OpenCV writes every row Sub): those unfilter in
 ~2.4 ms at 2048x1024, so a second inflate pays; Paeth rows (most other photo PNGs) take
-~7.5 ms, better overlapped with one inflate. No whole-image buffer besides the output: three
-6.3 MB buffers a decode were trimmed by malloc and faulted in again every time (14.4 ms,
-against 12.7 for one inflate).
+~7.5 ms, better overlapped with one inflate.
+
+Memory is most of the cost left: the second half's output and the moved stream share one
+numpy buffer (numpy asks the kernel for huge pages from 4 MiB, so it faults in a few 2 MiB
+pages). Kept as isal's bytes chunks instead, they came from malloc's 4 KiB pages, which it
+returns to the system after large frees (OpenCV's, libspng's): ~1,800 page faults a decode
+then cancelled the gain. The first half streams through one band buffer.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class _Split:
     decided: threading.Event = field(default_factory=threading.Event)
     stop: int = -1
     second: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
+    band: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
     length: int = 0
     adler: int = 1
     rows: int = 0
@@ -78,38 +83,47 @@ def decode_split(stream: list[memoryview], height: int, width: int, unfilter: Un
         return False
     middle = 2 + (total - 2) // 2
     split = _Split()
+    # one buffer (numpy asks for huge pages from 4 MiB: a few faults, where malloc's 4 KiB pages
+    # cost ~1,800 a decode once it had trimmed them): the second half's output from the front,
+    # the stream from the middle on at the back
+    from fastseg._png_kernels import BAND
+
+    band_bytes = BAND * row_bytes
+    spill = np.empty(size + total - middle + 2 * band_bytes, np.uint8)  # and both threads' band buffers
+    split.band, bands = spill[-band_bytes:], spill[-2 * band_bytes : -band_bytes]
     helper = threading.Thread(target=_first_half, args=(isal_zlib, stream, middle, size, width, unfilter, out, work, split),
                               name="fastseg-png-inflate-first", daemon=True)
     helper.start()
     try:
-        second, adler_expected = _find_second_half(stream, total, middle)
+        second, adler_expected = _find_second_half(stream, total, middle, spill[size : size + total - middle])
         if second is not None:
-            split.stop, split.second = middle + (total - middle - second.size), second
+            split.stop, split.second = total - second.size, second
         split.decided.set()
-        chunks = None if second is None else _second_half(isal_zlib, second, size)
+        inflated = None if second is None else _second_half(isal_zlib, second, spill[:size])
     finally:
         split.decided.set()  # never leave the helper waiting
         helper.join()
-    if chunks is None or not split.ok or split.length + sum(len(c) for c, _ in chunks) != size:
+    if inflated is None or not split.ok or split.length + inflated[0] != size:
         return False
-    if not _copy_window_bytes(chunks, split):
+    length, adler_after_head = inflated
+    head = spill[: min(_HEAD, length)]
+    if not _copy_window_bytes(head, split):
         return False
-    adler = split.adler
-    for chunk, chunk_adler in chunks:
-        adler = _adler32_combine(adler, chunk_adler, len(chunk))
+    adler = _adler32_combine(split.adler, isal_zlib.adler32(head), head.size)
+    adler = _adler32_combine(adler, adler_after_head, length - head.size)
     if adler != adler_expected:
         return False
-    return unfilter_bands([*split.rest, *(c for c, _ in chunks)], split.rows, height, width, unfilter, out, work)
+    return unfilter_bands([*split.rest, spill[:length]], split.rows, height, width, unfilter, out, work, bands)
 
 
-def _find_second_half(stream: list[memoryview], total: int, middle: int) -> tuple[npt.NDArray[np.uint8] | None, int]:
+def _find_second_half(stream: list[memoryview], total: int, middle: int, tail: npt.NDArray[np.uint8]
+                      ) -> tuple[npt.NDArray[np.uint8] | None, int]:
     """The stream from the first block header at or past byte ``middle`` (within an eighth of
-    the stream), moved so that the block starts at bit 0 (None if there is none), and the
-    stream's Adler-32 from its last 4 bytes."""
+    the stream), moved so that the block starts at bit 0, in ``tail`` (None if there is none),
+    and the stream's Adler-32 from its last 4 bytes."""
     from fastseg._deflate_kernels import find_dynamic_block, shift_bits
 
-    tail = np.empty(total - middle, np.uint8)  # one copy, searched, then moved in place
-    at = 0
+    at = 0  # one copy, searched, then moved in place
     for piece in _pieces(stream, total, skip=middle):
         tail[at : at + len(piece)] = np.frombuffer(piece, np.uint8)
         at += len(piece)
@@ -122,14 +136,13 @@ def _find_second_half(stream: list[memoryview], total: int, middle: int) -> tupl
     return second, adler
 
 
-def unfilter_bands(held: list[bytes], row: int, height: int, width: int, unfilter: Unfilter, out: npt.NDArray[np.uint8],
-                   work: npt.NDArray[np.uint8]) -> bool:
-    """Unfilter rows ``row`` to ``height`` from the chunks ``held`` (exactly their bytes), a band
-    at a time through one band-sized buffer; False for a bad filter byte."""
+def unfilter_bands(held: list[Any], row: int, height: int, width: int, unfilter: Unfilter, out: npt.NDArray[np.uint8],
+                   work: npt.NDArray[np.uint8], band: npt.NDArray[np.uint8]) -> bool:
+    """Unfilter rows ``row`` to ``height`` from the buffers ``held`` (exactly their bytes), a
+    band at a time through ``band`` (``BAND`` rows); False for a bad filter byte."""
     from fastseg._png_kernels import BAND
 
-    row_bytes = 3 * width + 1
-    band, at = np.empty(BAND * row_bytes, np.uint8), 0
+    row_bytes, at = 3 * width + 1, 0
     while row < height:
         rows = min(BAND, height - row)
         at = gather(held, at, band[: rows * row_bytes])
@@ -139,7 +152,7 @@ def unfilter_bands(held: list[bytes], row: int, height: int, width: int, unfilte
     return True
 
 
-def gather(held: list[bytes], at: int, into: npt.NDArray[np.uint8]) -> int:
+def gather(held: list[Any], at: int, into: npt.NDArray[np.uint8]) -> int:
     """Fill ``into`` from the front of ``held`` (the first chunk from byte ``at`` on), dropping
     the chunks used up; returns where the rest starts in what is now ``held[0]``."""
     filled = 0
@@ -185,8 +198,7 @@ def _first_half(isal_zlib: Any, stream: list[memoryview], middle: int, size: int
     first ``_HEAD`` bytes against the other two stand-in windows. ``split`` says how far it got."""
     from fastseg._png_kernels import BAND
 
-    row_bytes = 3 * width + 1
-    band = np.empty(BAND * row_bytes, np.uint8)
+    row_bytes, band = 3 * width + 1, split.band
     held: list[bytes] = []
     recent: list[bytes] = []  # the last chunks, at least 32 KiB of them: the second half's window
     try:
@@ -219,7 +231,7 @@ def _first_half(isal_zlib: Any, stream: list[memoryview], middle: int, size: int
         if split.stop < 0 or offset != split.stop or inflater.eof or done >= size:  # ended early: no block boundary there
             return
         tail = b"".join(recent)
-        split.stand_ins = stand_in_heads(isal_zlib, split.second)
+        split.stand_ins = stand_in_heads(isal_zlib, split.second, size - done)
         split.length, split.adler, split.rows = done, adler, rows
         split.rest = [held[0][at:], *held[1:]] if held else []
         split.window, split.ok = tail[-_WINDOW:], len(tail) >= _WINDOW
@@ -227,59 +239,52 @@ def _first_half(isal_zlib: Any, stream: list[memoryview], middle: int, size: int
         return
 
 
-def stand_in_heads(isal_zlib: Any, second: npt.NDArray[np.uint8]) -> tuple[bytes, bytes]:
-    """The first ``_HEAD`` bytes of ``second`` (raw deflate) inflated against the second and
-    third stand-in windows (``i >> 8``, ``(i & 255) ^ 0x55``)."""
-    head = second[: 2 * _HEAD].tobytes()  # enough input for _HEAD bytes, even at no compression
-    return (isal_zlib.decompressobj(-15, zdict=_STAND_INS[1]).decompress(head, _HEAD),
-            isal_zlib.decompressobj(-15, zdict=_STAND_INS[2]).decompress(head, _HEAD))
+def stand_in_heads(isal_zlib: Any, second: npt.NDArray[np.uint8], size: int) -> tuple[bytes, bytes]:
+    """The first ``min(_HEAD, size)`` bytes of ``second`` (raw deflate) inflated against the
+    second and third stand-in windows (``i >> 8``, ``(i & 255) ^ 0x55``)."""
+    head = memoryview(second[: 2 * _HEAD].data)  # enough input for _HEAD bytes, even at no compression
+    return (isal_zlib.decompressobj(-15, zdict=_STAND_INS[1]).decompress(head, min(_HEAD, size)),
+            isal_zlib.decompressobj(-15, zdict=_STAND_INS[2]).decompress(head, min(_HEAD, size)))
 
 
-def _second_half(isal_zlib: Any, second: npt.NDArray[np.uint8], size: int) -> list[tuple[bytes, int]] | None:
-    """The stream from the split to its end (raw deflate, the split moved to bit 0), inflated
-    against the first stand-in window, as chunks with their Adler-32s; None unless it ends
-    within ``size`` bytes."""
-    inflater, done, pieces = isal_zlib.decompressobj(-15, zdict=_STAND_INS[0]), 0, memoryview(second.data)
-    chunks: list[tuple[bytes, int]] = []
+def _second_half(isal_zlib: Any, second: npt.NDArray[np.uint8], spill: npt.NDArray[np.uint8]) -> tuple[int, int] | None:
+    """Inflate the stream from the split to its end (raw deflate, the split moved to bit 0)
+    against the first stand-in window into ``spill``: its length and the Adler-32 of what
+    follows its first ``_HEAD`` bytes (those may yet change); None unless it ends within
+    ``spill``."""
+    inflater, done, adler, pieces = isal_zlib.decompressobj(-15, zdict=_STAND_INS[0]), 0, 1, memoryview(second.data)
     try:
         for at in range(0, second.size, _PIECE):
             pending: Any = pieces[at : at + _PIECE]
             while pending and not inflater.eof:
-                chunk = inflater.decompress(pending, size - done)
+                chunk = inflater.decompress(pending, spill.size - done)
+                spill[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                if done + len(chunk) > _HEAD:
+                    adler = isal_zlib.adler32(memoryview(chunk)[max(_HEAD - done, 0) :], adler)
                 done, pending = done + len(chunk), inflater.unconsumed_tail
-                if chunk:
-                    chunks.append((chunk, isal_zlib.adler32(chunk)))
             if inflater.eof:
                 break
     except isal_zlib.error:
         return None
-    return chunks if inflater.eof and done < size else None
+    return (done, adler) if inflater.eof and done < spill.size else None
 
 
-def _copy_window_bytes(chunks: list[tuple[bytes, int]], split: _Split) -> bool:
-    """Put the first half's bytes where the second half copied from its window (the
-    helper's stand-in inflates say which bytes came from it and from where), re-taking those
-    chunks' Adler-32s. False where such a byte lies in the last 32 KiB of the stretch checked
-    (later copies could carry it anywhere) or the stand-in inflates do not line up."""
-    from isal import isal_zlib
-
-    covering, have = 0, 0
-    while covering < len(chunks) and have < _HEAD:
-        have += len(chunks[covering][0])
-        covering += 1
-    low = np.frombuffer(b"".join(c for c, _ in chunks[:covering])[:_HEAD], np.uint8)
+def _copy_window_bytes(head: npt.NDArray[np.uint8], split: _Split) -> bool:
+    """Put the first half's bytes where the second half's ``head`` (its first bytes, as
+    inflated against stand-in 0) copied from its window; the helper's stand-in inflates say
+    which bytes came from it and from where. False where such a byte lies in the last 32 KiB
+    of the stretch checked (later copies could carry it anywhere) or the stand-in inflates do
+    not line up."""
     high, flipped = (np.frombuffer(stand_in, np.uint8) for stand_in in split.stand_ins)
-    if high.size != low.size or flipped.size != low.size:
+    if high.size != head.size or flipped.size != head.size:
         return False
-    positions = np.flatnonzero(low != flipped)
+    positions = np.flatnonzero(head != flipped)
     if not positions.size:
         return True
-    if positions[-1] >= low.size - _WINDOW and low.size == _HEAD:
+    if positions[-1] >= head.size - _WINDOW and head.size == _HEAD:
         return False
-    patched = bytearray(b"".join(c for c, _ in chunks[:covering]))
     window = np.frombuffer(split.window, np.uint8)
-    np.frombuffer(patched, np.uint8)[positions] = window[(high[positions].astype(np.intp) << 8) | low[positions]]
-    chunks[:covering] = [(bytes(patched), isal_zlib.adler32(patched))]
+    head[positions] = window[(high[positions].astype(np.intp) << 8) | head[positions]]
     return True
 
 

@@ -160,7 +160,9 @@ def fill_candidates(
     """``fill`` where few classes can win (``candidate_share``): per source row pair and span of
     ``_SPAN`` output columns, only the span's candidate classes (``_list_candidates``) are
     resized and compared, vectorised across the span, with ``fill``'s arithmetic, class order,
-    runner-up and near-tie rule: the same labels."""
+    runner-up and near-tie rule: the same labels. The ranking and labelling loops repeat
+    ``fill``'s on purpose: as shared helpers they cost ``fill`` 20-30% at 19 classes when
+    numba inlined them and this pass 65% when it called them (session 14)."""
     c_n, w_n = x_chw.shape[0], out.shape[1]
     spans = (w_n + _SPAN - 1) // _SPAN
     cell_q1, cell_q2, first = _span_cells(ix1, ix2, spans)
