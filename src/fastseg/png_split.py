@@ -95,9 +95,9 @@ def decode_split(stream: list[memoryview], height: int, width: int, unfilter: Un
                               name="fastseg-png-inflate-first", daemon=True)
     helper.start()
     try:
-        second, adler_expected = _find_second_half(stream, total, middle, spill[size : size + total - middle])
-        if second is not None:
-            split.stop, split.second = total - second.size, second
+        found, second, adler_expected = _find_second_half(stream, total, middle, spill[size : size + total - middle])
+        if second is not None:  # the first half ends with the byte that holds the split's first bit
+            split.stop, split.second = middle + (found + 7) // 8, second
         split.decided.set()
         inflated = None if second is None else _second_half(isal_zlib, second, spill[:size])
     finally:
@@ -117,10 +117,10 @@ def decode_split(stream: list[memoryview], height: int, width: int, unfilter: Un
 
 
 def _find_second_half(stream: list[memoryview], total: int, middle: int, tail: npt.NDArray[np.uint8]
-                      ) -> tuple[npt.NDArray[np.uint8] | None, int]:
-    """The stream from the first block header at or past byte ``middle`` (within an eighth of
-    the stream), moved so that the block starts at bit 0, in ``tail`` (None if there is none),
-    and the stream's Adler-32 from its last 4 bytes."""
+                      ) -> tuple[int, npt.NDArray[np.uint8] | None, int]:
+    """The bit past byte ``middle`` where the first block header within an eighth of the stream
+    starts, the stream from there moved to bit 0, in ``tail`` (None if there is none), and the
+    stream's Adler-32 from its last 4 bytes."""
     from fastseg._deflate_kernels import find_dynamic_block, shift_bits
 
     at = 0  # one copy, searched, then moved in place
@@ -130,10 +130,10 @@ def _find_second_half(stream: list[memoryview], total: int, middle: int, tail: n
     adler = int.from_bytes(tail[-4:].tobytes(), "big")
     found = int(find_dynamic_block(tail, 0, 2 * tail.size))
     if found < 0:
-        return None, adler
+        return found, None, adler
     second = tail[: tail.size - found // 8]
     shift_bits(tail, found, second)
-    return second, adler
+    return found, second, adler
 
 
 def unfilter_bands(held: list[Any], row: int, height: int, width: int, unfilter: Unfilter, out: npt.NDArray[np.uint8],
