@@ -35,19 +35,20 @@ def new_work(width: int) -> npt.NDArray[np.uint8]:
 
 
 @kernel
-def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: Any) -> bool:
+def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: Any, row_pass: bool) -> bool:
     """Undo the filters of rows ``start`` to ``stop``, which ``raw`` holds from its first byte
     (uint8, rows of 1 + 3 x width bytes; left as it is), and write their pixels to ``out``
     (uint8 [height, width, 3], BGR). Calls go in row order with ``work`` from ``new_work``,
-    each starting where the last stopped, at a multiple of ``BAND``. False for a filter byte
-    over 4 (a corrupt file: the caller lets another decoder report it)."""
+    each starting where the last stopped, at a multiple of ``BAND``. With ``row_pass``, a band
+    whose rows all use None, Sub or Up is undone a row at a time (``_unfilter_sub_up_none``).
+    False for a filter byte over 4 (a corrupt file: the caller lets another decoder report it)."""
     stride, full = 3 * width, 4 * _LANES
     m_paeth, m_avg = np.zeros(full, np.int16), np.zeros(full, np.int16)
     m_up, m_sub = np.zeros(full, np.int16), np.zeros(full, np.int16)
     for top in range(start, stop, BAND):
         rows = min(BAND, stop - top)
         first = (top - start) * (stride + 1)
-        if _only_sub_up_none(raw, first, rows, stride):
+        if row_pass and _only_sub_up_none(raw, first, rows, stride):
             _unfilter_sub_up_none(raw, first, top, rows, width, out)
             continue
         if top == 0:
@@ -106,7 +107,10 @@ def _unfilter_sub_up_none(raw: Any, first: int, top: int, rows: int, width: int,
     """Rows ``top`` to ``top + rows`` (None, Sub or Up, from byte ``first`` of ``raw``) a row at a
     time, into ``out`` as BGR. Sub carries the left pixel in registers, three independent byte
     chains: ~2.4 ms for 2048x1024 against ~7.5 ms for the diagonal loop, which pays only
-    where Average or Paeth rows need the pixel above-left."""
+    where Average or Paeth rows need the pixel above-left. Not for the one-inflate pipeline:
+    with its unfilter this fast, isal's inflate on the helper thread ran slower (decoding
+    2048x1024 in 12.0-12.7 ms against 10.5-11.4; cause not isolated), so only the two-inflate
+    split and the whole path use it."""
     stride = 3 * width
     for lane in range(rows):
         r, at = top + lane, first + lane * (stride + 1)

@@ -11,7 +11,7 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Faster paths
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
   Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/preprocess_ab.py decode`` times
   every path; docs/engines.md has its table).
-- **8-bit RGB from 1 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
+- **8-bit RGB from 2 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
   row Sub): the stream inflated in two halves on two threads (``png_split``), each half's
   rows unfiltered by the row pass; 10.1-11.7 ms on the bench's PNG against 12.7-13.7 for the
   pipeline (session 14); anything it cannot vouch for falls back to the pipeline.
@@ -94,7 +94,7 @@ def _fast_header(data: bytes) -> tuple[int, int, int] | None:
     return width, height, colour
 
 
-Unfilter = Callable[[npt.NDArray[np.uint8], int, int, int, npt.NDArray[np.uint8], npt.NDArray[np.uint8]], bool]
+Unfilter = Callable[[npt.NDArray[np.uint8], int, int, int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], bool], bool]
 """``_png_kernels.unfilter_rows``: (raw, start row, stop row, width, out, work) -> False if corrupt."""
 _CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 _OPENCV_APPLIES = {b"tRNS", b"eXIf"}
@@ -104,17 +104,22 @@ _OPENCV_APPLIES = {b"tRNS", b"eXIf"}
 @functools.cache
 def compiled_unfilter() -> Unfilter | None:
     """The compiled unfilter (``_png_kernels``; numba imported, the kernel compiled or loaded
-    from numba's cache by a first call on a 1x1 image), or None without numba or libdeflate."""
+    from numba's cache by a first call on a 1x1 image, and the split's block finder with it),
+    or None without numba or libdeflate."""
     try:
         import imagecodecs
 
-        from fastseg import _png_kernels
+        from fastseg import _deflate_kernels, _png_kernels
     except ImportError:
         return None
     if not imagecodecs.DEFLATE.available:
         return None
     kernel = cast(Unfilter, _png_kernels.unfilter_rows)
-    kernel(np.zeros(4, np.uint8), 0, 1, 1, np.empty((1, 1, 3), np.uint8), _png_kernels.new_work(1))
+    for row_pass in (False, True):
+        kernel(np.zeros(4, np.uint8), 0, 1, 1, np.empty((1, 1, 3), np.uint8), _png_kernels.new_work(1), row_pass)
+    scratch = np.zeros(64, np.uint8)  # the split's kernels, typed as png_split calls them (not loaded on its first image)
+    _deflate_kernels.find_dynamic_block(scratch, 0, 8)
+    _deflate_kernels.shift_bits(scratch, 3, scratch[:63])
     return kernel
 
 
@@ -187,7 +192,7 @@ def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unf
         return None
     if len(inflated) != size:
         return None
-    return out if unfilter(raw, 0, height, width, out, work) else None
+    return out if unfilter(raw, 0, height, width, out, work, True) else None
 
 
 PIPELINE_MIN_BYTES = 1 << 18
@@ -242,7 +247,7 @@ def _pipelined(stream: list[memoryview], height: int, width: int, unfilter: Unfi
                 rows = min(BAND, height - undone)
                 at = gather(held, at, band[: rows * row_bytes])
                 held_bytes -= rows * row_bytes
-                if not unfilter(band, undone, undone + rows, width, out, work):
+                if not unfilter(band, undone, undone + rows, width, out, work, False):
                     return False
                 undone += rows
             if chunk is True:

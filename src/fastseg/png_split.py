@@ -39,15 +39,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-SPLIT_MIN_BYTES = 1 << 20
-"""Inflated size from which the stream is split (~580x580 RGB)."""
+SPLIT_MIN_BYTES = 1 << 21
+"""Inflated size from which the stream is split (~840x840 RGB). Split / pipelined decode time
+on Zen 5, OpenCV-written PNGs (the Cityscapes frame resized, and a synthetic photo), one
+process, alternating: 480x640 1.08-1.15, 768x1024 0.93-0.99, 1024x1024 0.90-0.96, 1024x1536
+0.85-0.93, 1024x2048 0.81-0.90."""
 _WINDOW = 1 << 15
 _HEAD = 1 << 17
 _PIECE = 1 << 16
 _STAND_INS = tuple(((np.arange(_WINDOW) >> shift) & 255 ^ flip).astype(np.uint8).tobytes() for shift, flip in ((0, 0), (8, 0), (0, 0x55)))
 """The stand-in windows: byte i is i & 255, i >> 8, (i & 255) ^ 0x55."""
 
-Unfilter = Callable[[npt.NDArray[np.uint8], int, int, int, npt.NDArray[np.uint8], npt.NDArray[np.uint8]], bool]
+Unfilter = Callable[[npt.NDArray[np.uint8], int, int, int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], bool], bool]
 
 
 @dataclass
@@ -146,7 +149,7 @@ def unfilter_bands(held: list[Any], row: int, height: int, width: int, unfilter:
     while row < height:
         rows = min(BAND, height - row)
         at = gather(held, at, band[: rows * row_bytes])
-        if not unfilter(band, row, row + rows, width, out, work):
+        if not unfilter(band, row, row + rows, width, out, work, True):
             return False
         row += rows
     return True
@@ -225,7 +228,7 @@ def _first_half(isal_zlib: Any, stream: list[memoryview], middle: int, size: int
                 while waiting >= BAND * row_bytes:
                     at = gather(held, at, band)
                     waiting -= BAND * row_bytes
-                    if not unfilter(band, rows, rows + BAND, width, out, work):
+                    if not unfilter(band, rows, rows + BAND, width, out, work, True):
                         return
                     rows += BAND
         if split.stop < 0 or offset != split.stop or inflater.eof or done >= size:  # ended early: no block boundary there
