@@ -199,9 +199,10 @@ def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int,
 
 @pytest.mark.parametrize("simple_first", [True, False], ids=["simple_band_first", "diagonal_band_first"])
 def test_bands_of_sub_up_none_rows_and_bands_with_average_or_paeth_alternate(simple_first: bool, compiled_path: str) -> None:
-    """A band whose rows are all None, Sub or Up takes the row-at-a-time pass, any other band
-    the diagonal one; over 100 rows (four bands, the last partial) they alternate both ways, so
-    each reads the row above from a band the other pass undid (Up included, and Up on row 0)."""
+    """On the whole path (and the split's halves), a band whose rows are all None, Sub or Up
+    takes the row-at-a-time pass, any other band the diagonal one; over 100 rows (four bands,
+    the last partial) they alternate both ways, so each reads the row above from a band the
+    other pass undid (Up included, and Up on row 0). The pipeline keeps the diagonal pass."""
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (100, 23, 3), dtype=np.uint8)
     simple, diagonal = [2, 1, 0, 1, 2], [4, 3, 1, 2, 4, 0]
