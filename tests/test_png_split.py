@@ -59,6 +59,15 @@ def test_opencv_written_pngs_are_split_and_give_opencvs_pixels(hw: tuple[int, in
     assert not any(t.name == "fastseg-png-inflate-first" for t in threading.enumerate())
 
 
+def test_images_above_the_split_limit_keep_the_pipeline(splits: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above SPLIT_MAX_BYTES the split's image-sized scratch buffer is not worth its memory:
+    the pipeline decodes, with one band of scratch."""
+    image = _photo(200, 300, seed=4)
+    monkeypatch.setattr(png_decode, "SPLIT_MAX_BYTES", 200 * (3 * 300 + 1) - 1)
+    np.testing.assert_array_equal(decode_png(_opencv_png(image)), image)
+    assert splits == []
+
+
 def test_pngs_with_paeth_rows_are_not_split(splits: list[bool]) -> None:
     """libpng's adaptive filters (what OpenCV uses when given a compression level) pick
     Paeth on photos: one inflate beside the diagonal unfilter is faster there."""

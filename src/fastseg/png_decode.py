@@ -11,7 +11,7 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Faster paths
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
   Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/preprocess_ab.py decode`` times
   every path; docs/engines.md has its table).
-- **8-bit RGB from 2 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
+- **8-bit RGB from 2 to 32 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
   row Sub): the stream inflated in two halves on two threads (``png_split``), each half's
   rows unfiltered by the row pass; 10.1-11.7 ms on the bench's PNG against 12.7-13.7 for the
   pipeline (session 14); anything it cannot vouch for falls back to the pipeline.
@@ -42,7 +42,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fastseg.png_split import SPLIT_MIN_BYTES as SPLIT_MIN_BYTES  # re-exported: tests and benchmarks set it here
+from fastseg.png_split import SPLIT_MAX_BYTES as SPLIT_MAX_BYTES  # re-exported: tests and benchmarks set them here
+from fastseg.png_split import SPLIT_MIN_BYTES as SPLIT_MIN_BYTES
 from fastseg.png_split import decode_split, gather
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -178,7 +179,7 @@ def _decode_rgb(stream: list[memoryview], width: int, height: int, unfilter: Unf
     size = height * (3 * width + 1)
     out, work = np.empty((height, width, 3), np.uint8), new_work(width)
     if size >= PIPELINE_MIN_BYTES and _isal_zlib() is not None:
-        if size >= SPLIT_MIN_BYTES and decode_split(stream, height, width, unfilter, out, work):
+        if SPLIT_MIN_BYTES <= size <= SPLIT_MAX_BYTES and decode_split(stream, height, width, unfilter, out, work):
             return out
         return out if _pipelined(stream, height, width, unfilter, out, work) else None
     try:

@@ -44,6 +44,11 @@ SPLIT_MIN_BYTES = 1 << 21
 on Zen 5, OpenCV-written PNGs (the Cityscapes frame resized, and a synthetic photo), one
 process, alternating: 480x640 1.08-1.15, 768x1024 0.93-0.99, 1024x1024 0.90-0.96, 1024x1536
 0.85-0.93, 1024x2048 0.81-0.90."""
+SPLIT_MAX_BYTES = 1 << 25
+"""Inflated size up to which the stream is split (~3300x3300 RGB). The split holds a scratch
+buffer about as large as the image while it decodes, on top of the image itself, which a
+service's decode budget (width*height*3 per request) does not count; the pipeline holds one
+band. Above this, a decode's extra memory stays at a band's."""
 _WINDOW = 1 << 15
 _HEAD = 1 << 17
 _PIECE = 1 << 16
