@@ -176,6 +176,39 @@ def test_random_damage_through_the_split_never_gives_pixels_opencv_would_not(spl
     assert not any(t.name == "fastseg-png-inflate-first" for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("extra", ["three more photos", "one row 4,000 times"])
+def test_a_stream_that_inflates_past_the_image_is_declined_within_its_memory(extra: str, splits: list[bool]) -> None:
+    """A crafted stream that goes on past the image's rows: three more photos (both halves
+    inflate more than the image) or one row repeated (the second half inflates 20 images from
+    a third of the stream). The split declines without inflating past the image (a limit of
+    0 means none to zlib: the first half once went on unfiltering rows past ``out`` and
+    crashed the process, the second once held it all), and the image decodes as OpenCV decodes
+    it (libpng: "too much image data")."""
+    import tracemalloc
+
+    height, width = 200, 300
+    size = height * (3 * width + 1)
+
+    def rows(image: np.ndarray) -> bytes:
+        return b"".join(b"\x01" + _sub(row) for row in image)
+
+    more = [_photo(height, width, seed) for seed in (6, 7, 8)] if extra == "three more photos" else [np.repeat(_photo(1, width, 9), 20 * height, 0)]
+    data = _png_from_stream(width, height, zlib.compress(rows(_photo(height, width, 5)) + b"".join(rows(m) for m in more), 1))
+    tracemalloc.start()
+    try:
+        got = decode_png(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert splits == [False]
+    assert peak < 8 * size  # the image, the split's scratch, the pipeline's chunks: not the 20 images the stream holds
+    want = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert want is not None
+    assert got is None or np.array_equal(got, want)
+    np.testing.assert_array_equal(decode_image(data), want)
+    assert not any(t.name == "fastseg-png-inflate-first" for t in threading.enumerate())
+
+
 def _sub(row: np.ndarray) -> bytes:
     """One row (BGR) as PNG's Sub filter stores it (RGB, minus the pixel to the left)."""
     rgb = row[:, ::-1].astype(np.int16).reshape(-1)

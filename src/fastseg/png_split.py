@@ -45,10 +45,10 @@ on Zen 5, OpenCV-written PNGs (the Cityscapes frame resized, and a synthetic pho
 process, alternating: 480x640 1.08-1.15, 768x1024 0.93-0.99, 1024x1024 0.90-0.96, 1024x1536
 0.85-0.93, 1024x2048 0.81-0.90."""
 SPLIT_MAX_BYTES = 1 << 25
-"""Inflated size up to which the stream is split (~3300x3300 RGB). The split holds a scratch
-buffer about as large as the image while it decodes, on top of the image itself, which a
-service's decode budget (width*height*3 per request) does not count; the pipeline holds one
-band. Above this, a decode's extra memory stays at a band's."""
+"""Inflated size up to which the stream is split (~3300x3300 RGB). While it decodes, the split
+holds a scratch buffer the image's size plus half the stream, on top of the image itself (a
+service's decode budget reserves the image; the scratch is bounded per CPU thread,
+docs/serving.md). Above this, the pipeline decodes, holding the chunks not yet unfiltered."""
 _WINDOW = 1 << 15
 _HEAD = 1 << 17
 _PIECE = 1 << 16
@@ -220,6 +220,8 @@ def _first_half(isal_zlib: Any, stream: list[memoryview], middle: int, size: int
             offset += len(piece)
             pending: Any = piece
             while pending:
+                if done >= size:  # more data than the image holds (and a limit of 0 would mean none)
+                    return
                 chunk = inflater.decompress(pending, size - done)
                 done, pending = done + len(chunk), inflater.unconsumed_tail
                 if not chunk:
@@ -265,6 +267,8 @@ def _second_half(isal_zlib: Any, second: npt.NDArray[np.uint8], spill: npt.NDArr
         for at in range(0, second.size, _PIECE):
             pending: Any = pieces[at : at + _PIECE]
             while pending and not inflater.eof:
+                if done >= spill.size:  # more data than the image holds (a limit of 0 would mean none)
+                    return None
                 chunk = inflater.decompress(pending, spill.size - done)
                 spill[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
                 if done + len(chunk) > _HEAD:
