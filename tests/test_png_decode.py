@@ -23,8 +23,9 @@ def _png(image: np.ndarray, **params: int) -> bytes:
     return buf.tobytes()
 
 
-def _opencv(data: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def _opencv(data: bytes) -> np.ndarray | None:
+    decoded: np.ndarray | None = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return decoded
 
 
 def _raw_png(pixels: np.ndarray, colour: int) -> bytes:
@@ -235,6 +236,10 @@ def _corrupt(case: str, image: np.ndarray) -> bytes:
         return _with_idat(data, idat, length, zlib.compress(zlib.decompress(data[idat + 4 : idat + 4 + length])[:-5]))
     if case == "long_data":
         return _with_idat(data, idat, length, zlib.compress(zlib.decompress(data[idat + 4 : idat + 4 + length]) + b"\0" * 9))
+    if case == "unended_stream":  # all the rows and more, then no final block: libspng decodes it, libpng refuses
+        deflate = zlib.compressobj()
+        unended = zlib.decompress(data[idat + 4 : idat + 4 + length]) + b"\0" * 9
+        return _with_idat(data, idat, length, deflate.compress(unended) + deflate.flush(zlib.Z_SYNC_FLUSH))
     if case == "split_idat":
         return _filtered_png(image, [4] * image.shape[0], idat_parts=2, between=_chunk(b"tEXt", b"a\0b"))
     if case == "unknown_critical":
@@ -251,12 +256,13 @@ def _with_idat(data: bytes, idat: int, length: int, stream: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["idat_crc", "filter_byte", "late_filter_byte", "short_data", "long_data", "corrupt_stream",
-                                  "split_idat", "unknown_critical"])
+                                  "unended_stream", "split_idat", "unknown_critical"])
 def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str, compiled_path: str) -> None:
     """A critical chunk's bad CRC, a filter byte over 4 (in the first band or a later one),
-    too little or too much image data, a corrupt zlib stream, IDATs not in one run, an unknown
-    critical chunk: the compiled path answers None on both inflates (for the chunk-level
-    faults, libspng is not asked either), and decode_image gives OpenCV's answer or its error."""
+    too little or too much image data, a corrupt zlib stream, one that never ends, IDATs not in
+    one run, an unknown critical chunk: the compiled path answers None on both inflates, libspng
+    is not asked then (it decodes the stream that never ends, which libpng refuses), and
+    decode_image gives OpenCV's answer or its error."""
     kernel = png_decode.compiled_unfilter()
     assert kernel is not None
     image = np.random.default_rng(9).integers(0, 256, (40, 7, 3), dtype=np.uint8)

@@ -24,9 +24,13 @@ dropped, as ``cv2.IMREAD_COLOR`` drops it), not interlaced, no ``tRNS`` or ``eXI
 (OpenCV turns the first into alpha and applies the second's orientation), and nothing libpng
 would refuse (a critical chunk's bad CRC, which libspng decodes through, an unknown critical
 chunk, split IDATs). Every other PNG, a file these cannot decode, or an install without
-imagecodecs goes to OpenCV, which keeps its own error messages and limits.
+imagecodecs goes to OpenCV, which keeps its own error messages and limits. An 8-bit RGB file
+the compiled paths decline goes straight to OpenCV: libspng would decode some of those that
+libpng refuses (a stream that stops after the last row without ending); until the kernel is
+loaded, and for RGBA, libspng decides, with that one difference.
 tests/test_png_decode.py and tests/test_png_split.py check every path against OpenCV, every
-PNG filter and damaged streams included.
+PNG filter and damaged streams included; ``benchmarks/fuzz_png.py`` fuzzes the compiled paths
+with numba's bounds checks on. Every inflate stops at the image's size.
 """
 
 from __future__ import annotations
@@ -67,10 +71,8 @@ def decode_png(data: bytes) -> npt.NDArray[np.uint8] | None:
     if stream is None:  # libpng would refuse it: OpenCV decodes or reports it
         return None
     unfilter = ready_unfilter() if colour == 2 else None
-    if unfilter is not None:
-        decoded = _decode_rgb(stream, width, height, unfilter)
-        if decoded is not None:
-            return decoded
+    if unfilter is not None:  # None: OpenCV decides (libspng decodes some streams libpng refuses)
+        return _decode_rgb(stream, width, height, unfilter)
     try:
         from imagecodecs import spng_decode
     except ImportError:
