@@ -4,7 +4,8 @@
         --image some.jpg [--slow 32 --slow-seconds 30]
 
 Three rounds, each bounded (request counts and time limits are fixed; nothing loops forever):
-1. 8 PNG decompression bombs at once (a real PNG whose first IDAT length is 0xFFFFFFFF);
+1. 8 PNG decompression bombs at once (a real PNG whose first IDAT length is 0xFFFFFFFF), then
+   4 PNGs whose stream goes on for two more images past the image's rows (``overflowing_png``);
 2. 4 requests with ``"targetSize": [8000, 4000]`` on a 64x48 image at once;
 3. ``--slow`` connections dripping one body byte every 2 s while one normal request per second
    is sent for ``--slow-seconds``: how many of those got 200, and how fast.
@@ -19,6 +20,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +45,27 @@ def png_bomb() -> bytes:
     at = data.find(b"IDAT")
     data[at - 4 : at] = b"\xff\xff\xff\xff"
     return bytes(data)
+
+
+def overflowing_png(side: int = 1024) -> bytes:
+    """A valid PNG header over a zlib stream holding the image's rows (every row Sub, as
+    OpenCV writes them) and then two more images' rows: both halves of fastseg's split inflate
+    past the image (libpng warns and decodes the image; fastseg's split crashed on it before
+    session 15)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(3):
+        smooth = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (side, side), interpolation=cv2.INTER_CUBIC)
+        rgb = np.clip(smooth.astype(np.int16) + rng.integers(-3, 4, smooth.shape), 0, 255).astype(np.uint8)[:, :, ::-1]
+        flat = rgb.reshape(side, -1).astype(np.int16)
+        sub = ((flat - np.pad(flat, ((0, 0), (3, 0)))[:, :-3]) % 256).astype(np.uint8)
+        rows.append(np.concatenate([np.ones((side, 1), np.uint8), sub], axis=1).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows), 1)) + chunk(b"IEND", b"")
 
 
 def b64(data: bytes) -> str:
@@ -90,12 +113,16 @@ def main() -> None:
         started = time.perf_counter()
         bombs = list(pool.map(post, [{"image": b64(png_bomb())}] * 8))
         report["bombs"] = {"statuses": sorted({r.status_code for r in bombs}), "seconds": round(time.perf_counter() - started, 2)}
+        started = time.perf_counter()
+        overflowing = list(pool.map(post, [{"image": b64(overflowing_png()), "visualize": False}] * 4))
+        report["overflowing_streams"] = {"statuses": sorted({r.status_code for r in overflowing}),
+                                         "seconds": round(time.perf_counter() - started, 2)}
         small = cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
         huge = list(pool.map(post, [{"image": b64(small), "targetSize": [8000, 4000]}] * 4))
         report["huge_target_size"] = {"statuses": sorted({r.status_code for r in huge}), "message": huge[0].json()["errorMsg"]}
     report["peak_rss_mb_after_bombs"] = round(peak_rss_mb(args.pid), 1)
 
-    stop, answers = threading.Event(), []
+    stop, answers = threading.Event(), list[bytes]()
     threads = [
         threading.Thread(target=slow_sender, args=(parts.hostname, parts.port, stop, answers), daemon=True)
         for _ in range(args.slow)
