@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -277,6 +278,31 @@ def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str
             decode_image(data)
     else:
         np.testing.assert_array_equal(decode_image(data), want)
+
+
+def test_a_short_very_wide_png_is_left_to_libspng(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled unfilter's work buffer is 128 bytes per column, all touched by every band:
+    a 4,000,000x1 PNG (11 KB of file) took 512 MiB and 1.4 s. Where that buffer would outweigh
+    the image (and 4 MiB), libspng decodes, to OpenCV's pixels."""
+    from fastseg._png_kernels import work_fits
+
+    assert png_decode.compiled_unfilter() is not None
+    assert work_fits(2048, 1024) and work_fits(32_000, 1) and work_fits(1_000_000, 100)
+    assert not work_fits(4_000_000, 1) and not work_fits(200_000, 2)
+    taken: list[int] = []
+    real = png_decode._decode_rgb
+
+    def spy(*args: Any) -> np.ndarray | None:
+        taken.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(png_decode, "_decode_rgb", spy)
+    wide = np.random.default_rng(5).integers(0, 256, (2, 200_000, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_png(_png(wide)), wide)
+    assert taken == []
+    tall = wide.reshape(400, 1000, 3)
+    np.testing.assert_array_equal(decode_png(_png(tall)), tall)
+    assert taken == [1]
 
 
 def test_decoding_never_waits_for_numba(monkeypatch: pytest.MonkeyPatch) -> None:

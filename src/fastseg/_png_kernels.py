@@ -34,6 +34,13 @@ def new_work(width: int) -> npt.NDArray[np.uint8]:
     return np.zeros((width + _LANES + 1, 4 * _LANES), np.uint8)
 
 
+def work_fits(width: int, height: int) -> bool:
+    """Whether ``new_work(width)`` (128 bytes per column, all of it touched by every band) is at
+    most the image's own size, or 4 MiB: a short, very wide image would cost far more than its
+    pixels (a 4,000,000x1 PNG, 11 KB of file, took 512 MiB and 1.4 s), so libspng decodes those."""
+    return (width + _LANES + 1) * 4 * _LANES <= max(height * (3 * width + 1), 1 << 22)
+
+
 @kernel
 def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: Any, row_pass: bool) -> bool:
     """Undo the filters of rows ``start`` to ``stop``, which ``raw`` holds from its first byte

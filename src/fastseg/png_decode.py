@@ -71,8 +71,11 @@ def decode_png(data: bytes) -> npt.NDArray[np.uint8] | None:
     if stream is None:  # libpng would refuse it: OpenCV decodes or reports it
         return None
     unfilter = ready_unfilter() if colour == 2 else None
-    if unfilter is not None:  # None: OpenCV decides (libspng decodes some streams libpng refuses)
-        return _decode_rgb(stream, width, height, unfilter)
+    if unfilter is not None:
+        from fastseg._png_kernels import work_fits  # loaded with the unfilter
+
+        if work_fits(width, height):  # None: OpenCV decides (libspng decodes some streams libpng refuses)
+            return _decode_rgb(stream, width, height, unfilter)
     try:
         from imagecodecs import spng_decode
     except ImportError:
