@@ -28,17 +28,22 @@ BAND = 31
 _LANES = BAND + 1
 
 
+def _work_shape(width: int) -> tuple[int, int]:
+    return width + _LANES + 1, 4 * _LANES
+
+
 def new_work(width: int) -> npt.NDArray[np.uint8]:
     """The zeroed work buffer ``unfilter_rows`` needs for an image ``width`` pixels wide (one per
     image: it carries the last row of one band into the next call)."""
-    return np.zeros((width + _LANES + 1, 4 * _LANES), np.uint8)
+    return np.zeros(_work_shape(width), np.uint8)
 
 
 def work_fits(width: int, height: int) -> bool:
     """Whether ``new_work(width)`` (128 bytes per column, all of it touched by every band) is at
     most the image's own size, or 4 MiB: a short, very wide image would cost far more than its
     pixels (a 4,000,000x1 PNG, 11 KB of file, took 512 MiB and 1.4 s), so libspng decodes those."""
-    return (width + _LANES + 1) * 4 * _LANES <= max(height * (3 * width + 1), 1 << 22)
+    rows, row_bytes = _work_shape(width)
+    return rows * row_bytes <= max(height * (3 * width + 1), 1 << 22)
 
 
 @kernel
