@@ -22,6 +22,13 @@ def test_defaults_turn_the_memory_pattern_off_and_keep_the_arena() -> None:
     assert (so.enable_mem_pattern, so.enable_cpu_mem_arena) == (False, True)
 
 
+def test_the_live_session_stops_spinning_when_its_run_returns(labels_onnx: Path) -> None:
+    """Spinning intra-op threads took the cores from the next image's decoding (docs/engines.md)."""
+    with create_session(labels_onnx, "cpu", RuntimeOptions(intra_op_threads=2)) as sess:
+        live = sess._ort.get_session_options()
+        assert live.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 @pytest.mark.parametrize("pattern", [True, False])
 @pytest.mark.parametrize("arena", [True, False])
 def test_flags_reach_the_live_session(labels_onnx: Path, pattern: bool, arena: bool) -> None:

@@ -282,10 +282,16 @@ def choose_run_mode(
 
 
 def session_options(options: RuntimeOptions) -> Any:
-    """Build ``onnxruntime.SessionOptions`` from ``options``."""
+    """Build ``onnxruntime.SessionOptions`` from ``options``.
+
+    The intra-op threads spin inside a run but stop as soon as it returns
+    (``session.force_spinning_stop``): left spinning, they took the cores from the next image's
+    decoding, 16-17 ms instead of 10-11 for a 2048x1024 PNG on 2 cores (docs/engines.md).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     so.intra_op_num_threads = options.intra_op_threads or physical_cores()
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = {
