@@ -98,3 +98,30 @@ def test_real_weights_label_the_same_with_engine_preprocessing(
             same += int((a == b).sum())
             total += a.size
     assert same / total >= 0.9999
+
+
+@pytest.mark.parametrize("to_rgb", [True, False])
+def test_the_nhwc_prefix_normalises_before_its_transpose_and_computes_the_same_values(tmp_path: Path, to_rgb: bool) -> None:
+    """OpenVINO's prefix (``layout_last``) runs the channel reorder, cast and ``x * a + b`` in
+    NHWC and transposes last, next to the network, where the CPU plugin folds the transpose
+    into its first reorder; elementwise ops commute with the transpose, so ONNX Runtime gives
+    the uint8-first prefix's logits bit for bit."""
+    import onnx
+    import onnxruntime as ort
+
+    from fastseg.engines.preprocess_graph import FUSED_INPUT, fused_model_bytes, fused_preprocess
+
+    model = logits_dir(tmp_path / "m", to_rgb=to_rgb)
+    pre = fused_preprocess(read_meta(model).preprocess)
+    last = onnx.load_from_string(fused_model_bytes(model / "model.onnx", pre, layout_last=True))
+    ops = [(n.op_type, [a.i for a in n.attribute if a.name == "axis"]) for n in last.graph.node[: 5 if to_rgb else 4]]
+    want = ([("Gather", [3])] if to_rgb else []) + [("Cast", []), ("Mul", []), ("Add", []), ("Transpose", [])]
+    assert ops == want
+    assert last.graph.input[0].name == FUSED_INPUT
+    first = fused_model_bytes(model / "model.onnx", pre)
+    outs = []
+    for graph in (first, last.SerializeToString()):
+        sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        outs.append([sess.run(None, {FUSED_INPUT: img[None]})[0] for img in images(3)])
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -24,7 +24,7 @@ from fastseg.engines.cpu import cpu_flags, require_bf16
 from fastseg.engines.dilated_conv import dilated_convs_as_shifted_taps
 from fastseg.engines.device import DeviceSpec, physical_cores
 from fastseg.engines.ort import RuntimeOptions
-from fastseg.engines.preprocess_graph import FusedPreprocess, fused_model_bytes
+from fastseg.engines.preprocess_graph import FUSED_INPUT, FusedPreprocess, fused_model_bytes
 from fastseg.engines.session_base import Batch, CancelToken, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
 from fastseg.offline import import_openvino_quietly
@@ -155,7 +155,9 @@ def _tensor_info(port: Any) -> TensorInfo:
     shape = port.get_partial_shape()
     dims: tuple[int | str | None, ...] = tuple(d.get_length() if d.is_static else None for d in shape)
     names = port.get_names()
-    name = port.get_any_name() if names else ""
+    # The fused input keeps its name: OpenVINO may give the parameter its first node's output
+    # name too (the channel Gather, when it runs in NHWC) and answer that one as "any name".
+    name = FUSED_INPUT if FUSED_INPUT in names else port.get_any_name() if names else ""
     return TensorInfo(name, dims, _ort_type(port.get_element_type()))
 
 
@@ -175,7 +177,7 @@ def _model_source(model_path: Path, fused: FusedPreprocess | None, *, rewrite_di
     (``engines/dilated_conv.py``). A graph the rewrite does not change is read from the file."""
     edit = dilated_convs_as_shifted_taps if rewrite_dilations else None
     if fused is not None:
-        return fused_model_bytes(model_path, fused, edit)
+        return fused_model_bytes(model_path, fused, edit, layout_last=True)  # NHWC: see preprocess_graph
     if edit is None:
         return str(model_path)
     import onnx

@@ -49,10 +49,11 @@ def fused_preprocess(spec: PreprocessSpec) -> FusedPreprocess:
 
 
 def fused_model_bytes(
-    model_path: Path, pre: FusedPreprocess, edit: Callable[[Any], object] | None = None
+    model_path: Path, pre: FusedPreprocess, edit: Callable[[Any], object] | None = None, *, layout_last: bool = False
 ) -> bytes:
     """``model_path`` with ``pre`` prepended, after ``edit`` (an in-place graph rewrite, when
-    given), serialised for an engine to load.
+    given), serialised for an engine to load. ``layout_last``: normalise in NHWC and transpose
+    to NCHW last, right before the network (OpenVINO; the values are the same).
 
     Raises:
         ModelDirError: the model's first input is not float32 [N,3,H,W], or the graph is too
@@ -63,14 +64,14 @@ def fused_model_bytes(
     model = onnx.load(str(model_path))
     if edit is not None:
         edit(model)
-    _prepend(model, model_path, pre)
+    _prepend(model, model_path, pre, layout_last=layout_last)
     try:
         return bytes(model.SerializeToString())
     except ValueError as exc:  # protobuf's 2 GB limit
         raise ModelDirError(f"{model_path} is too large to rewrite in memory ({exc}).") from exc
 
 
-def _prepend(model: Any, model_path: Path, pre: FusedPreprocess) -> None:
+def _prepend(model: Any, model_path: Path, pre: FusedPreprocess, *, layout_last: bool) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
@@ -84,22 +85,31 @@ def _prepend(model: Any, model_path: Path, pre: FusedPreprocess) -> None:
         raise ModelDirError(f"{model_path}: pre-processing can be fused only for a float32 [N,3,H,W] input.")
     a, b = np.asarray(pre.scale, dtype=np.float32), np.asarray(pre.shift, dtype=np.float32)
     prefix = "_fastseg_pre_"
-    # uint8 first: the transpose and the channel reorder move 1 byte per value, not 4 (measured:
-    # casting first made PP-LiteSeg-T's ORT end to end 60 ms slower at 1024x2048); then the
-    # numpy path's own float32 ops in its order, x * a + b, broadcast over [1, 3, 1, 1].
-    nodes = [helper.make_node("Transpose", [FUSED_INPUT], [prefix + "nchw"], perm=[0, 3, 1, 2])]
-    current = prefix + "nchw"
+    # ONNX Runtime: uint8 first, the transpose and the channel reorder move 1 byte per value, not
+    # 4 (casting first made PP-LiteSeg-T's ORT end to end 60 ms slower at 1024x2048); then the
+    # numpy path's own float32 ops in its order, x * a + b, broadcast over the channel axis.
+    # OpenVINO (layout_last): the same ops in NHWC, the transpose last, where the CPU plugin
+    # folds it into the reorder its first convolution makes back to NHWC (docs/engines.md).
+    channel = 3 if layout_last else 1
+    nodes, current = [], FUSED_INPUT
+    if not layout_last:
+        nodes.append(helper.make_node("Transpose", [current], [prefix + "nchw"], perm=[0, 3, 1, 2]))
+        current = prefix + "nchw"
     extra: list[Any] = []
     if pre.to_rgb:
-        nodes.append(helper.make_node("Gather", [current, prefix + "bgr2rgb"], [prefix + "rgb"], axis=1))
+        nodes.append(helper.make_node("Gather", [current, prefix + "bgr2rgb"], [prefix + "rgb"], axis=channel))
         extra.append(numpy_helper.from_array(np.array([2, 1, 0], dtype=np.int64), prefix + "bgr2rgb"))
         current = prefix + "rgb"
+    normalised = prefix + "normalised" if layout_last else first.name
     nodes += [
         helper.make_node("Cast", [current], [prefix + "f32"], to=TensorProto.FLOAT),
         helper.make_node("Mul", [prefix + "f32", prefix + "a"], [prefix + "scaled"]),
-        helper.make_node("Add", [prefix + "scaled", prefix + "b"], [first.name]),
+        helper.make_node("Add", [prefix + "scaled", prefix + "b"], [normalised]),
     ]
-    extra += [numpy_helper.from_array(a.reshape(1, 3, 1, 1), prefix + "a"), numpy_helper.from_array(b.reshape(1, 3, 1, 1), prefix + "b")]
+    if layout_last:
+        nodes.append(helper.make_node("Transpose", [normalised], [first.name], perm=[0, 3, 1, 2]))
+    shape = (1, 1, 1, 3) if layout_last else (1, 3, 1, 1)
+    extra += [numpy_helper.from_array(a.reshape(shape), prefix + "a"), numpy_helper.from_array(b.reshape(shape), prefix + "b")]
     fused_input = helper.make_tensor_value_info(FUSED_INPUT, TensorProto.UINT8, [_dim(dims[0]), _dim(dims[2]), _dim(dims[3]), 3])
     position = list(graph.input).index(first)
     graph.input.remove(first)
