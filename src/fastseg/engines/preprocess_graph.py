@@ -3,7 +3,8 @@
 The fused graph takes the decoded (and, where the model resizes, resized) image as it comes
 from OpenCV: uint8 BGR, NHWC ``[N, H, W, 3]``; it lays the batch out NCHW and reorders channels
 (still uint8), casts, applies ``pixel * a + b`` per channel (the very coefficients
-``fastseg.processing`` uses), then runs the network. The engine's threads do the work the numpy path did on
+``fastseg.processing`` uses), then runs the network. For OpenVINO the same ops run in NHWC and
+the layout comes last (``layout_last``), where its CPU plugin folds it away. The engine's threads do the work the numpy path did on
 one core, and no float32 copy of the batch is made in Python. ONNX Runtime computes exactly
 the numpy path's values (same float32 ops in the same order); OpenVINO to float32 rounding (~3e-7 relative).
 
