@@ -14,8 +14,8 @@ quantization scales and zero points) and empties the larger ones, recording thei
 deviation, minimum and maximum; ``fill`` draws each again (normal for floats, clipped to the
 recorded range; uniform integers for int8/uint8). ``image`` tiles scikit-image's bundled photos
 (BSD licensed) at native resolution, so its PNG compresses like a photo. ``run`` times each
-``MODEL/VARIANT:ENGINE[@DEVICE]`` job in its own ``fastseg.bench`` worker process, pinned to two CPUs on
-different physical cores, as ``fastseg bench`` does, and writes medians of pre / infer / post /
+``MODEL/VARIANT:ENGINE[@DEVICE]`` job in its own ``fastseg bench`` worker process (``run_worker``), pinned
+to two CPUs on different physical cores, and writes medians of pre / infer / post /
 end to end. Figures from re-drawn weights are speed only, like every reference build's.
 """
 
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -133,8 +132,12 @@ def two_cores(wanted: str | None) -> list[int]:
 
 def run(models: Path, img: Path, jobs: list[str], out: Path, *, cpus: list[int], runs: int, warmup: int,
         timeout_s: float, budget_s: float) -> None:
-    """Each job ``MODEL/VARIANT:ENGINE[@DEVICE]`` in its own pinned worker; results appended to
-    ``out``. Jobs not started within ``budget_s`` are recorded as skipped."""
+    """Each job ``MODEL/VARIANT:ENGINE[@DEVICE]`` in its own ``fastseg bench`` worker
+    (``run_worker``), pinned to ``cpus``; results appended to ``out``. Jobs not started within
+    ``budget_s`` are recorded as skipped."""
+    from fastseg.bench.runner import run_worker
+
+    os.sched_setaffinity(0, cpus)  # the workers inherit the two CPUs
     results: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
     start = time.time()
     for job in jobs:
@@ -143,33 +146,21 @@ def run(models: Path, img: Path, jobs: list[str], out: Path, *, cpus: list[int],
             continue
         variant, _, rest = job.partition(":")
         engine, _, device = rest.partition("@")
-        spec_path = out.parent / "spec.json"
-        result_path = out.parent / "result.json"
-        result_path.unlink(missing_ok=True)
         spec: dict[str, Any] = {"backend": "fastseg", "model_name": variant.split("/")[0], "onnx_dir": str(models / variant),
                 "paddle_dir": None, "image": str(img), "batch": 1, "runs": runs, "warmup": warmup, "threads": 2,
-                "device": device or "cpu", "engine": engine, "ort_options": {}, "segmenter_options": {},
-                "result_path": str(result_path)}
-        spec_path.write_text(json.dumps(spec))
-        cmd = ["taskset", "-c", ",".join(map(str, cpus)), sys.executable, "-m", "fastseg.bench", "--worker", str(spec_path)]
+                "device": device or "cpu", "engine": engine, "ort_options": {}, "segmenter_options": {}}
         t0 = time.time()
-        try:
-            subprocess.run(cmd, timeout=timeout_s, check=False)
-            raw: dict[str, Any] = (json.loads(result_path.read_text()) if result_path.exists()
-                                   else {"status": "no result"})
-        except subprocess.TimeoutExpired:
-            raw = {"status": f"timed out after {timeout_s:.0f} s"}
-        row: dict[str, Any] = {"job": job, "status": raw.get("status"), "detail": raw.get("detail"),
-                               "engine": raw.get("engine"), "versions": raw.get("versions"),
-                               "load_ms": raw.get("load_ms"), "peak_rss_mb": raw.get("peak_rss_mb"),
-                               "wall_s": round(time.time() - t0, 1), "samples_ms": raw.get("samples_ms")}
-        if raw.get("status") == "ok":
-            row["median_ms"] = {k: round(statistics.median(v), 1) for k, v in raw["samples_ms"].items()}
-            m = row["median_ms"]
+        res = run_worker(spec, python=sys.executable, timeout_s=timeout_s)
+        row: dict[str, Any] = {"job": job, "status": res.status, "detail": res.detail, "engine": res.engine,
+                               "versions": dict(res.versions), "load_ms": res.load_ms, "peak_rss_mb": res.peak_rss_mb,
+                               "wall_s": round(time.time() - t0, 1), "samples_ms": dict(res.samples_ms)}
+        if res.status == "ok":
+            m = {k: round(v.median, 1) for k, v in res.stats.items()}
             m["pre+post share"] = round((m["pre"] + m["post"]) / m["e2e"], 3)
+            row["median_ms"] = m
         results.append(row)
         out.write_text(json.dumps(results, indent=1))
-        print(f"{job:45s} {row.get('status')} {row.get('median_ms', row.get('detail'))} ({row['wall_s']} s)", flush=True)
+        print(f"{job:45s} {row['status']} {row.get('median_ms', row['detail'])} ({row['wall_s']} s)", flush=True)
 
 
 def main() -> None:
