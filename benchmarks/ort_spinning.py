@@ -54,5 +54,6 @@ def main() -> None:
     print(f"{args.mode} {args.model_dir.name} {args.image.name}: pre {m['pre']:.1f}  infer {m['infer']:.1f}  "
           f"e2e {m['e2e']:.1f} ms")
 
+
 if __name__ == "__main__":
     main()
