@@ -181,11 +181,12 @@ def _filtered_png(image: np.ndarray, kinds: list[int], *, idat_parts: int = 1, b
             + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("hw", [(1, 1), (5, 2), (33, 47), (70, 9)])
+@pytest.mark.parametrize("hw", [(1, 1), (5, 2), (33, 47), (70, 9), (40, 64)])
 def test_the_compiled_unfilter_undoes_every_filter_as_opencv_does(hw: tuple[int, int], compiled_path: str) -> None:
     """Each filter on each row (the first row's filters see zeros above), mixed row to row,
     over photo-like and noisy pixels, and IDAT split in parts, in one band or over three
-    (31 rows each, the last partial): the compiled paths' pixels are OpenCV's and the image's."""
+    (32 rows each, the last partial), widths with and without a remainder past the last four
+    pixels: the compiled paths' pixels are OpenCV's and the image's."""
     rng = np.random.default_rng(hw[0])
     smooth = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), hw[::-1], interpolation=cv2.INTER_LINEAR)
     for image in (smooth, rng.integers(0, 256, (*hw, 3), dtype=np.uint8)):
@@ -205,13 +206,15 @@ def test_bands_of_sub_up_none_rows_and_bands_with_average_or_paeth_alternate(sim
     takes the row-at-a-time pass, any other band the diagonal one; over 100 rows (four bands,
     the last partial) they alternate both ways, so each reads the row above from a band the
     other pass undid (Up included, and Up on row 0). The pipeline keeps the diagonal pass."""
+    from fastseg._png_kernels import BAND
+
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (100, 23, 3), dtype=np.uint8)
     simple, diagonal = [2, 1, 0, 1, 2], [4, 3, 1, 2, 4, 0]
     kinds = []
     for band in range(4):
         cycle = simple if (band % 2 == 0) == simple_first else diagonal
-        kinds += [cycle[y % len(cycle)] for y in range(31)]
+        kinds += [cycle[y % len(cycle)] for y in range(BAND)]
     data = _filtered_png(image, kinds[:100])
     got = decode_png(data)
     assert got is not None
@@ -281,13 +284,13 @@ def test_a_png_libpng_would_not_simply_decode_leaves_the_compiled_path(case: str
 
 
 def test_a_short_very_wide_png_is_left_to_libspng(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiled unfilter's work buffer is 128 bytes per column, all touched by every band:
+    """The compiled unfilter's work buffer is 132 bytes per column, all touched by every band:
     a 4,000,000x1 PNG (11 KB of file) took 512 MiB and 1.4 s. Where that buffer would outweigh
     the image (and 4 MiB), libspng decodes, to OpenCV's pixels."""
     from fastseg._png_kernels import work_fits
 
     assert png_decode.compiled_unfilter() is not None
-    assert work_fits(2048, 1024) and work_fits(32_000, 1) and work_fits(1_000_000, 100)
+    assert work_fits(2048, 1024) and work_fits(31_000, 1) and work_fits(1_000_000, 100)
     assert not work_fits(4_000_000, 1) and not work_fits(200_000, 2)
     taken: list[int] = []
     real = png_decode._decode_rgb

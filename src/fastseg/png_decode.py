@@ -5,12 +5,13 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Faster paths
 
 - **8-bit RGB, once numba's kernel is loaded** (``preload``, started by a Segmenter): the IDAT
   stream inflated by isal (ISA-L) on a helper thread while the calling thread unfilters each
-  band of 31 rows as it arrives, in SIMD across the band's rows (``_png_kernels.py``), writing
+  band of 32 rows as it arrives, in SIMD across the band's rows (``_png_kernels.py``), writing
   BGR. Below 256 KiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
   AMD EPYC Zen 5 (AVX-512), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
-  Cityscapes original 8.5-10.6 against 41-50 (``benchmarks/preprocess_ab.py decode`` times
-  every path; docs/engines.md has its table).
+  four Cityscapes frames 7.2-7.4 (8.5-8.8 before session 17's kernel: the inflate, 6.2-7.2
+  alone, is now the critical path) against OpenCV's 41-50 (``benchmarks/preprocess_ab.py
+  decode`` times every path; docs/engines.md has its table).
 - **8-bit RGB from 2 to 32 MiB of pixels whose rows 1-3 are None, Sub or Up** (OpenCV writes every
   row Sub): the stream inflated in two halves on two threads (``png_split``), each half's
   rows unfiltered by the row pass; 10.1-11.7 ms on the bench's PNG against 12.7-13.7 for the
