@@ -50,8 +50,6 @@ from fastseg.video import FrameResult, predict_video
 
 log = logging.getLogger(__name__)
 
-
-
 PreprocessMode = Literal["auto", "engine", "numpy"]
 PREPROCESS_MODES: tuple[str, ...] = ("auto", "engine", "numpy")
 
@@ -286,8 +284,8 @@ class Segmenter:
         net_hw = [resized_hw(hw, resize) for hw in src_hw]
         results: list[SegResult | None] = [None] * len(images)
         for idx in group_by_shape(net_hw):
-            guard = session.runner.lock if session.runner.mode == "iobinding" else contextlib.nullcontext()
-            with guard:  # the IO-binding output buffer is reused: consume it before releasing
+            guard = session.runner.lock if session.runner.reuses_output else contextlib.nullcontext()
+            with guard:  # a reused output buffer (IO binding, OpenVINO on the CPU): consume it before releasing
                 batch = self.prepare([images[i] for i in idx], resize)
                 output, scores = self._infer_scored(batch, cancel) if self.scores else (self.infer(batch, cancel), None)
                 labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores)
@@ -343,7 +341,8 @@ class Segmenter:
 
     def infer(self, batch: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
         """The model's output for a ``prepare``d batch: its graph's, or the same computed by the
-        body and the banded head (``head``). May be a reused buffer.
+        body and the banded head (``head``). Where ``session.runner.reuses_output`` (IO binding,
+        OpenVINO on the CPU) a buffer the next call overwrites: copy it to keep it.
 
         Raises:
             InputError: a float32 batch for an engine that pre-processes itself (or the reverse).

@@ -229,7 +229,8 @@ BufferFactory = Callable[[int, int, int], npt.NDArray[np.float32]]
 
 class WindowSession(Protocol):
     """What ``slide_image`` needs from a session (``runtime.Session`` or any engine's):
-    ``run`` and a ``runner`` with ``lock`` and ``mode`` (IO binding reuses its output buffer)."""
+    ``run`` and a ``runner`` with ``lock`` and ``reuses_output`` (IO binding and OpenVINO on the
+    CPU reuse their output buffer)."""
 
     @property
     def runner(self) -> Any: ...
@@ -276,8 +277,8 @@ def slide_image(
         chunk = windows[start : start + batch_size]
         crops = [net[y0:y1, x0:x1] for y0, y1, x0, x1 in chunk]
         batch = preprocess_into(crops, make(len(chunk), wh, ww), preprocess, resize=None)
-        guard = runner.lock if runner.mode == "iobinding" else contextlib.nullcontext()
-        with guard:  # the IO-binding output buffer is reused: consume it before releasing
+        guard = runner.lock if runner.reuses_output else contextlib.nullcontext()
+        with guard:  # a reused output buffer (IO binding, OpenVINO on the CPU): consume it before releasing
             logits = session.run(batch, cancel)
             if logits.ndim != 4 or logits.shape[2:] != (wh, ww):
                 raise InputError(

@@ -192,18 +192,55 @@ def test_openvino_engine_gives_ort_labels_and_says_so(colour_dir: Path) -> None:
 
 
 @needs_openvino
-def test_openvino_output_is_a_copy_that_survives_the_next_run(colour_dir: Path) -> None:
+def test_openvino_on_the_cpu_returns_its_reused_output_and_elsewhere_a_copy(colour_dir: Path) -> None:
+    """On the CPU ``run`` returns OpenVINO's own output tensor, which the next run overwrites
+    (callers hold the runner's lock while they consume it, as under IO binding); a runner told
+    not to reuse it returns copies that survive the next run."""
+    from fastseg.engines.openvino import OpenVINORunner
     from fastseg.processing import preprocess_batch
     from fastseg.model_dir import read_meta
 
     meta = read_meta(colour_dir)
+    image, flipped = colour_image(), colour_image()[:, ::-1].copy()
     with open_session(colour_dir / "model.onnx", "cpu", engine="openvino") as s:
-        first = s.run(preprocess_batch([colour_image()], meta.preprocess, resize=None))
+        assert s.runner.reuses_output
+        first = s.run(preprocess_batch([image], meta.preprocess, resize=None))
         kept = first.copy()
-        s.run(preprocess_batch([colour_image()[:, ::-1].copy()], meta.preprocess, resize=None))
-        np.testing.assert_array_equal(first, kept)
+        second = s.run(preprocess_batch([flipped], meta.preprocess, resize=None))
+        assert np.shares_memory(first, second) and not np.array_equal(second, kept)
+        np.testing.assert_array_equal(second, kept[..., ::-1])  # the flipped image's output, in the same buffer
+        copying = OpenVINORunner(s.runner._compiled)
+        assert not copying.reuses_output
+        own = copying.run(preprocess_batch([image], meta.preprocess, resize=None))
+        copying.run(preprocess_batch([flipped], meta.preprocess, resize=None))
+        np.testing.assert_array_equal(own, kept)
     with pytest.raises(DeviceError, match="closed"):
         s.run(preprocess_batch([colour_image()], meta.preprocess, resize=None))
+
+
+@needs_openvino
+def test_openvino_results_survive_later_runs_and_concurrent_callers(colour_dir: Path) -> None:
+    """Segmenter consumes the reused output under the runner's lock: a result is not changed
+    by the runs after it, and 48 predictions from 4 threads each get their own image's labels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [colour_image(), colour_image()[:, ::-1].copy(), colour_image()[::-1].copy()]
+    with Segmenter(colour_dir, engine="ort") as ort:
+        want = [next(ort.predict(img))["pred"] for img in images]
+    with Segmenter(colour_dir, engine="openvino") as ov:
+        assert ov.session.runner.reuses_output
+        first = ov.predict_images([images[0]])[0]
+        kept = first.pred.copy()
+        for img, labels in zip(images[1:], want[1:]):
+            np.testing.assert_array_equal(ov.predict_images([img])[0].pred, labels)
+        np.testing.assert_array_equal(first.pred, kept)
+
+        def work(k: int) -> bool:
+            (res,) = ov.predict_images([images[k % 3]])
+            return bool(np.array_equal(res.pred, want[k % 3]))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert all(pool.map(work, range(48)))
 
 
 @needs_openvino
@@ -237,7 +274,7 @@ def test_openvino_compiles_the_first_shapes_for_themselves_and_runs_others_dynam
 
         runner._specialise = counted
         with caplog.at_level(logging.WARNING, logger="fastseg.engines.openvino"):
-            outputs = [ov.run(b) for b in batches]
+            outputs = [ov.run(b).copy() for b in batches]  # run returns the reused output: keep copies
         assert compiled == [(1, 3, 20, 28), (1, 3, 33, 17), (1, 3, 12, 12)]  # once each; (9, 40) came after the third
         assert "input [1, 3, 12, 12] (no kernel for this shape); it runs the dynamic-shape model" in caplog.text
         assert runner._specialise is None

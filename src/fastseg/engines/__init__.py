@@ -41,13 +41,18 @@ BF16_ENGINE_HINT = (
 
 
 class RunnerLike(Protocol):
-    """What the run loop needs from a session's runner: a lock and its mode."""
+    """What the run loop needs from a session's runner: a lock, its mode, and whether ``run``
+    returns a buffer the next run overwrites (then the caller holds ``lock`` until it has
+    consumed the output)."""
 
     @property
     def lock(self) -> Any: ...
 
     @property
     def mode(self) -> str: ...
+
+    @property
+    def reuses_output(self) -> bool: ...
 
 
 class EngineSession(Protocol):

@@ -201,6 +201,11 @@ class Runner:
         self._buffers: OrderedDict[tuple[int, ...], npt.NDArray[Any]] = OrderedDict()
         self._bound_shape: tuple[int, ...] | None = None
 
+    @property
+    def reuses_output(self) -> bool:
+        """True under IO binding: ``run`` returns the buffer the next run of that shape overwrites."""
+        return self._binding is not None
+
     def run(self, batch_nchw: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:
         """Run the network on ``batch_nchw`` (float32, [N,3,H,W], C-contiguous); returns its first output.
 
