@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fastseg.bench.engines import prepare_sources, row_precision, worker_engine
 from fastseg.bench.machine import check_device
-from fastseg.bench.models import ModelSource, make_image, resolve_model
+from fastseg.bench.models import ModelSource, image_note, make_image, resolve_model
 from fastseg.bench.render import write_outputs
 from fastseg.bench.report import AGAINST, BenchConfig, BenchReport
 from fastseg.bench.runner import run_bench
@@ -210,6 +210,7 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
         engine=worker_engine(request.engine) if request.engine != "auto" else "auto",
         precision=row_precision(request.engine),
         slide=request.slide, slide_stride=request.slide_stride, protocol=request.protocol,
+        image=image_note(request.image, image),
     )
 
     def published(name: str) -> dict[str, object]:

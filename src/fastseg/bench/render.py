@@ -101,7 +101,8 @@ def conditions_text(report: BenchReport) -> str:
         )
     return (
         f"{mach.get('cpu')} ({mach.get('logical_cores')} logical cores), device {c['device']}, "
-        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH), engine {c.get('engine', 'ort')}, "
+        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH, {c.get('image', 'synthetic (OpenCV PNG)')}), "
+        f"engine {c.get('engine', 'ort')}, "
         f"{_precision(c)}"
         f"{windows}{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "
         f"fastseg/PaddleX end to end (file in, label map out); < 1 means fastseg is faster. "

@@ -84,6 +84,8 @@ class BenchConfig:
     slide: str | None = None
     slide_stride: str | None = None
     protocol: str = "paddlex"
+    image: str = "synthetic (OpenCV PNG)"
+    """What every backend decodes (``models.image_note``): ``pre`` depends on the file's encoding."""
 
 
 @dataclass(frozen=True)
