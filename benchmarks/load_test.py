@@ -173,7 +173,7 @@ def main() -> None:
     # from other processes on a shared machine hits both configurations alike.
     results: list[LevelResult] = []
     server_side: dict[str, float] = {}
-    batch_sizes = (args.max_batch, 1)
+    batch_sizes = tuple(dict.fromkeys((args.max_batch, 1)))  # one server per setting: --max-batch 1 had left one running
     with tempfile.TemporaryDirectory() as tmp:
         servers: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
         try:

@@ -76,7 +76,8 @@ def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: A
             pixels[:, 0] = 0
         else:  # lane 0: the row above the band, undone (out is BGR, lanes RGB)
             for x in range(width):
-                pixels[x + 1, 0] = np.uint32(out[top - 1, x, 2]) | np.uint32(out[top - 1, x, 1]) << 8 | np.uint32(out[top - 1, x, 0]) << 16
+                above = out[top - 1, x]
+                pixels[x + 1, 0] = np.uint32(above[2]) | np.uint32(above[1]) << 8 | np.uint32(above[0]) << 16
         for lane in range(1, _LANES):
             kind = 0
             if lane <= rows:
@@ -97,7 +98,8 @@ def unfilter_rows(raw: Any, start: int, stop: int, width: int, out: Any, work: A
                 near = b if pb <= pc else c
                 paeth = a if (pa <= pb and pa <= pc) else near
                 k = kinds[q]
-                guess = paeth if k == 4 else (np.uint8((np.uint16(a) + np.uint16(b)) >> 1) if k == 3 else (b if k == 2 else (a if k == 1 else np.uint8(0))))
+                average = np.uint8((np.uint16(a) + np.uint16(b)) >> 1)
+                guess = paeth if k == 4 else (average if k == 3 else (b if k == 2 else (a if k == 1 else np.uint8(0))))
                 here[q] = np.uint8(here[q] + guess)
         for lane in range(1, rows + 1):  # each row out in BGR, four pixels as three 32-bit stores
             # (inline: as a helper function, like _skew_row_in, it cost 1 ms more an image)
