@@ -215,6 +215,22 @@ def test_sources_tarball_and_dir(tmp_path: Path) -> None:
     assert open_source(d, tmp_path / "w2").paddle_format == "legacy"
 
 
+def test_a_relative_source_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Paddle child runs in the conversion's own workdir, so ``--model-dir ../models/x``
+    (relative to where the user stands) must reach it as an absolute path: it did not, and
+    the legacy translation failed with "There is no directory named <workdir>/..."."""
+    d = tmp_path / "models" / "legacy_model"
+    d.mkdir(parents=True)
+    (d / "model.pdmodel").write_bytes(b"x")
+    (d / "model.pdiparams").write_bytes(b"p")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    src = open_source(Path("../models/legacy_model"), tmp_path / "work")
+    assert src.model_file.is_absolute() and src.params_file.is_absolute() and src.root.is_absolute()
+    assert src.model_file.samefile(d / "model.pdmodel")
+
+
 @pytest.mark.parametrize(
     ("members", "error", "match"),
     [

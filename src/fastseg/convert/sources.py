@@ -106,7 +106,7 @@ def open_source(source: Path, workdir: Path) -> PaddleSource:
         ModelDirError: missing path or corrupt/unsafe tarball.
         ConversionError: no program, unsupported format, or missing params file.
     """
-    source = Path(source)
+    source = Path(source).absolute()  # the Paddle child runs in its own workdir: a relative path would miss
     if not source.exists():
         raise ModelDirError(f"{source} does not exist; pass a Paddle inference directory or its .tar.")
     if source.is_file():
