@@ -135,6 +135,26 @@ def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fus
                 np.testing.assert_array_equal(got, sess.run(None, feed)[0], err_msg=f"{name} {out_hw} last={last}")
 
 
+@pytest.mark.parametrize("use_fused", ["compiled", "compiled_candidates", "numpy"])
+def test_labels_are_written_in_the_graphs_int32_directly(use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PaddleX's graphs cast ArgMax to int32: the head writes int32 labels itself (no int64
+    map and converted copy of it), equal to the int64 ones, on every path, select_last too."""
+    if use_fused != "numpy":
+        _wait_for_the_compiled_pass()
+    if use_fused == "compiled_candidates":
+        monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
+        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 1.0)
+    rng = np.random.default_rng(11)
+    for logits in (_smooth_logits(rng, 24, 12, 20), rng.integers(0, 3, (2, 6, 9, 7)).astype(np.float32)):
+        for last in (False, True):
+            spec = TailResize("linear", "half_pixel", select_last_index=last)
+            out_hw = (8 * logits.shape[2], 8 * logits.shape[3])
+            wide = resize_argmax(logits, out_hw, spec, threads=2, use_fused=use_fused != "numpy")
+            narrow = resize_argmax(logits, out_hw, spec, threads=2, use_fused=use_fused != "numpy", dtype=np.int32)
+            assert wide.dtype == np.int64 and narrow.dtype == np.int32
+            np.testing.assert_array_equal(narrow, wide)
+
+
 def test_the_compiled_pass_is_installed_and_matches_numpy_on_a_street_sized_tail() -> None:
     """numba is a dependency, so the compiled pass is what runs; on PP-LiteSeg-like random
     logits (19 classes, 1/8 scale, near-tied everywhere) it gives numpy's labels exactly."""

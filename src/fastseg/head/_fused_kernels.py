@@ -3,7 +3,7 @@ Imported only by ``fused.row_filler()``: importing this module imports numba and
 (compilation itself happens on first call).
 
 All arguments are typed at the call: float32 logits [C,h,w], ORT's sampling tables
-(``interp.LinearAxis``: intp indices, float32 weights), int64 labels [H,W].
+(``interp.LinearAxis``: intp indices, float32 weights), int64 or int32 labels [H,W].
 """
 
 from __future__ import annotations

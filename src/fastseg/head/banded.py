@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,7 +58,8 @@ def resize_argmax(
     band_rows: int | None = None,
     threads: int = 2,
     use_fused: bool = True,
-) -> npt.NDArray[np.int64]:
+    dtype: type[np.int32] | type[np.int64] = np.int64,
+) -> npt.NDArray[Any]:
     """ArgMax over classes of ORT's Resize of ``logits_nchw`` to ``out_hw``, band by band.
 
     Args:
@@ -71,14 +73,16 @@ def resize_argmax(
         use_fused: linear mode runs the compiled row pass (``fused.py``) when numba is
             installed and loaded (while a Segmenter's background load runs, the numpy
             paths); False keeps the numpy paths (tests compare the two).
+        dtype: the labels' integer type, int64 (ArgMax's) or int32 (a graph's Cast after it):
+            written directly, so no converted copy of a full-size map follows.
 
     Returns:
-        int64 [N,H,W] class indices, identical to ORT's ``ArgMax(Resize(...))``.
+        ``dtype`` [N,H,W] class indices, identical to ORT's ``ArgMax(Resize(...))``.
     """
     n, c, h, w = logits_nchw.shape
     out_h, out_w = out_hw
     sh, sw = (size_scale(h, out_h), size_scale(w, out_w)) if scales_hw is None else (_F(scales_hw[0]), _F(scales_hw[1]))
-    labels = np.empty((n, out_h, out_w), dtype=np.int64)
+    labels = np.empty((n, out_h, out_w), dtype=dtype)
     if labels.size == 0:
         return labels
     fused = ready_row_filler() if use_fused else None
@@ -109,7 +113,7 @@ def resize_argmax(
 
 
 def _band_filler(
-    x_chw: npt.NDArray[np.float32], ay: LinearAxis, ax: LinearAxis, out_hw: npt.NDArray[np.int64], fused: FillRows | None
+    x_chw: npt.NDArray[np.float32], ay: LinearAxis, ax: LinearAxis, out_hw: npt.NDArray[Any], fused: FillRows | None
 ) -> Callable[[int, int], None]:
     """``fill(y0, y1)`` writing the labels of output rows [y0, y1): the compiled row pass
     for finite logits when available, else the numpy cell/dense paths."""
@@ -180,7 +184,7 @@ class _CellPlan:
         )  # [k, 4, _FEW]: (y1,x1), (y1,x2), (y2,x1), (y2,x2), as ORT names them X11, X21, X12, X22
         return cls(x_chw, ay, ax, single, slot, cand, values, tolerance)
 
-    def fill(self, out_hw: npt.NDArray[np.int64], y0: int, y1: int) -> None:
+    def fill(self, out_hw: npt.NDArray[Any], y0: int, y1: int) -> None:
         """Write the labels of output rows [y0, y1) into ``out_hw``: cell by cell where few
         cells are contested (trained models), densely where many are (e.g. random weights)."""
         c, h, w = self.x_chw.shape

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,7 @@ Zen 5 (``benchmarks/head_tail.py``; one thread on the reference logits): SeaForm
 11.3 ms against 8.4, so it keeps the every-class pass."""
 _SAMPLES = 8
 
-BandFill = Callable[[npt.NDArray[np.int64], int, int], None]
+BandFill = Callable[[npt.NDArray[Any], int, int], None]
 """Writes the labels of output rows [y0, y1) into ``out_hw``."""
 FillRows = Callable[[npt.NDArray[np.float32], float, LinearAxis, LinearAxis], BandFill]
 """For one image's logits, rounding bound and sampling tables: its ``BandFill``."""
@@ -61,7 +62,7 @@ def row_filler() -> FillRows | None:
             if share <= CANDIDATE_SHARE_MAX:
                 fill = kernels.fill_candidates
 
-        def band(out_hw: npt.NDArray[np.int64], y0: int, y1: int) -> None:
+        def band(out_hw: npt.NDArray[Any], y0: int, y1: int) -> None:
             fill(x_chw, tol, ay.i1, ay.i2, ay.d1, ay.d2, ax.i1, ax.i2, ax.d1, ax.d2, out_hw, y0, y1)
 
         return band
@@ -96,8 +97,9 @@ def warm_up() -> threading.Thread:
             axis = linear_axis("half_pixel", 4, 2, size_scale(2, 4))
             logits, tol = np.zeros((2, 2, 2), np.float32), np.float32(0.0)
             for fill in (kernels.fill, kernels.fill_candidates):  # the types of real calls: compiled once
-                fill(logits, tol, axis.i1, axis.i2, axis.d1, axis.d2, axis.i1, axis.i2, axis.d1, axis.d2,
-                     np.empty((4, 4), np.int64), 0, 4)
+                for labels in (np.int64, np.int32):  # ArgMax's, and a graph's Cast after it
+                    fill(logits, tol, axis.i1, axis.i2, axis.d1, axis.d2, axis.i1, axis.i2, axis.d1, axis.d2,
+                         np.empty((4, 4), labels), 0, 4)
             kernels.candidate_share(logits, tol, axis.i1, axis.i2, axis.i1, axis.i2, 1)
 
     thread = threading.Thread(target=load, name="fastseg-head-warm-up", daemon=True)

@@ -93,8 +93,9 @@ class Head:
         labels, spec, scales_hw = self._banded_labels(output, batch_shape)
         return self._as_graph_labels(labels), resize_score(output, labels, spec, scales_hw=scales_hw)
 
-    def _as_graph_labels(self, labels: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
-        """The graph's layout and dtype (keepdims, Cast) of int64 [N,H,W] labels."""
+    def _as_graph_labels(self, labels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """The graph's layout and dtype (keepdims, Cast) of [N,H,W] labels (already in that
+        dtype where it is int32 or int64: ``_banded_labels`` writes it directly)."""
         assert self.tail is not None
         if self.tail["keepdims"]:
             labels = labels[:, None]
@@ -102,8 +103,9 @@ class Head:
 
     def _banded_labels(
         self, output: npt.NDArray[Any], batch_shape: tuple[int, ...]
-    ) -> tuple[npt.NDArray[np.int64], TailResize, tuple[float, float] | None]:
-        """int64 [N,H,W] labels from the body's logits, with the Resize reproduced."""
+    ) -> tuple[npt.NDArray[Any], TailResize, tuple[float, float] | None]:
+        """[N,H,W] labels from the body's logits, with the Resize reproduced: int32 where the
+        graph casts its ArgMax to int32 (PaddleX's exports), else int64."""
         assert self.tail is not None
         tail = self.tail
         if output.ndim != 4 or output.dtype != np.float32:
@@ -124,8 +126,9 @@ class Head:
         else:
             raise ModelDirError(f"The model's Resize scales {scales} cannot be reproduced.")
         spec = TailResize(tail["mode"], tail["coordinate_mode"], tail["nearest_mode"], tail["select_last_index"])
+        dtype = np.int32 if tail["output_dtype"] == "int32" else np.int64
         labels = resize_argmax(output, out_hw, spec, scales_hw=scales_hw, band_rows=self.band_rows, threads=self.threads,
-                               use_fused=self.compiled)
+                               use_fused=self.compiled, dtype=dtype)
         return labels, spec, scales_hw
 
 
