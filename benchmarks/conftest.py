@@ -31,6 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def bench_size(request: pytest.FixtureRequest) -> tuple[int, int]:
     """The input size: --bench-size when benchmarking, 32x64 when benchmarks are disabled (smoke)."""
-    if request.config.getoption("benchmark_disable"):
+    config = request.config  # pyproject's addopts disables benchmarks; --benchmark-enable wins, as in pytest-benchmark
+    if config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"):
         return (32, 64)
     return parse_hw(str(request.config.getoption("--bench-size")), name="--bench-size")
