@@ -106,17 +106,23 @@ def _wait_for_the_compiled_pass() -> None:
     assert fused_module.ready_row_filler() is not None
 
 
+def _take_path(use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``resize_argmax`` take ``use_fused``'s path: the compiled pass (loaded first), the
+    compiled candidate pass (forced for any logits), or numpy's (the caller passes use_fused=False)."""
+    if use_fused != "numpy":
+        _wait_for_the_compiled_pass()
+    if use_fused == "compiled_candidates":
+        monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
+        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 1.0)
+
+
 @pytest.mark.parametrize("use_fused", ["compiled", "compiled_candidates", "numpy"])
 @pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "pytorch_half_pixel"])
 def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ORT's labels, from every path: the compiled pass over every class, the compiled pass
     over each span's candidate classes (chosen where few classes can win; forced here),
     and numpy's cell and dense paths."""
-    if use_fused != "numpy":
-        _wait_for_the_compiled_pass()
-    if use_fused == "compiled_candidates":
-        monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
-        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 1.0)
+    _take_path(use_fused, monkeypatch)
     rng = np.random.default_rng(0)
     graph, graph_last = _resize_argmax_graph("linear", coord), _resize_argmax_graph("linear", coord, 1)
     cases = {
@@ -139,11 +145,7 @@ def test_resize_argmax_exact_on_smooth_noisy_and_tied_logits(coord: str, use_fus
 def test_labels_are_written_in_the_graphs_int32_directly(use_fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """PaddleX's graphs cast ArgMax to int32: the head writes int32 labels itself (no int64
     map and converted copy of it), equal to the int64 ones, on every path, select_last too."""
-    if use_fused != "numpy":
-        _wait_for_the_compiled_pass()
-    if use_fused == "compiled_candidates":
-        monkeypatch.setattr(fused_module, "CANDIDATES_MIN_CLASSES", 1)
-        monkeypatch.setattr(fused_module, "CANDIDATE_SHARE_MAX", 1.0)
+    _take_path(use_fused, monkeypatch)
     rng = np.random.default_rng(11)
     for logits in (_smooth_logits(rng, 24, 12, 20), rng.integers(0, 3, (2, 6, 9, 7)).astype(np.float32)):
         for last in (False, True):
