@@ -437,21 +437,22 @@ def test_an_image_of_the_bench_size_is_used_as_is_and_others_are_resized(tmp_pat
     report's conditions say which."""
     import cv2
 
-    from fastseg.bench.models import image_note
+    from fastseg.bench.models import write_bench_image
 
     rng = np.random.default_rng(3)
     photo = cv2.GaussianBlur(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8), (5, 5), 0)
     jpeg = tmp_path / "frame.JPG"
     jpeg.write_bytes(cv2.imencode(".jpg", photo)[1].tobytes())
-    same = bench.make_image(tmp_path / "out" / "bench_48x32.png", size=(32, 48), source=jpeg)
+    same, note = write_bench_image(tmp_path / "out" / "bench_48x32.png", size=(32, 48), source=jpeg)
     assert same == tmp_path / "out" / "bench_48x32.jpg" and same.read_bytes() == jpeg.read_bytes()
-    assert image_note(jpeg, same) == "frame.JPG as is"
-    resized = bench.make_image(tmp_path / "out" / "bench_24x16.png", size=(16, 24), source=jpeg)
+    assert note == "frame.JPG as is"
+    resized, resized_note = write_bench_image(tmp_path / "out" / "bench_24x16.png", size=(16, 24), source=jpeg)
     assert resized.suffix == ".png" and cv2.imread(str(resized)).shape == (16, 24, 3)
-    assert image_note(jpeg, resized) == "frame.JPG resized (OpenCV PNG)"
-    synthetic = bench.make_image(tmp_path / "out" / "synthetic.png", size=(16, 24))
-    assert image_note(None, synthetic) == "synthetic (OpenCV PNG)"
-    cfg = dataclasses.asdict(bench.BenchConfig(size=(32, 48), image=image_note(jpeg, same)))
+    assert resized_note == "frame.JPG resized (OpenCV PNG)"
+    assert bench.make_image(tmp_path / "out" / "again.png", size=(32, 48), source=jpeg).read_bytes() == jpeg.read_bytes()
+    synthetic, synthetic_note = write_bench_image(tmp_path / "out" / "synthetic.png", size=(16, 24))
+    assert synthetic.is_file() and synthetic_note == "synthetic (OpenCV PNG)"
+    cfg = dataclasses.asdict(bench.BenchConfig(size=(32, 48), image=note))
     assert "image 48x32 (WxH, frame.JPG as is)" in bench.conditions_text(bench.BenchReport({}, {}, cfg, [], {}))
 
 

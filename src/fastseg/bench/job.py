@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fastseg.bench.engines import prepare_sources, row_precision, worker_engine
 from fastseg.bench.machine import check_device
-from fastseg.bench.models import ModelSource, image_note, make_image, resolve_model
+from fastseg.bench.models import ModelSource, resolve_model, write_bench_image
 from fastseg.bench.render import write_outputs
 from fastseg.bench.report import AGAINST, BenchConfig, BenchReport
 from fastseg.bench.runner import run_bench
@@ -200,7 +200,7 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
         ui.warn(warning)
     sources = prepare_models(names, request, zoo, ui)
     size = request.size
-    image = make_image(request.out_dir / f"bench_{size[1]}x{size[0]}.png", size=size, source=request.image)
+    image, image_note = write_bench_image(request.out_dir / f"bench_{size[1]}x{size[0]}.png", size=size, source=request.image)
     with ui.status(f"Preparing engine {request.engine}") as update:
         sources = prepare_sources(sources, request.engine, image, threads=request.threads, size=size, progress=update)
     peak_gflops, peak_source = peak(request, ui)
@@ -210,7 +210,7 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
         engine=worker_engine(request.engine) if request.engine != "auto" else "auto",
         precision=row_precision(request.engine),
         slide=request.slide, slide_stride=request.slide_stride, protocol=request.protocol,
-        image=image_note(request.image, image),
+        image=image_note,
     )
 
     def published(name: str) -> dict[str, object]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastseg.bench.report import OFFICIAL_WEIGHTS_LABEL, REFERENCE_WEIGHTS_LABEL
+from fastseg.bench.report import OFFICIAL_WEIGHTS_LABEL, REFERENCE_WEIGHTS_LABEL, SYNTHETIC_IMAGE
 from fastseg.errors import FastSegError, MissingDependencyError
 
 
@@ -106,12 +106,18 @@ def resolve_model(
 
 
 def make_image(path: Path, *, size: tuple[int, int], source: Path | None = None) -> Path:
-    """Write the benchmark image (H, W = ``size``) and return where: ``source``'s own bytes
-    when it already has that size (its format and compression are what a user's file has;
-    the suffix follows it), else ``source`` resized, or a fixed synthetic scene, as PNG.
-    OpenCV writes PNG at zlib's fastest level with every row Sub, which inflates slower than
-    libpng's default (a Cityscapes frame: 2.45 MB against 2.2, decoded in ~10 ms against ~7.5
-    on Zen 5), so re-encoding a frame that needs no resize would change what ``pre`` measures.
+    """``write_bench_image``'s file, where the caller needs no description of it."""
+    return write_bench_image(path, size=size, source=source)[0]
+
+
+def write_bench_image(path: Path, *, size: tuple[int, int], source: Path | None = None) -> tuple[Path, str]:
+    """Write the benchmark image (H, W = ``size``); return where, and what it is for the report.
+    ``source``'s own bytes when it already has that size (its format and compression are what a
+    user's file has; the suffix follows it), else ``source`` resized, or a fixed synthetic
+    scene, as PNG. OpenCV writes PNG at zlib's fastest level with every row Sub, which inflates
+    slower than libpng's default (a Cityscapes frame: 2.45 MB against 2.2, decoded in ~10 ms
+    against ~7.5 on an AMD EPYC Zen 5 with avx2 avx512f avx512_bf16 avx512_vnni, 2 cores), so
+    re-encoding a frame that needs no resize would change what ``pre`` measures.
 
     Raises:
         FastSegError: ``source`` cannot be read.
@@ -127,21 +133,14 @@ def make_image(path: Path, *, size: tuple[int, int], source: Path | None = None)
         if img.shape[:2] == (h, w):
             own = path.with_suffix(source.suffix.lower() or path.suffix)
             own.write_bytes(source.read_bytes())
-            return own
+            return own, f"{source.name} as is"
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        note = f"{source.name} resized (OpenCV PNG)"
     else:
         rng = np.random.default_rng(0)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (w + h) * 255], axis=-1)
         img = np.clip(base + rng.normal(0, 20, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        note = SYNTHETIC_IMAGE
     cv2.imwrite(str(path), img)
-    return path
-
-
-def image_note(source: Path | None, written: Path) -> str:
-    """What the benchmark image is, for the report: synthetic, the source as is, or resized."""
-    if source is None:
-        return "synthetic (OpenCV PNG)"
-    if written.suffix == source.suffix.lower() and written.read_bytes() == source.read_bytes():
-        return f"{source.name} as is"
-    return f"{source.name} resized (OpenCV PNG)"
+    return path, note

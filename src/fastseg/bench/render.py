@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fastseg.bench.report import BackendResult, BenchReport, Stats
+from fastseg.bench.report import SYNTHETIC_IMAGE, BackendResult, BenchReport, Stats
 from fastseg.errors import MissingDependencyError
 from fastseg.files import write_bytes_atomic
 
@@ -101,7 +101,7 @@ def conditions_text(report: BenchReport) -> str:
         )
     return (
         f"{mach.get('cpu')} ({mach.get('logical_cores')} logical cores), device {c['device']}, "
-        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH, {c.get('image', 'synthetic (OpenCV PNG)')}), "
+        f"{c['threads']} threads, batch {c['batch']}, image {w}x{h} (WxH, {c.get('image', SYNTHETIC_IMAGE)}), "
         f"engine {c.get('engine', 'ort')}, "
         f"{_precision(c)}"
         f"{windows}{c['runs']} runs after {c['warmup']} warm-up; medians in ms. fastseg/Paddle compares inference, "

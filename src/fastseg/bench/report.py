@@ -58,6 +58,10 @@ def summarize(samples_ms: Sequence[float]) -> Stats:
     )
 
 
+SYNTHETIC_IMAGE = "synthetic (OpenCV PNG)"
+"""The bench image when no ``--image`` is given (and in reports written before it was recorded)."""
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What to run. ``size`` is (height, width) of the image fed to every backend.
@@ -84,8 +88,8 @@ class BenchConfig:
     slide: str | None = None
     slide_stride: str | None = None
     protocol: str = "paddlex"
-    image: str = "synthetic (OpenCV PNG)"
-    """What every backend decodes (``models.image_note``): ``pre`` depends on the file's encoding."""
+    image: str = SYNTHETIC_IMAGE
+    """What every backend decodes (``models.write_bench_image``): ``pre`` depends on the file's encoding."""
 
 
 @dataclass(frozen=True)
