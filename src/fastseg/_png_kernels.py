@@ -13,7 +13,8 @@ and pixels left of a row stay zero, as the filters assume. Each finished row is 
 output in BGR order, OpenCV's. Imported only by ``png_decode.compiled_unfilter()``: importing
 this module imports numba.
 
-Two things decide its speed (session 17, Cityscapes frame, 990 Paeth rows, Zen 5: 7.5 ms ->
+Two things decide its speed (session 17, Cityscapes frame, 990 Paeth rows, AMD EPYC Zen 5 with
+avx2 avx512f avx512_bf16 avx512_vnni, one core: 7.5 ms ->
 3.2-3.5): the diagonal computes in uint8 (numba widens int16 arithmetic to 64 bits, so LLVM
 had filled a 512-bit vector with 8 lanes; 3.5 -> 0.8 ms), and rows go in and out of the skewed
 buffer as 32-bit words, four pixels per three loads or stores (2.3 -> 1.2 ms in, 1.4 -> ~1
@@ -155,7 +156,7 @@ def _only_sub_up_none(raw: Any, first: int, rows: int, stride: int) -> bool:
 def _unfilter_sub_up_none(raw: Any, first: int, top: int, rows: int, width: int, out: Any) -> None:
     """Rows ``top`` to ``top + rows`` (None, Sub or Up, from byte ``first`` of ``raw``) a row at a
     time, into ``out`` as BGR. Sub carries the left pixel in registers, three independent byte
-    chains: ~2.5 ms for 2048x1024 against ~3.6 ms for the diagonal loop, which pays only
+    chains: ~2.5 ms for 2048x1024 against ~3.6 ms for the diagonal loop (the CPU above), which pays only
     where Average or Paeth rows need the pixel above-left. Not for the one-inflate pipeline:
     with its unfilter this fast, isal's inflate on the helper thread ran slower (decoding
     2048x1024 in 12.0-12.7 ms against 10.5-11.4; cause not isolated), so only the two-inflate

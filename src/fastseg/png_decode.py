@@ -7,7 +7,7 @@ and at bf16 speed that is a fifth of a PP-LiteSeg-T run end to end. Faster paths
   stream inflated by isal (ISA-L) on a helper thread while the calling thread unfilters each
   band of 32 rows as it arrives, in SIMD across the band's rows (``_png_kernels.py``), writing
   BGR. Below 256 KiB of pixels, or without isal, libdeflate inflates it whole first. Medians on
-  AMD EPYC Zen 5 (AVX-512), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
+  AMD EPYC Zen 5 (avx2 avx512f avx512_bf16 avx512_vnni), 2 cores: the bench's 2048x1024 PNG (OpenCV-written) 12.0 ms
   against OpenCV's 31 (19-20.5 with session 12's row-at-a-time kernel after libdeflate); the
   four Cityscapes frames 7.2-7.4 (8.5-8.8 before session 17's kernel: the inflate, 6.2-7.2
   alone, is now the critical path) against OpenCV's 41-50 (``benchmarks/preprocess_ab.py

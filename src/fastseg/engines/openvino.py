@@ -74,8 +74,9 @@ class OpenVINORunner:
     ``reuse_output`` (the CPU), ``run`` returns a view of it, and callers hold ``lock`` until they
     have consumed it, as under ONNX Runtime's IO binding; otherwise a copy the caller may keep.
     SeaFormer_tiny's 19.6 MB of logits at 1024x2048 cost ~4.8 ms a run in copies (52.3 -> 47.5
-    ms, bf16, AMD EPYC Zen 5, 2 cores; session 17): one by ``infer``'s result dictionary, which
-    ``share_outputs`` now skips everywhere, and one here, with the fresh pages each needs.
+    ms, bf16, AMD EPYC Zen 5 with avx2 avx512f avx512_bf16 avx512_vnni, 2 cores; session 17): one
+    by ``infer``'s result dictionary, which ``share_outputs`` now skips everywhere, and one here,
+    with the fresh pages each needs.
 
     On the CPU, the first ``STATIC_SHAPES`` input shapes each get the model compiled for that
     exact shape, on first sight (as long as a compile takes: 0.4-1.6 s measured); later shapes
