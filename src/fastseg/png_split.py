@@ -20,10 +20,10 @@ or checksum that does not add up, an error on either thread) returns False, and
 ``png_decode`` decodes the image its usual way, which reports a corrupt file as before. Only
 for images whose rows 1-3 use None, Sub or Up (OpenCV writes every row Sub): those unfilter in
 ~2.5 ms at 2048x1024 (AMD EPYC Zen 5 with avx2 avx512f avx512_bf16 avx512_vnni), so a second
-inflate pays. Paeth rows (most other photo PNGs; ~3.4 ms since session 17) would gain too, but their streams (libpng's, at its best compression) keep
-copying window bytes far past the fill-in's 96 KiB: in the four Cityscapes frames the last one
-sat 1.0-1.9 MB into a 3.2-3.5 MB second half, so the split declines and they take the
-pipeline.
+inflate pays. Paeth rows (most other photo PNGs; ~3.4 ms since session 17) would gain too, but
+their streams (libpng's, at its best compression) keep copying window bytes far past the
+fill-in's 96 KiB: in the four Cityscapes frames the last one sat 1.0-1.9 MB into a 3.2-3.5 MB
+second half, so the split declines and they take the pipeline.
 
 Memory is most of the cost left: the second half's output and the moved stream share one
 numpy buffer (numpy asks the kernel for huge pages from 4 MiB, so it faults in a few 2 MiB
