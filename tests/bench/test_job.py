@@ -45,6 +45,39 @@ def test_bad_peer_or_model_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_bf16_on_a_cpu_without_it_is_one_line_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastseg.cli import main
+    from fastseg.engines import cpu
+
+    monkeypatch.setenv("FASTSEG_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))  # an AMD Zen 1-3
+    built: list[str] = []
+    monkeypatch.setattr(job, "prepare_models", lambda names, *_: built.extend(names))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["bench", "--engine", "openvino-bf16", "--models", "PP-LiteSeg-T,SegFormer-B0",
+                                       "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: bf16 needs a CPU with AMX or AVX512-BF16")
+    assert "this CPU has neither (its precision flags: avx2)" in result.output
+    assert built == [] and not out.exists() and not (tmp_path / "home").exists()
+
+
+def test_the_console_says_why_a_row_was_not_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastseg.cli import main
+
+    monkeypatch.setenv("FASTSEG_HOME", str(tmp_path / "home"))
+
+    def broken(name: str, **_: object) -> object:
+        raise RuntimeError(f"{name} [exploded]")
+
+    monkeypatch.setattr(job, "resolve_model", broken)
+    result = CliRunner().invoke(main, ["bench", "--size", "32x48", "--runs", "1", "--warmup", "0", "--weights", "reference",
+                                       "--reference-dir", str(tmp_path / "refs"), "--peak-gflops", "100",
+                                       "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "Not measured: PP-LiteSeg-T/fastseg: failed (preparing: RuntimeError: PP-LiteSeg-T [exploded])" in result.output
+
+
 def test_missing_prebuilt_reference_names_the_command_that_builds_it(tmp_path: Path) -> None:
     builder = job.reference_builder(tmp_path)
     assert builder is not None

@@ -184,7 +184,8 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
 
     Raises:
         InputError: a peer not in ``AGAINST``.
-        UnknownModelError, DeviceError: a bad model name or device, before any work.
+        UnknownModelError, DeviceError: a bad model name or device, or bf16 on a CPU without bf16
+        instructions, before any work.
         MissingDependencyError: no way to get a model's files (said once, not per model).
     """
     from fastseg.errors import InputError
@@ -198,6 +199,10 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
     device, warning = check_device(request.device, allow_fallback=request.allow_fallback)
     if warning:
         ui.warn(warning)
+    if row_precision(request.engine) == "bf16":
+        from fastseg.engines.cpu import require_bf16
+
+        require_bf16()  # said once, before any model is built, not as a failed row per model
     sources = prepare_models(names, request, zoo, ui)
     size = request.size
     image, image_note = write_bench_image(request.out_dir / f"bench_{size[1]}x{size[0]}.png", size=size, source=request.image)

@@ -155,6 +155,12 @@ def render_table(report: BenchReport, *, title: str = "fastseg bench (ms, median
     return table
 
 
+def not_measured(report: BenchReport) -> list[str]:
+    """``model/backend: status (why)`` for every cell the table shows as not measured."""
+    return [f"{m.name}/{b.backend}: {b.status} ({b.detail})" for m in report.models for b in m.backends.values()
+            if b.status != "ok"]
+
+
 def render_markdown(report: BenchReport) -> str:
     """The table as GitHub Markdown, with the machine, versions and conditions."""
     rows = table_rows(report)
@@ -174,7 +180,7 @@ def render_markdown(report: BenchReport) -> str:
     notes = [f"- {m.name}: {m.note}" for m in report.models if m.note]
     if notes:
         lines += ["", "Notes:", *notes]
-    failures = [f"{m.name}/{b.backend}: {b.status} ({b.detail})" for m in report.models for b in m.backends.values() if b.status not in ("ok",)]
+    failures = not_measured(report)
     if failures:
         lines += ["", "Not measured:", *[f"- {f}" for f in failures]]
     return "\n".join(lines) + "\n"

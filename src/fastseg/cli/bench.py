@@ -98,9 +98,10 @@ def bench_cmd(
 ) -> None:
     """Time fastseg per stage, side by side with Paddle Inference and PaddleX on the same files."""
     from rich.console import Console
+    from rich.text import Text
 
     from fastseg.bench.job import BenchRequest, run_job
-    from fastseg.bench.render import published_text, render_table
+    from fastseg.bench.render import not_measured, published_text, render_table
     from fastseg.slide import parse_hw
 
     size = parse_hw_size(size_arg)
@@ -118,4 +119,6 @@ def bench_cmd(
     outcome = run_job(request, _RichUI(console))
     console.print(render_table(outcome.report))
     console.print(published_text(outcome.report))
+    for line in not_measured(outcome.report):
+        console.print(Text.assemble(("Not measured: ", "yellow"), line))  # plain text: details hold brackets
     console.print("Wrote " + ", ".join(str(p) for p in outcome.paths.values()))

@@ -74,8 +74,8 @@ def require_bf16(flags: Iterable[str] | None = None) -> None:
     """
     if has_bf16(flags):
         return
-    present = ", ".join(precision_flags(flags)) or "none of them"
+    present = ", ".join(precision_flags(flags)) or "none"
     raise DeviceError(
-        f"bf16 needs a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this CPU has "
-        f"{present} of {', '.join(PRECISION_FLAGS)}. Use the fp32 model, or int8 ('fastseg quantize --precision int8')."
+        f"bf16 needs a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this CPU has neither "
+        f"(its precision flags: {present}). Use the fp32 model, or int8 ('fastseg quantize --precision int8')."
     )
