@@ -363,29 +363,42 @@ def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgem
     from fastseg.bench.peak import theoretical_peak
 
     amx = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
-    fp32 = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, half_width_avx512=False)
+    fp32 = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, pipe_bits=512)
     assert fp32.gflops == 2 * 2.0 * 32 * 2 and "AVX-512, 2 FMA ports" in fp32.formula
-    assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, half_width_avx512=False).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
-    assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, half_width_avx512=False).gflops == 2 * 2.0 * 2048 * 2
+    assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, pipe_bits=512).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
+    assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, pipe_bits=512).gflops == 2 * 2.0 * 2048 * 2
     zen4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
-    assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, half_width_avx512=True).gflops == 2 * 3.0 * 32 * 2
-    assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, half_width_avx512=True).gflops == 2 * 3.0 * 16 * 2
-    zen5 = theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, half_width_avx512=False)  # full 512-bit pipes
+    assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, pipe_bits=256).gflops == 2 * 3.0 * 32 * 2
+    assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, pipe_bits=256).gflops == 2 * 3.0 * 16 * 2
+    zen5 = theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, pipe_bits=512)  # full 512-bit pipes
     assert zen5.gflops == 2 * 3.0 * 64 * 2 and "AVX512-BF16" in zen5.formula
-    raised = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, half_width_avx512=False, sgemm_gflops=307.0)
+    raised = theoretical_peak("fp32", 2, flags=amx, ghz=2.0, pipe_bits=512, sgemm_gflops=307.0)
     assert raised.gflops == pytest.approx(307.0) and "clock raised to what the fp32 sgemm proves" in raised.formula
 
 
 @pytest.mark.parametrize(
-    ("vendor", "family", "halves"),
-    [("AuthenticAMD", 25, True), ("AuthenticAMD", 26, False), ("GenuineIntel", 6, False)],
+    ("vendor", "family", "model", "bits"),
+    [("AuthenticAMD", 23, 1, 128), ("AuthenticAMD", 23, 0x31, 256), ("AuthenticAMD", 25, 17, 256),
+     ("AuthenticAMD", 26, 2, None), ("GenuineIntel", 6, 207, None)],
 )
-def test_only_zen4_runs_avx512_at_half_width(tmp_path: Path, vendor: str, family: int, halves: bool) -> None:
-    from fastseg.bench.peak import halves_avx512
+def test_fma_pipes_are_narrower_than_the_instructions_only_on_amd_zen1_to_zen4(
+    tmp_path: Path, vendor: str, family: int, model: int, bits: int | None
+) -> None:
+    from fastseg.bench.peak import fma_pipe_bits
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nflags\t\t: avx512f\n")
-    assert halves_avx512(cpuinfo) is halves
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+                       f"model name\t: AMD EPYC\nflags\t\t: avx2\n")
+    assert fma_pipe_bits(cpuinfo) == bits
+
+
+def test_zen1_avx2_peak_counts_its_128_bit_pipes() -> None:
+    from fastseg.bench.peak import theoretical_peak
+
+    fp32 = theoretical_peak("fp32", 2, flags={"avx2"}, ghz=2.0, pipe_bits=128)
+    assert fp32.gflops == 2 * 2.0 * 8 * 2 and "AVX2 on 2x128-bit pipes" in fp32.formula
+    int8 = theoretical_peak("int8", 2, flags={"avx2"}, ghz=2.0, pipe_bits=128)
+    assert int8.gflops == 2 * 2.0 * 16 * 2 and "AVX2 (no VNNI) on 2x128-bit pipes" in int8.formula
 
 
 def test_sliding_window_rows_time_the_whole_call_and_say_so(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ instructions the CPU has for that precision (2 FLOPs per multiply-add):
 
 | precision | instructions | multiply-adds / core / cycle |
 |---|---|---|
-| fp32 | AVX-512 (Intel, AMD Zen 5: 2 FMA ports x 16 lanes) / AVX-512 on AMD Zen 4 (2 x 256-bit) / AVX2 (2 x 8) | 32 / 16 / 16 |
+| fp32 | AVX-512 (Intel, AMD Zen 5: 2 FMA ports x 16 lanes) / AVX-512 on AMD Zen 4 (2 x 256-bit) / AVX2 (2 x 8) / AVX2 on AMD Zen, Zen+ (2 x 128-bit) | 32 / 16 / 16 / 8 |
 | bf16 | AMX-BF16 tiles / AVX512-BF16 (2 per fp32 lane) | 1024 / 2 x fp32 |
 | int8 | AMX-INT8 tiles / AVX512-VNNI or AVX-VNNI (4 per lane) / AVX2 (pmaddubsw, 2 per lane) | 2048 / 4 x fp32 / 2 x fp32 |
 
@@ -43,33 +43,40 @@ def clock_ghz(cpuinfo: Path = Path("/proc/cpuinfo")) -> float | None:
     return None
 
 
-def halves_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True on AMD Zen 4 (family 25), which runs AVX-512 on 256-bit pipes: half Intel's lanes per
-    cycle. Zen 5 (family 26; EPYC 9005) has full 512-bit pipes, as Intel's AVX-512 cores do."""
+def fma_pipe_bits(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The width of this CPU's FMA pipes where it is narrower than its widest instructions on
+    some AMD cores: Zen and Zen+ (family 23, model < 0x30) split AVX2 over 2x128-bit pipes, Zen 2
+    to Zen 4 (family 23 from model 0x30, family 25) run AVX-512 on 2x256-bit pipes; Zen 5 (family
+    26) has 512-bit pipes. None elsewhere: the pipes are as wide as the instructions."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
+        return None
     if "AuthenticAMD" not in text:
-        return False
+        return None
+    family = model = None
     for line in text.splitlines():
-        if line.startswith("cpu family"):
-            try:
-                return int(line.split(":", 1)[1]) < 26
-            except ValueError:
-                return True
-    return True
+        key, _, value = line.partition(":")
+        try:
+            if key.strip() == "cpu family" and family is None:
+                family = int(value)
+            elif key.strip() == "model" and model is None:
+                model = int(value)
+        except ValueError:
+            continue
+    if family is None or family >= 26:
+        return None
+    return 128 if family == 23 and model is not None and model < 0x30 else 256
 
 
-def macs_per_cycle(precision: str, flags: Iterable[str], *, half_width_avx512: bool) -> tuple[int, str]:
-    """Multiply-adds per core per cycle for ``precision`` and the instructions that give them."""
+def macs_per_cycle(precision: str, flags: Iterable[str], *, pipe_bits: int | None) -> tuple[int, str]:
+    """Multiply-adds per core per cycle for ``precision`` and the instructions that give them,
+    with two FMA ports of ``min(instruction width, pipe_bits)`` bits."""
     have = set(flags)
-    if "avx512f" in have:
-        fp32, fp32_isa = (16, "AVX-512 on 2x256-bit pipes") if half_width_avx512 else (32, "AVX-512, 2 FMA ports")
-    elif "avx2" in have:
-        fp32, fp32_isa = 16, "AVX2, 2 FMA ports"
-    else:
-        fp32, fp32_isa = 8, "SSE/unknown"
+    isa, isa_bits = ("AVX-512", 512) if "avx512f" in have else ("AVX2", 256) if "avx2" in have else ("SSE/unknown", 128)
+    bits = min(isa_bits, pipe_bits or isa_bits)
+    fp32 = 2 * bits // 32
+    fp32_isa = f"{isa}, 2 FMA ports" if bits == isa_bits else f"{isa} on 2x{bits}-bit pipes"
     if precision == "bf16":
         if "amx_bf16" in have:
             return 1024, "AMX-BF16 tiles"
@@ -80,7 +87,7 @@ def macs_per_cycle(precision: str, flags: Iterable[str], *, half_width_avx512: b
             return 2048, "AMX-INT8 tiles"
         if "avx512_vnni" in have or "avx_vnni" in have:
             return 4 * fp32 if "avx512_vnni" in have else 4 * min(fp32, 16), "VNNI"
-        return 2 * fp32, "AVX2 (no VNNI)"
+        return 2 * fp32, f"{isa} (no VNNI)" + ("" if bits == isa_bits else f" on 2x{bits}-bit pipes")
     return fp32, fp32_isa
 
 
@@ -90,19 +97,20 @@ def theoretical_peak(
     *,
     flags: Iterable[str] | None = None,
     ghz: float | None = None,
-    half_width_avx512: bool | None = None,
+    pipe_bits: int | None = None,
     sgemm_gflops: float | None = None,
 ) -> Peak:
-    """``precision``'s peak on ``cores`` cores of this CPU (arguments default to this machine)."""
+    """``precision``'s peak on ``cores`` cores of this CPU (arguments default to this machine;
+    ``pipe_bits``: the FMA pipes' width, default ``fma_pipe_bits()``)."""
     flags = cpu_flags() if flags is None else flags
-    half = halves_avx512() if half_width_avx512 is None else half_width_avx512
+    pipes = fma_pipe_bits() if pipe_bits is None else pipe_bits
     ghz = clock_ghz() if ghz is None else ghz
     clock_note = "cpu MHz"
-    fp32_macs, _ = macs_per_cycle("fp32", flags, half_width_avx512=half)
+    fp32_macs, _ = macs_per_cycle("fp32", flags, pipe_bits=pipes)
     if ghz is None:
         ghz, clock_note = 2.0, "clock unknown, 2.0 GHz assumed"
     if sgemm_gflops is not None and sgemm_gflops > cores * ghz * fp32_macs * 2:
         ghz, clock_note = sgemm_gflops / (cores * fp32_macs * 2), "clock raised to what the fp32 sgemm proves"
-    macs, isa = macs_per_cycle(precision, flags, half_width_avx512=half)
+    macs, isa = macs_per_cycle(precision, flags, pipe_bits=pipes)
     gflops = cores * ghz * macs * 2
     return Peak(precision, gflops, f"{cores} cores x {ghz:.2f} GHz ({clock_note}) x {macs} {precision} MAC/cycle ({isa}) x 2")
