@@ -8,6 +8,7 @@ matter, so:
     python benchmarks/remote_bench.py fill  OUT_DIR               # there: weights re-drawn, same shapes
     python benchmarks/remote_bench.py image SKIMAGE_DATA OUT.png  # a 1024x2048 photo mosaic, no resizing of the canvas
     python benchmarks/remote_bench.py run   --models DIR --image IMG --jobs JOBS --out OUT.json [--cpus 0,2] [--budget S]
+    python benchmarks/remote_bench.py cpus                          # the two CPUs run pins to, for taskset -c
 
 ``strip`` keeps every initializer of at most 1,024 elements (BatchNorm statistics, biases,
 quantization scales and zero points) and empties the larger ones, recording their mean, standard
@@ -174,6 +175,7 @@ def main() -> None:
     p = sub.add_parser("image")
     p.add_argument("data_dir", type=Path)
     p.add_argument("out", type=Path)
+    sub.add_parser("cpus", help="print the two CPUs run pins to (for taskset -c)")
     p = sub.add_parser("run")
     p.add_argument("--models", type=Path, required=True)
     p.add_argument("--image", type=Path, required=True)
@@ -191,6 +193,8 @@ def main() -> None:
         fill(a.out_dir)
     elif a.command == "image":
         image(a.data_dir, a.out)
+    elif a.command == "cpus":
+        print(",".join(map(str, two_cores(None))))
     else:
         cpus = two_cores(a.cpus)
         print(f"pinned to CPUs {cpus}; {os.cpu_count()} online", flush=True)
