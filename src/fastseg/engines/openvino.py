@@ -53,6 +53,15 @@ def openvino_version() -> str | None:
     return str(openvino.get_version()).split("-")[0]
 
 
+def openvino_reason(exc: BaseException, *, limit: int = 300) -> str:
+    """OpenVINO's own words in ``exc``: its messages open with one "Exception from <file>:<line>:"
+    line per layer it passed through, and the reason follows (first ``limit`` characters)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("Exception from ")]
+    reason = " ".join(said) if said else (lines[0] if lines else type(exc).__name__)
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def openvino_device(spec: DeviceSpec) -> str:
     """OpenVINO's device name for a fastseg device: ``cpu`` -> CPU, ``openvino:GPU`` -> GPU,
     ``gpu:N`` -> GPU.N (Intel GPUs); other kinds have no OpenVINO device."""
@@ -123,7 +132,7 @@ class OpenVINORunner:
                 self._by_shape[shape] = self._specialise(shape).create_infer_request()
             except RuntimeError as exc:
                 log.warning("OpenVINO could not compile the model for input %s (%s); it runs the dynamic-shape model",
-                            list(shape), str(exc).splitlines()[0])
+                            list(shape), openvino_reason(exc))
                 self._by_shape[shape] = None
             if len(self._by_shape) >= STATIC_SHAPES:
                 self._specialise = None
