@@ -76,6 +76,8 @@ class GateRecord:
     calib_images: int = 0
     format: str = ""
     calibration: str = ""
+    worst_image: str = ""
+    """The file name of the held-out image with the lowest agreement ("" in older records)."""
     cpu: str = ""
     """The CPU the gate ran on and its precision flags (``AMD EPYC: avx512_bf16 avx512_vnni ...``):
     bf16 and int8 kernels differ between AMX, AVX512-BF16 and VNNI, and so can the figures."""
@@ -101,6 +103,7 @@ class GateRecord:
             precision=precision, engine=str(raw["engine"]), gated=bool(raw["gated"]),
             val_images=int(raw["val_images"]), calib_images=int(raw.get("calib_images", 0)),
             format=str(raw.get("format", "")), calibration=str(raw.get("calibration", "")), cpu=str(raw.get("cpu", "")),
+            worst_image=str(raw.get("worst_image", "")),
             **figures,
         )
 

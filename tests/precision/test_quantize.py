@@ -69,6 +69,7 @@ def test_the_per_image_floor_refuses_what_the_pooled_figure_passes(tmp_path: Pat
     message = str(info.value)
     assert "gate: pooled >= 1.00%, every image >= 99.99%" in message  # both thresholds named
     assert re.search(r"\(worst image [\d.]+% < floor 99\.99%\): nothing written", message)  # only the floor failed
+    assert re.search(r"\(worst image [\d.]+%, img_[012]\.png\); gate:", message)  # which photo to look at
     assert not (tmp_path / "int8").exists()
 
 
@@ -88,9 +89,10 @@ def test_an_ungated_model_is_marked_everywhere_and_its_agreement_reproduces(tmp_
     assert raw["precision"] == "int8" and raw["gate"]["gated"] is False and raw["gate"]["agreement_pct"] < 99.0
     with Segmenter(model, engine="ort") as fp32, Segmenter(out, engine="ort") as int8:
         assert int8.precision == "int8" and int8.precision_label == "int8 UNGATED"
-        pooled, worst = label_agreement(fp32, int8, sorted(val.glob("*.png")), 1024)
+        pooled, worst, worst_image = label_agreement(fp32, int8, sorted(val.glob("*.png")), 1024)
     assert pooled == pytest.approx(raw["gate"]["agreement_pct"], abs=1e-3)  # the recorded figure is what it does
     assert worst == pytest.approx(raw["gate"]["worst_image_pct"], abs=1e-3)
+    assert worst_image == raw["gate"]["worst_image"] and worst_image in {"img_0.png", "img_1.png"}
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), cv2.imread(str(val / "img_0.png")))
     run = CliRunner().invoke(main, ["predict", "--input", str(tmp_path / "in"), "--model", str(out),

@@ -45,6 +45,7 @@ def quantize_cmd(
     MODEL is a converted model directory or a zoo name (converted, or built with --weights
     reference, on first use).
     """
+    from fastseg.precision.gate import worst_name
     from fastseg.precision.quantize import quantize_model
 
     record = quantize_model(
@@ -59,6 +60,7 @@ def quantize_cmd(
     measured = (
         f"{precision} keeps {record.agreement_pct:.2f}% of fp32's labels on {record.val_images} held-out image(s) "
         f"with {record.engine}{' on ' + record.cpu if record.cpu else ''} (worst image {record.worst_image_pct:.2f}%"
+        f"{worst_name(record)}"
         + (f", calibrated on {record.calib_images})" if record.calib_images else ")")
         if record.val_images else f"{precision} written without a comparison"
     )

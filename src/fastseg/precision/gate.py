@@ -79,13 +79,16 @@ def load_for_gate(path: Path, meta: ModelMeta, max_side: int | None) -> npt.NDAr
     return img
 
 
-def label_agreement(reference: Any, candidate: Any, images: Sequence[Path], max_side: int | None) -> tuple[float, float]:
-    """(pooled %, worst image %) of pixels where ``candidate`` predicts ``reference``'s label.
+def label_agreement(
+    reference: Any, candidate: Any, images: Sequence[Path], max_side: int | None
+) -> tuple[float, float, str]:
+    """(pooled %, worst image %, the worst image's file name) of pixels where ``candidate``
+    predicts ``reference``'s label: the name tells a refused user which photo to look at.
 
     Both are ``Segmenter``s (passed in, so this module stays below the pipeline's wiring).
     """
     same = total = 0
-    worst = 100.0
+    worst, worst_image = 100.0, ""
     for path in images:
         img = load_for_gate(path, reference.meta, max_side)
         a = next(iter(reference.predict(img)))["pred"]
@@ -93,8 +96,10 @@ def label_agreement(reference: Any, candidate: Any, images: Sequence[Path], max_
         equal = int(np.count_nonzero(a == b))
         same += equal
         total += a.size
-        worst = min(worst, 100.0 * equal / a.size)
-    return 100.0 * same / total, worst
+        pct = 100.0 * equal / a.size
+        if not worst_image or pct < worst:
+            worst, worst_image = pct, Path(path).name
+    return 100.0 * same / total, worst, worst_image
 
 
 def check_thresholds(min_agreement: float, min_image_agreement: float) -> None:
@@ -125,16 +130,21 @@ def refuse(record: GateRecord, *, advice: str) -> QuantizationGateError:
     return QuantizationGateError(
         f"{record.precision} keeps {record.agreement_pct:.2f}% of fp32's labels on {record.val_images} held-out "
         f"image(s) with {record.engine}{' on ' + record.cpu if record.cpu else ''} (worst image "
-        f"{record.worst_image_pct:.2f}%); gate: pooled >= "
+        f"{record.worst_image_pct:.2f}%{worst_name(record)}); gate: pooled >= "
         f"{record.min_agreement_pct:.2f}%, every image >= {record.min_image_agreement_pct:.2f}% "
         f"({'; '.join(which)}): nothing written. {advice}"
     )
 
 
+def worst_name(record: GateRecord) -> str:
+    """``, <file>`` naming the worst held-out image, or nothing for a record without it."""
+    return f", {record.worst_image}" if record.worst_image else ""
+
+
 def gate_record(
     precision: Precision,
     engine: str,
-    figures: tuple[float, float],
+    figures: tuple[float, float] | tuple[float, float, str],
     *,
     val_images: int,
     min_agreement: float,
@@ -143,11 +153,13 @@ def gate_record(
     format: str = "",
     calibration: str = "",
 ) -> GateRecord:
-    """The record of one gate run; ``min_agreement`` 0 means ungated (kept, and marked so)."""
-    pooled, worst = figures
+    """The record of one gate run from ``label_agreement``'s figures (pooled, worst[, worst
+    image]); ``min_agreement`` 0 means ungated (kept, and marked so)."""
+    pooled, worst = figures[0], figures[1]
+    worst_image = figures[2] if len(figures) > 2 else ""
     return GateRecord(
         precision=precision, engine=engine, gated=min_agreement > 0, agreement_pct=round(pooled, 4),
-        worst_image_pct=round(worst, 4), min_agreement_pct=float(min_agreement),
+        worst_image_pct=round(worst, 4), worst_image=str(worst_image), min_agreement_pct=float(min_agreement),
         min_image_agreement_pct=float(min_image_agreement) if min_agreement > 0 else 0.0,
         val_images=val_images, calib_images=calib_images, format=format, calibration=calibration,
         cpu=cpu_description() if val_images else "",

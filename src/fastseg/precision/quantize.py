@@ -117,7 +117,7 @@ def quantize_model(
         draft = replace(meta, precision=precision, gate=gate_record(
             precision, engine, (0.0, 0.0), val_images=0, min_agreement=0, min_image_agreement=0))
         write_meta(staging, draft)  # the gate's Segmenter needs a model dir; the real gate is written below
-        figures = (0.0, 0.0)  # nothing measured (ungated, no images): the record says val_images 0
+        figures: tuple[float, float, str] = (0.0, 0.0, "")  # nothing measured: the record says val_images 0
         if val:
             log.info("Gating %s on %d held-out image(s) with %s", precision, len(val), engine)
             with Segmenter(model_dir, engine=engine) as fp32, Segmenter(staging, engine=engine) as reduced:
