@@ -58,6 +58,35 @@ def test_the_gate_refuses_a_random_weight_network_and_writes_nothing(tmp_path: P
     assert not (model / tuning.VARIANTS_FILE).exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "saturates"),
+    [({"avx2"}, True), ({"sse4_1"}, True), ({"avx2", "avx_vnni"}, False), ({"avx2", "avx512f", "avx512_vnni"}, False),
+     ({"avx2", "amx_int8"}, False), ({"fp", "asimd", "asimddp"}, False)],
+)
+def test_int8_weights_saturate_only_on_x86_without_vnni(flags: set[str], saturates: bool) -> None:
+    assert cpu.int8_weights_saturate(flags) is saturates
+
+
+@needs_quant
+@pytest.mark.parametrize(("flags", "weights", "dtype"), [({"avx2"}, "u8u8", 2), ({"avx2", "avx512_vnni"}, "u8s8", 3)])
+def test_int8_weights_follow_the_cpus_int8_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: set[str], weights: str, dtype: int
+) -> None:
+    """u8u8 where u8s8's 16-bit pair sums saturate (x86 without VNNI), u8s8 elsewhere; the gate
+    record says which."""
+    import onnx
+
+    from fastseg.precision.quantize import quantize_model
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
+    model, out = random_net_dir(tmp_path / "fp32"), tmp_path / "int8"
+    record = quantize_model(model, photo_dir(tmp_path / "calib", 2), out, min_agreement=0, augment=False, register=False)
+    assert record.format == f"onnx-qdq {weights} per-channel"
+    graph = onnx.load(str(out / "model.onnx")).graph
+    weight_types = {t.data_type for t in graph.initializer if t.name.endswith("_quantized")}
+    assert weight_types == {dtype}  # onnx.TensorProto: UINT8 = 2, INT8 = 3
+
+
 @needs_quant
 def test_the_per_image_floor_refuses_what_the_pooled_figure_passes(tmp_path: Path) -> None:
     from fastseg.precision.quantize import quantize_model

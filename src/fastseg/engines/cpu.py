@@ -66,6 +66,20 @@ def has_bf16(flags: Iterable[str] | None = None) -> bool:
     return any(f in BF16_FLAGS for f in precision_flags(flags))
 
 
+INT8_DOT_FLAGS: tuple[str, ...] = ("amx_int8", "avx512_vnni", "avx_vnni")
+"""Instructions that multiply uint8 by int8 into 32-bit sums; without them x86 uses
+(v)pmaddubsw, whose 16-bit pair sums saturate."""
+
+
+def int8_weights_saturate(flags: Iterable[str] | None = None) -> bool:
+    """True on an x86 CPU without VNNI or AMX-INT8 (``flags`` default: ``cpu_flags()``), where
+    ONNX Runtime's uint8 x int8 kernels add products in saturating 16-bit pairs: ONNX
+    Runtime's quantization guide advises the U8U8 format there (no saturation)."""
+    have = set(cpu_flags() if flags is None else flags)
+    x86 = "sse4_1" in have or "avx2" in have
+    return x86 and not any(f in have for f in INT8_DOT_FLAGS)
+
+
 def require_bf16(flags: Iterable[str] | None = None) -> None:
     """Refuse bf16 on a CPU without bf16 instructions, naming what is missing and what it has.
 

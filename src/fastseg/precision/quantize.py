@@ -40,7 +40,7 @@ from fastseg.precision.gate import (
     refuse,
     split_images,
 )
-from fastseg.precision.int8 import CalibrationSet, quantize_onnx
+from fastseg.precision.int8 import CalibrationSet, quantize_onnx, weight_format
 from fastseg.segmenter import Segmenter
 from fastseg.tempdirs import staged_dir
 
@@ -177,8 +177,10 @@ def _write_model(
         return "onnx fp32 graph, OpenVINO INFERENCE_PRECISION_HINT=bf16", "none (bf16 needs no calibration)"
     log.info("Calibrating on %d image(s)", len(calib))
     calib_set = CalibrationSet(calib, meta, max_side, augment=augment)
-    used = quantize_onnx(model_dir / ONNX_FILE, staging / ONNX_FILE, calib_set, meta.input_name, method=method)
-    return "onnx-qdq u8s8 per-channel", used + (" + mirror/brightness" if augment else "")
+    weights = weight_format()
+    used = quantize_onnx(model_dir / ONNX_FILE, staging / ONNX_FILE, calib_set, meta.input_name, method=method,
+                         weights=weights)
+    return f"onnx-qdq {weights} per-channel", used + (" + mirror/brightness" if augment else "")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
