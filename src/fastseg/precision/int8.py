@@ -1,8 +1,8 @@
 """int8 by static post-training quantization: ONNX Runtime's QDQ format, calibrated on the
-user's images (per-channel int8 weights, uint8 activations), one ``model.onnx`` that both
-engines run with int8 kernels. The classifier head (the last convolution and everything after
-it) stays float: quantising logits to 256 levels before the argmax moves labels for no speed.
-``fastseg.precision.quantize`` gates the result.
+user's images (per-channel int8 weights, uint8 ones on x86 without VNNI; uint8 activations),
+one ``model.onnx`` that both engines run with int8 kernels. The classifier head (the last
+convolution and everything after it) stays float: quantising logits to 256 levels before the
+argmax moves labels for no speed. ``fastseg.precision.quantize`` gates the result.
 """
 
 from __future__ import annotations
