@@ -34,7 +34,7 @@ python3 -c "import sys, pathlib; from fastseg.precision.quantize import quantize
 for d in map(pathlib.Path, sys.argv[1:]): quantize_model(d, None, d.parent / 'bf16', precision='bf16', min_agreement=0)" \
   /tmp/models/*/fp32
 echo "filled in $(( $(date +%s) - t0 )) s"
-# The decode paths on this CPU's two cores (the mosaic, alternating per run, pixels checked against OpenCV).
+# The decode paths on this CPU's two cores (IMAGE if a PNG, alternating per run, pixels checked against OpenCV).
 rm -rf /tmp/decode && mkdir -p /tmp/decode && cp "$image" /tmp/decode/
 taskset -c "$(python3 benchmarks/remote_bench.py cpus)" python3 benchmarks/preprocess_ab.py decode --images /tmp/decode --runs 15 \
   2>&1 | tee "$out/decode.txt"
