@@ -144,7 +144,7 @@ def worst_name(record: GateRecord) -> str:
 def gate_record(
     precision: Precision,
     engine: str,
-    figures: tuple[float, float] | tuple[float, float, str],
+    figures: tuple[float, float, str],
     *,
     val_images: int,
     min_agreement: float,
@@ -153,13 +153,12 @@ def gate_record(
     format: str = "",
     calibration: str = "",
 ) -> GateRecord:
-    """The record of one gate run from ``label_agreement``'s figures (pooled, worst[, worst
-    image]); ``min_agreement`` 0 means ungated (kept, and marked so)."""
-    pooled, worst = figures[0], figures[1]
-    worst_image = figures[2] if len(figures) > 2 else ""
+    """The record of one gate run from ``label_agreement``'s figures (pooled, worst, worst
+    image); ``min_agreement`` 0 means ungated (kept, and marked so)."""
+    pooled, worst, worst_image = figures
     return GateRecord(
         precision=precision, engine=engine, gated=min_agreement > 0, agreement_pct=round(pooled, 4),
-        worst_image_pct=round(worst, 4), worst_image=str(worst_image), min_agreement_pct=float(min_agreement),
+        worst_image_pct=round(worst, 4), worst_image=worst_image, min_agreement_pct=float(min_agreement),
         min_image_agreement_pct=float(min_image_agreement) if min_agreement > 0 else 0.0,
         val_images=val_images, calib_images=calib_images, format=format, calibration=calibration,
         cpu=cpu_description() if val_images else "",

@@ -114,10 +114,10 @@ def quantize_model(
         calib, val = split_images(image_files(calib_dir), None if val_dir is None else image_files(val_dir))
     with staged_dir(out_dir) as staging:  # 0755 once complete: a shared model directory
         fmt, calibration = _write_model(precision, model_dir, staging, meta, calib, max_side, method, augment)
-        draft = replace(meta, precision=precision, gate=gate_record(
-            precision, engine, (0.0, 0.0), val_images=0, min_agreement=0, min_image_agreement=0))
-        write_meta(staging, draft)  # the gate's Segmenter needs a model dir; the real gate is written below
         figures: tuple[float, float, str] = (0.0, 0.0, "")  # nothing measured: the record says val_images 0
+        draft = replace(meta, precision=precision, gate=gate_record(
+            precision, engine, figures, val_images=0, min_agreement=0, min_image_agreement=0))
+        write_meta(staging, draft)  # the gate's Segmenter needs a model dir; the real gate is written below
         if val:
             log.info("Gating %s on %d held-out image(s) with %s", precision, len(val), engine)
             with Segmenter(model_dir, engine=engine) as fp32, Segmenter(staging, engine=engine) as reduced:
