@@ -101,3 +101,26 @@ def test_the_table_names_the_run_mode_beside_paddlex_time() -> None:
     report = BenchReport({}, {}, {"peak_gflops": 157.0}, [model], {})
     row = table_rows(report)[0]
     assert row["PaddleX e2e ms"] == "4315.0 (paddle)" and row["fastseg/PaddleX"] == "0.46x"
+
+
+ZEN1 = frozenset({"avx", "avx2", "fma", "f16c"})
+SKYLAKE_SP = ZEN1 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}
+ZEN4 = SKYLAKE_SP | {"avx512_bf16", "avx512_vnni"}
+
+
+def test_mkldnn_bf16_is_labelled_by_what_paddle_computes_on_the_cpu() -> None:
+    policy = mirrored_policy()
+    assert choose_run_mode("PP-LiteSeg-T", "mkldnn_bf16", policy, ZEN1).label() == (
+        "mkldnn_bf16 (ran fp32: Paddle's bf16 needs avx512_core)")
+    assert choose_run_mode("PP-LiteSeg-T", "mkldnn_bf16", policy, SKYLAKE_SP).label() == (
+        "mkldnn_bf16 (bf16 emulated: no avx512_bf16)")
+    assert choose_run_mode("PP-LiteSeg-T", "mkldnn_bf16", policy, ZEN4).label() == "mkldnn_bf16"
+    assert choose_run_mode("PP-LiteSeg-T", None, policy, ZEN1).label() == "mkldnn"  # fp32 is fp32 anywhere
+    assert choose_run_mode("MaskFormer_tiny", "mkldnn_bf16", policy, ZEN1).runs == "paddle"
+
+
+def test_the_bf16_peer_records_an_fp32_run_on_a_cpu_without_avx512_core(fake_paddlex: dict[str, object]) -> None:
+    result = workers._WORKERS["paddlex-bf16"]({**_spec("PP-LiteSeg-T"), "cpu_flags": sorted(ZEN1)})
+    assert fake_paddlex["run_mode"] == "mkldnn_bf16"  # asked as a user would; Paddle decides
+    assert result["run_mode"] == "mkldnn_bf16 (ran fp32: Paddle's bf16 needs avx512_core)"
+    assert "ran fp32" in result["detail"]

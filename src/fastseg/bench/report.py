@@ -18,7 +18,8 @@ AGAINST: tuple[str, ...] = ("paddle", "paddlex", "paddlex-bf16")
 """The peers: Paddle Inference (MKLDNN, inference only), PaddleX's predictor end to end in its
 own default CPU run mode per model (``mkldnn``, or ``paddle`` for models on its oneDNN blocklist:
 fastseg.bench.paddlex_mode) and asked for ``mkldnn_bf16`` (its best CPU mode on bf16 hardware;
-PaddleX runs blocklisted models in ``paddle`` instead). Each row records the mode that ran."""
+PaddleX runs blocklisted models in ``paddle`` instead; Paddle computes fp32 on a CPU without
+AVX-512). Each row records the mode that ran."""
 STAGES: tuple[str, ...] = ("pre", "infer", "post", "e2e")
 
 
@@ -97,7 +98,8 @@ class BackendResult:
     """One backend on one model. ``status`` is "ok", "not installed", "not applicable" or "failed".
 
     ``engine``: the inference engine the fastseg worker reports it ran (None for Paddle/PaddleX).
-    ``run_mode``: PaddleX's run mode that ran ("paddle", "mkldnn", "paddle (mkldnn_bf16 refused: ...)").
+    ``run_mode``: PaddleX's run mode that ran ("paddle", "mkldnn", "paddle (mkldnn_bf16 refused: ...)",
+    "mkldnn_bf16 (ran fp32: ...)" where Paddle turns bf16 off on this CPU).
     """
 
     backend: str

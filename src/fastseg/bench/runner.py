@@ -15,6 +15,7 @@ from fastseg.bench.flops import model_gflops
 from fastseg.bench.machine import machine_info, versions
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import NOT_INSTALLED, BackendResult, BenchConfig, BenchReport, ModelResult, summarize
+from fastseg.engines.cpu import cpu_flags
 from fastseg.tempdirs import scratch_dir
 
 
@@ -131,6 +132,7 @@ def run_bench(
                     "engine": config.engine,
                     "ort_options": dict(config.ort_options),
                     "segmenter_options": _segmenter_options(src, config) if backend == "fastseg" else {},
+                    "cpu_flags": sorted(cpu_flags()),  # what Paddle's mkldnn_bf16 will compute here
                 }
                 backends[backend] = run_worker(spec, python=python, timeout_s=config.worker_timeout_s)
             if progress is not None:

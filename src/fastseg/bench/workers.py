@@ -239,7 +239,8 @@ def _worker_paddlex(spec: Mapping[str, Any], run_mode: str | None = None) -> dic
     from fastseg.bench.paddlex_mode import choose_run_mode, paddlex_policy
 
     policy = paddlex_policy()
-    mode = choose_run_mode(str(spec["model_name"]), run_mode, policy)
+    flags = spec.get("cpu_flags")
+    mode = choose_run_mode(str(spec["model_name"]), run_mode, policy, None if flags is None else frozenset(flags))
     threads = int(spec["threads"])
     option = PaddlePredictorOption(run_mode=mode.runs, device_type="cpu", cpu_threads=threads)
     model = create_model(
