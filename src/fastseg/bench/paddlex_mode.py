@@ -94,8 +94,8 @@ def choose_run_mode(
     """The run mode for ``model_name``: PaddleX's default when ``requested`` is None.
 
     An ``mkldnn*`` request for a blocklisted model runs ``paddle``, as PaddleX's runner does.
-    With ``cpu_flags`` (/proc/cpuinfo), an ``mkldnn_bf16`` that Paddle runs as fp32 or emulates
-    is noted as such.
+    With ``cpu_flags`` (/proc/cpuinfo; None: unknown, no note), an ``mkldnn_bf16`` that Paddle
+    runs as fp32 or emulates is noted as such.
     """
     asked = requested or policy.default_mode(model_name)
     if asked.startswith("mkldnn") and model_name in policy.blocklist and not policy.blocklist_disabled:

@@ -132,7 +132,8 @@ def run_bench(
                     "engine": config.engine,
                     "ort_options": dict(config.ort_options),
                     "segmenter_options": _segmenter_options(src, config) if backend == "fastseg" else {},
-                    "cpu_flags": sorted(cpu_flags()),  # what Paddle's mkldnn_bf16 will compute here
+                    # what Paddle's mkldnn_bf16 computes here; None where /proc/cpuinfo is unreadable
+                    "cpu_flags": sorted(cpu_flags()) or None,
                 }
                 backends[backend] = run_worker(spec, python=python, timeout_s=config.worker_timeout_s)
             if progress is not None:
