@@ -138,6 +138,11 @@ def quantize_onnx(
     calibrate_method, extra = methods[method]
     # ONNX Runtime's own temp files (pre.quant.*, ort.quant.* with the augmented model) go into
     # the scratch dir too, so a killed run's leftovers are swept by the next fastseg run.
+    # ORT's sessions inside quant_pre_process and the calibrators log at the process-wide level
+    # ("Removing initializer ..." warnings by the dozen): errors only, as fastseg's sessions log.
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
     with scratch_dir("quant") as tmp, tempfile_redirected(tmp):
         pre = tmp / "pre.onnx"
         try:  # BatchNorm folding + ONNX shape inference, as ORT's quantization docs advise. Symbolic
