@@ -80,6 +80,34 @@ def test_quantize_prints_no_onnxruntime_warnings(tmp_path: Path, capfd: pytest.C
     assert "Removing initializer" not in err and "[W:onnxruntime" not in err, err[:500]
 
 
+@needs_quant
+def test_quantize_drops_onnxruntimes_root_logger_warnings_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """quantize_static warns through the root logger once per LayerNorm weight (hundreds of lines
+    on SegFormer and MaskFormer); those go, fastseg's own warnings and the root logger's set-up stay."""
+    from onnxruntime import quantization
+
+    real = quantization.quantize_static
+
+    def chatty(*args: object, **kwargs: object) -> None:
+        logging.warning("Axis 1 is out-of-range for weight 'layer_norm_0.w_0' with rank 1")
+        logging.getLogger("fastseg.precision.probe").warning("a fastseg warning")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quantization, "quantize_static", chatty)
+    root = logging.getLogger()
+    handlers, filters = list(root.handlers), list(root.filters)
+    caplog.set_level(logging.WARNING)
+    result = CliRunner().invoke(
+        main, ["quantize", str(random_net_dir(tmp_path / "fp32")), "--calib", str(photo_dir(tmp_path / "calib", 4)),
+               "--min-agreement", "0", "-o", str(tmp_path / "int8")])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.name == "root"]
+    assert [r.getMessage() for r in caplog.records if r.name == "fastseg.precision.probe"] == ["a fastseg warning"]
+    assert root.handlers == handlers and root.filters == filters
+
+
 @pytest.mark.parametrize(
     ("flags", "saturates"),
     [({"avx2"}, True), ({"sse4_1"}, True), ({"avx2", "avx_vnni"}, False), ({"avx2", "avx512f", "avx512_vnni"}, False),
