@@ -95,6 +95,36 @@ def test_a_record_from_another_instruction_set_is_not_applied(colour_dir: Path, 
     assert choice.engine == "ort" and choice.reason == "tuned elsewhere (isa differ)"
 
 
+def test_a_record_from_another_cpu_generation_with_the_same_name_and_flags_is_not_applied(
+    colour_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM's "AMD EPYC" is Zen 1 or Zen 3 with the same avx2-only flags: family and model differ."""
+    path = write_record(colour_dir, EngineChoice("openvino", colour_dir, "fp32", "tuned"), [], {})
+    raw = json.loads(path.read_text())
+    assert raw["fingerprint"]["cpu_generation"] == tuning.cpu_generation()
+    raw["fingerprint"]["cpu_generation"] = "AuthenticAMD family 23 model 1"
+    path.write_text(json.dumps(raw))
+    monkeypatch.setattr(tuning, "cpu_generation", lambda: "AuthenticAMD family 25 model 1")
+    choice = recorded_choice(colour_dir)
+    assert choice.engine == "ort" and choice.reason == "tuned elsewhere (cpu_generation differ)"
+
+
+@pytest.mark.parametrize(
+    ("text", "generation"),
+    [("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n"
+      "processor\t: 1\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n", "AuthenticAMD family 25 model 17"),
+     ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\n",
+      "GenuineIntel family 6 model 207"),
+     ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU part\t: 0xd0c\n", "")],
+)
+def test_the_cpu_generation_is_the_first_cpus_vendor_family_and_model(tmp_path: Path, text: str, generation: str) -> None:
+    from fastseg.engines.cpu import cpu_generation
+
+    (tmp_path / "cpuinfo").write_text(text)
+    assert cpu_generation(tmp_path / "cpuinfo") == generation
+    assert cpu_generation(tmp_path / "missing") == ""
+
+
 def test_the_gate_names_the_cpu_and_its_precision_flags(tmp_path: Path) -> None:
     from fastseg.engines.cpu import cpu_description
 

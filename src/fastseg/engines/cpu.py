@@ -48,6 +48,29 @@ def cpu_model(cpuinfo: Path | None = None) -> str:
     return this_machine or "unknown CPU"
 
 
+def cpu_generation(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """``<vendor> family <F> model <M>`` of the first CPU (x86 ``/proc/cpuinfo``), else "".
+
+    A VM often reports a generic ``model name`` ("AMD EPYC" on Zen 1, Zen 4 and Zen 5 alike), and
+    Zen 1 and Zen 3 share their precision flags (avx2 only) while their speeds differ: the family
+    and model tell such generations apart (Zen 3 is family 25 model 1, Zen 4 family 25 model 17).
+    """
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if not sep:
+                break  # the first CPU's block ends at its blank line
+            if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+    except OSError:
+        return ""
+    if "cpu family" not in fields or "model" not in fields:
+        return ""
+    return f"{fields.get('vendor_id', 'unknown vendor')} family {fields['cpu family']} model {fields['model']}"
+
+
 def cpu_description(cpuinfo: Path | None = None) -> str:
     """``<model name>: <precision flags>``, e.g. ``AMD EPYC: avx512_bf16 avx512_vnni avx_vnni avx2``
     (``cpuinfo`` default: this machine's ``/proc/cpuinfo``)."""

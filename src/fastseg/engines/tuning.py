@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastseg.engines import BF16_ENGINE_HINT, ENGINES, check_engine
-from fastseg.engines.cpu import cpu_model, precision_flags
+from fastseg.engines.cpu import cpu_generation, cpu_model, precision_flags
 from fastseg.engines.openvino import openvino_version
 from fastseg.errors import DeviceError
 from fastseg.files import write_text_atomic
@@ -46,11 +46,13 @@ class EngineChoice:
 
 
 def machine_fingerprint() -> dict[str, Any]:
-    """What a timing depends on: CPU, its precision instruction sets, core counts and engine versions."""
+    """What a timing depends on: CPU (name and generation), its precision instruction sets, core
+    counts and engine versions."""
     import onnxruntime as ort
 
     return {
         "cpu": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "isa": list(precision_flags()),
         "physical_cores": physical_cores(),
         "logical_cpus": os.cpu_count() or 1,
