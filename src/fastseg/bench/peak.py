@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastseg.engines.cpu import cpu_flags
+from fastseg.engines.cpu import cpu_flags, cpu_identity
 
 
 @dataclass(frozen=True)
@@ -48,25 +48,11 @@ def fma_pipe_bits(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
     some AMD cores: Zen and Zen+ (family 23, model < 0x30) split AVX2 over 2x128-bit pipes, Zen 2
     to Zen 4 (family 23 from model 0x30, family 25) run AVX-512 on 2x256-bit pipes; Zen 5 (family
     26) has 512-bit pipes. None elsewhere: the pipes are as wide as the instructions."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    identity = cpu_identity(cpuinfo)
+    if identity is None or identity[0] != "AuthenticAMD" or identity[1] >= 26:
         return None
-    if "AuthenticAMD" not in text:
-        return None
-    family = model = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        try:
-            if key.strip() == "cpu family" and family is None:
-                family = int(value)
-            elif key.strip() == "model" and model is None:
-                model = int(value)
-        except ValueError:
-            continue
-    if family is None or family >= 26:
-        return None
-    return 128 if family == 23 and model is not None and model < 0x30 else 256
+    _, family, model = identity
+    return 128 if family == 23 and model < 0x30 else 256
 
 
 def macs_per_cycle(precision: str, flags: Iterable[str], *, pipe_bits: int | None) -> tuple[int, str]:

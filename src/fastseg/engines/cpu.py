@@ -48,6 +48,21 @@ def cpu_model(cpuinfo: Path | None = None) -> str:
     return this_machine or "unknown CPU"
 
 
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, int, int] | None:
+    """The first CPU's ``(vendor_id, cpu family, model)`` from x86 ``/proc/cpuinfo``, else None."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first CPU's block ends at its blank line
+            if key.strip() in ("vendor_id", "cpu family", "model"):
+                fields.setdefault(key.strip(), value.strip())
+        return fields.get("vendor_id", "unknown vendor"), int(fields["cpu family"]), int(fields["model"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def cpu_generation(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """``<vendor> family <F> model <M>`` of the first CPU (x86 ``/proc/cpuinfo``), else "".
 
@@ -55,20 +70,8 @@ def cpu_generation(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     Zen 1 and Zen 3 share their precision flags (avx2 only) while their speeds differ: the family
     and model tell such generations apart (Zen 3 is family 25 model 1, Zen 4 family 25 model 17).
     """
-    fields: dict[str, str] = {}
-    try:
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, sep, value = line.partition(":")
-            key = key.strip()
-            if not sep:
-                break  # the first CPU's block ends at its blank line
-            if key in ("vendor_id", "cpu family", "model") and key not in fields:
-                fields[key] = value.strip()
-    except OSError:
-        return ""
-    if "cpu family" not in fields or "model" not in fields:
-        return ""
-    return f"{fields.get('vendor_id', 'unknown vendor')} family {fields['cpu family']} model {fields['model']}"
+    identity = cpu_identity(cpuinfo)
+    return "" if identity is None else f"{identity[0]} family {identity[1]} model {identity[2]}"
 
 
 def cpu_description(cpuinfo: Path | None = None) -> str:
