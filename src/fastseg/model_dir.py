@@ -31,8 +31,15 @@ _REFIX = "fix the value, or re-convert the model ('fastseg convert ... --force')
 
 OutputKind = Literal["labels", "logits", "probs"]
 OUTPUT_KINDS: tuple[str, ...] = ("labels", "logits", "probs")
-Precision = Literal["fp32", "int8", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "int8", "bf16")
+Precision = Literal["fp32", "int8", "bf16", "int8-bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "bf16", "int8-bf16")
+REDUCED_PRECISIONS: tuple[str, ...] = PRECISIONS[1:]
+"""What ``fastseg quantize`` writes, each behind a gate."""
+BF16_PRECISIONS: tuple[str, ...] = ("bf16", "int8-bf16")
+"""Precisions OpenVINO computes in bf16 (all of the graph, or what the int8 graph leaves
+unquantized): OpenVINO only, and a CPU with bf16 instructions."""
+QDQ_PRECISIONS: tuple[str, ...] = ("int8", "int8-bf16")
+"""Precisions whose ``model.onnx`` is a calibrated QDQ int8 graph."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class GateRecord:
-    """How a reduced-precision model (int8, bf16) compared with its fp32 model on held-out
+    """How a reduced-precision model (int8, bf16, int8-bf16) compared with its fp32 model on held-out
     images, as ``fastseg quantize`` measured it; ``gated`` False = written with the gate off."""
 
     precision: Precision
@@ -95,8 +102,8 @@ class GateRecord:
         if not isinstance(raw, dict):
             raise ValueError(f"gate must be a JSON object, got a JSON {_json_type(raw)}")
         precision = raw["precision"]
-        if precision not in ("int8", "bf16"):
-            raise ValueError(f"gate.precision {precision!r} not in ('int8', 'bf16')")
+        if precision not in REDUCED_PRECISIONS:
+            raise ValueError(f"gate.precision {precision!r} not in {REDUCED_PRECISIONS}")
         figures = {k: _finite(raw[k], f"gate.{k}") for k in (
             "agreement_pct", "worst_image_pct", "min_agreement_pct", "min_image_agreement_pct")}
         return cls(
@@ -267,7 +274,7 @@ def check_meta(meta: ModelMeta) -> None:
     if meta.opset < 1:
         raise bad("opset", f"is {meta.opset}")
     if (meta.precision == "fp32") != (meta.gate is None):
-        raise bad("gate", f"does not match precision {meta.precision!r} (int8 and bf16 carry a gate, fp32 none)")
+        raise bad("gate", f"does not match precision {meta.precision!r} (int8, bf16 and int8-bf16 carry a gate, fp32 none)")
     if meta.gate is not None and meta.gate.precision != meta.precision:
         raise bad("gate.precision", f"is {meta.gate.precision!r} but precision is {meta.precision!r}")
 

@@ -356,7 +356,7 @@ def test_cli_engine_choices() -> None:
     from fastseg.cli import main
 
     result = CliRunner().invoke(main, ["bench", "--engine", "tensorrt"])
-    assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8', 'openvino-int8', 'openvino-bf16'" in result.output
+    assert result.exit_code == 2 and "'auto', 'ort', 'openvino', 'int8', 'openvino-int8', 'openvino-bf16', 'openvino-int8-bf16'" in result.output
 
 
 def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgemm() -> None:
@@ -367,8 +367,12 @@ def test_peak_is_the_precisions_theoretical_peak_and_never_below_a_measured_sgem
     assert fp32.gflops == 2 * 2.0 * 32 * 2 and "AVX-512, 2 FMA ports" in fp32.formula
     assert theoretical_peak("bf16", 2, flags=amx, ghz=2.0, pipe_bits=512).gflops == 2 * 2.0 * 1024 * 2  # AMX tiles
     assert theoretical_peak("int8", 2, flags=amx, ghz=2.0, pipe_bits=512).gflops == 2 * 2.0 * 2048 * 2
+    # int8-bf16 (the int8 graph, bf16 where it is not quantized) counts against the int8 peak
+    assert theoretical_peak("int8-bf16", 2, flags=amx, ghz=2.0, pipe_bits=512).gflops == 2 * 2.0 * 2048 * 2
     zen4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
     assert theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, pipe_bits=256).gflops == 2 * 3.0 * 32 * 2
+    mixed = theoretical_peak("int8-bf16", 2, flags=zen4, ghz=3.0, pipe_bits=256)
+    assert mixed.gflops == 2 * 3.0 * 64 * 2 and "VNNI" in mixed.formula
     assert theoretical_peak("fp32", 2, flags={"avx2"}, ghz=3.0, pipe_bits=256).gflops == 2 * 3.0 * 16 * 2
     zen5 = theoretical_peak("bf16", 2, flags=zen4, ghz=3.0, pipe_bits=512)  # full 512-bit pipes
     assert zen5.gflops == 2 * 3.0 * 64 * 2 and "AVX512-BF16" in zen5.formula

@@ -45,7 +45,10 @@ def test_bad_peer_or_model_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_bf16_on_a_cpu_without_it_is_one_line_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("engine", "precision"), [("openvino-bf16", "bf16"), ("openvino-int8-bf16", "int8-bf16")])
+def test_bf16_on_a_cpu_without_it_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, precision: str
+) -> None:
     from fastseg.cli import main
     from fastseg.engines import cpu
 
@@ -54,10 +57,11 @@ def test_bf16_on_a_cpu_without_it_is_one_line_before_any_work(tmp_path: Path, mo
     built: list[str] = []
     monkeypatch.setattr(job, "prepare_models", lambda names, *_: built.extend(names))
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["bench", "--engine", "openvino-bf16", "--models", "PP-LiteSeg-T,SegFormer-B0",
+    result = CliRunner().invoke(main, ["bench", "--engine", engine, "--models", "PP-LiteSeg-T,SegFormer-B0",
                                        "--out", str(out)])
     assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and result.output.startswith("Error: bf16 needs a CPU with AMX or AVX512-BF16")
+    assert result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: {precision} needs a CPU with AMX or AVX512-BF16")
     assert "this CPU has neither (its precision flags: avx2)" in result.output
     assert built == [] and not out.exists() and not (tmp_path / "home").exists()
 

@@ -137,27 +137,57 @@ def test_the_gate_names_the_cpu_and_its_precision_flags(tmp_path: Path) -> None:
     assert cpu_description(tmp_path / "absent").startswith("unknown CPU: none of")
 
 
-def test_a_bf16_directory_runs_on_openvino_only(colour_dir: Path, tmp_path: Path) -> None:
-    variant = own_variant(colour_dir, tmp_path / "bf16", "bf16")
+@pytest.mark.parametrize("precision", ["bf16", "int8-bf16"])
+def test_a_bf16_directory_runs_on_openvino_only(colour_dir: Path, tmp_path: Path, precision: str) -> None:
+    variant = own_variant(colour_dir, tmp_path / precision, precision)
     for requested in ("auto", "openvino"):
         choice = choose_engine(variant, requested, CPU)
-        assert (choice.engine, choice.precision) == ("openvino", "bf16")
-    with pytest.raises(DeviceError, match="bf16 model directory runs on OpenVINO only.*--engine openvino"):
+        assert (choice.engine, choice.precision, choice.reason) == ("openvino", precision, f"{precision} model directory")
+    with pytest.raises(DeviceError, match="bf16 or int8-bf16 model directory runs on OpenVINO only.*--engine openvino"):
         choose_engine(variant, "ort", CPU)
     with pytest.raises(DeviceError, match="OpenVINO only"):
         choose_engine(variant, "auto", parse_device("gpu:0"))
 
 
 @needs_openvino
+@pytest.mark.parametrize("precision", ["bf16", "int8-bf16"])
 def test_a_bf16_directory_on_a_cpu_without_bf16_is_one_clear_error(
-    colour_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    colour_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
     from fastseg.engines import cpu
 
-    variant = own_variant(colour_dir, tmp_path / "bf16", "bf16")
+    variant = own_variant(colour_dir, tmp_path / precision, precision)
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    with pytest.raises(DeviceError, match=r"bf16 needs a CPU with AMX or AVX512-BF16 .*this CPU has neither \(its precision flags: avx2\)"):
+    with pytest.raises(DeviceError, match=rf"^{precision} needs a CPU with AMX or AVX512-BF16 .*this CPU has neither \(its precision flags: avx2\)"):
         Segmenter(variant)
+
+
+@needs_openvino
+@pytest.mark.parametrize(("precision", "hint"), [("fp32", "f32"), ("int8", "f32"), ("bf16", "bf16"), ("int8-bf16", "bf16")])
+def test_openvino_compiles_each_precision_with_its_inference_precision(
+    colour_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, hint: str
+) -> None:
+    """f32 unless the directory asks for bf16: int8-bf16 is the int8 graph with bf16 wherever it
+    is not quantized, so its hint is bf16 as bf16's is; int8 alone keeps f32 there."""
+    import openvino as ov
+
+    from fastseg.engines import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16", "amx_bf16"}))
+    hints: list[str] = []
+    real = ov.Core.compile_model
+
+    def spy(self: object, model: object, device: str = "CPU", config: dict[str, object] | None = None) -> object:
+        hints.append(str((config or {}).get("INFERENCE_PRECISION_HINT")))
+        return real(self, model, device, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    model = colour_dir if precision == "fp32" else own_variant(colour_dir, tmp_path / precision, precision)
+    with Segmenter(model, engine="openvino") as seg:
+        labels = next(iter(seg.predict(colour_image())))["pred"]
+        assert (seg.precision, seg.session.precision) == (precision, precision if "bf16" in precision else "fp32")
+    assert hints and set(hints) == {hint}
+    assert labels.shape[-2:] == colour_image().shape[:2]
 
 
 @pytest.mark.parametrize(

@@ -276,19 +276,22 @@ def test_bf16_is_written_gated_and_runs_as_bf16_on_openvino(tmp_path: Path, bf16
 
 
 @needs_openvino
-def test_bf16_on_a_cpu_without_it_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("precision", ["bf16", "int8-bf16"])
+def test_bf16_on_a_cpu_without_it_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
     model = colour_model_dir(tmp_path / "fp32")
-    out = tmp_path / "bf16"
-    result = CliRunner().invoke(main, ["quantize", str(model), "--precision", "bf16", "--val",
+    out = tmp_path / precision
+    result = CliRunner().invoke(main, ["quantize", str(model), "--precision", precision, "--calib",
                                        str(colour_photos(tmp_path / "val", 2)), "-o", str(out)])
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "Error: bf16 needs a CPU with AMX or AVX512-BF16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo); this CPU has "
-        "neither (its precision flags: avx512_vnni, avx2). Use the fp32 model, or int8 ('fastseg quantize "
+        f"Error: {precision} needs a CPU with AMX or AVX512-BF16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo); this CPU "
+        "has neither (its precision flags: avx512_vnni, avx2). Use the fp32 model, or int8 ('fastseg quantize "
         "--precision int8')."
     )
-    assert not out.exists() and not list(tmp_path.glob(".bf16.partial-*"))
+    assert not out.exists() and not list(tmp_path.glob(f".{precision}.partial-*"))
     assert not (model / tuning.VARIANTS_FILE).exists()
 
 
@@ -305,3 +308,61 @@ def test_bf16_needs_images_to_gate_unless_ungated(tmp_path: Path, bf16_cpu: None
     assert not record.gated and record.val_images == 0
     assert read_meta(tmp_path / "bf16").precision_label == "bf16 UNGATED (agreement not measured)"
     assert [v["gated"] for v in tuning.read_variants(model)] == [False]
+
+
+# ------------------------------------------------------------------ int8-bf16
+@needs_quant
+@needs_openvino
+def test_int8_bf16_is_calibrated_gated_on_openvino_and_a_tune_candidate(tmp_path: Path, bf16_cpu: None) -> None:
+    """int8-bf16: the int8 graph, with bf16 wherever it is not quantized; OpenVINO gates it and runs it."""
+    from fastseg.precision.tune import candidates
+
+    model = colour_model_dir(tmp_path / "fp32")
+    out = tmp_path / "int8-bf16"
+    result = CliRunner().invoke(main, ["quantize", str(model), "--precision", "int8-bf16", "--calib",
+                                       str(colour_photos(tmp_path / "calib", 4)), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("int8-bf16 keeps 100.00% of fp32's labels on 1 held-out image(s) with openvino on ")
+    assert "calibrated on 3); gate passed (pooled >= 99.00%, every image >= 98.50%)" in result.output
+    raw = json.loads((out / "fastseg.json").read_text())
+    assert raw["precision"] == raw["gate"]["precision"] == "int8-bf16" and raw["gate"]["engine"] == "openvino"
+    assert raw["gate"]["format"].endswith(", unquantized layers bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16)")
+    with Segmenter(out) as seg:
+        assert (seg.engine_name, seg.precision, seg.session.precision) == ("openvino", "int8-bf16", "int8-bf16")
+    assert [(Path(v["path"]), v["precision"]) for v in tuning.read_variants(model)] == [(out.resolve(), "int8-bf16")]
+    cands, _ = candidates(model, engines=["ort", "openvino"])  # OpenVINO only: no ONNX Runtime candidate for it
+    assert [(c.engine, c.precision) for c in cands] == [("ort", "fp32"), ("openvino", "fp32"), ("openvino", "int8-bf16")]
+
+
+@needs_quant
+@needs_openvino
+def test_an_int8_bf16_directory_holds_the_qdq_graph_and_its_gate_reproduces(tmp_path: Path, bf16_cpu: None) -> None:
+    import onnx
+
+    from fastseg.precision.gate import label_agreement
+    from fastseg.precision.quantize import quantize_model
+
+    model = random_net_dir(tmp_path / "fp32")
+    val = photo_dir(tmp_path / "val", 2, seed=1)
+    out = tmp_path / "int8-bf16"
+    record = quantize_model(model, photo_dir(tmp_path / "calib", 4), out, precision="int8-bf16", val_dir=val,
+                            min_agreement=0)
+    assert (record.precision, record.engine, record.gated, record.calib_images) == ("int8-bf16", "openvino", False, 4)
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    with Segmenter(model, engine="openvino") as fp32, Segmenter(out) as mixed:
+        assert mixed.precision_label == "int8-bf16 UNGATED"
+        pooled, worst, _ = label_agreement(fp32, mixed, sorted(val.glob("*.png")), 1024)
+    assert pooled == pytest.approx(record.agreement_pct, abs=1e-3) and worst == pytest.approx(record.worst_image_pct, abs=1e-3)
+
+
+@needs_openvino
+def test_int8_bf16_needs_calibration_images_and_openvino(tmp_path: Path, bf16_cpu: None) -> None:
+    from fastseg.precision.quantize import quantize_model
+
+    model = colour_model_dir(tmp_path / "fp32")
+    with pytest.raises(InputError, match=r"^int8-bf16 needs calibration images: pass --calib DIR"):
+        quantize_model(model, None, tmp_path / "out", precision="int8-bf16")
+    with pytest.raises(InputError, match=r"^int8-bf16 runs on OpenVINO only"):
+        quantize_model(model, colour_photos(tmp_path / "calib", 2), tmp_path / "out", precision="int8-bf16", engine="ort")
+    assert not (tmp_path / "out").exists()

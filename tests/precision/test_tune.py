@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from fastseg.cli import main
 from fastseg.engines import cpu, tuning
+from fastseg.model_dir import read_meta
 from fastseg.segmenter import Segmenter
 from tiny_models import colour_image, colour_model_dir, random_net_dir
 
@@ -67,20 +68,24 @@ def _stripes(root: Path) -> Path:
 @pytest.mark.paddle
 @pytest.mark.shared_data
 @needs_quant
-def test_the_gate_accepts_the_real_pp_humanseg(humanseg_dir: Path, shared_data: Path, tmp_path: Path) -> None:
-    """Real weights: int8 keeps >= 99% of fp32's labels on portraits it was not calibrated on."""
+@pytest.mark.parametrize("precision", ["int8", "int8-bf16"])
+def test_the_gate_accepts_the_real_pp_humanseg(humanseg_dir: Path, shared_data: Path, tmp_path: Path, precision: str) -> None:
+    """Real weights: int8 (and int8-bf16, its OpenVINO mix with bf16) keep >= 99% of fp32's labels
+    on portraits they were not calibrated on."""
     from fastseg.precision.quantize import quantize_model
 
-    out = tmp_path / "humanseg-int8"
+    if precision == "int8-bf16" and (not cpu.has_bf16() or __import__("importlib").util.find_spec("openvino") is None):
+        pytest.skip("int8-bf16 needs OpenVINO and a CPU with bf16 instructions (amx_bf16 / avx512_bf16)")
+    out = tmp_path / f"humanseg-{precision}"
     record = quantize_model(humanseg_dir, shared_data / "images" / "portraits", out, register=False,
-                            min_image_agreement=95.0)
+                            min_image_agreement=95.0, precision=precision)  # type: ignore[arg-type]
     assert record.gated and record.agreement_pct >= 99.0 and record.val_images == 3
     with Segmenter(out) as seg:
-        assert seg.precision == "int8" and seg.precision_label.startswith("int8 (keeps 99.")
+        assert seg.precision == precision and seg.precision_label.startswith(f"{precision} (keeps 99.")
 
 
 @needs_quant
-@pytest.mark.parametrize("engine", ["int8", "openvino-bf16"])
+@pytest.mark.parametrize("engine", ["int8", "openvino-bf16", "openvino-int8-bf16"])
 def test_bench_variants_of_reference_weights_are_ungated_made_once_and_labelled(
     tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,8 +93,8 @@ def test_bench_variants_of_reference_weights_are_ungated_made_once_and_labelled(
     from fastseg.bench.models import ModelSource, make_image
     from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL as REFERENCE_WEIGHTS
 
-    if engine == "openvino-bf16":
-        pytest.importorskip("openvino", reason="bf16 runs on OpenVINO")
+    if engine.startswith("openvino"):
+        pytest.importorskip("openvino", reason="bf16 and int8-bf16 run on OpenVINO")
         monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     model = random_net_dir(tmp_path / "models" / "random-net")
     image = make_image(tmp_path / "bench.png", size=(48, 64))
@@ -101,7 +106,8 @@ def test_bench_variants_of_reference_weights_are_ungated_made_once_and_labelled(
     (again,) = prepare_sources([src], engine, image, threads=1, size=(48, 64))
     assert again.onnx_dir == out.onnx_dir and (out.onnx_dir / "model.onnx").stat().st_mtime_ns == made  # reused
     assert not (model / tuning.VARIANTS_FILE).exists()  # ungated: never a tune candidate
-    assert worker_engine(engine) == {"int8": "ort", "openvino-bf16": "openvino"}[engine]
+    assert worker_engine(engine) == {"int8": "ort", "openvino-bf16": "openvino", "openvino-int8-bf16": "openvino"}[engine]
+    assert out.onnx_dir.name == f"{model.name}-{precision}-bench" and read_meta(out.onnx_dir).precision == precision
     assert (row_precision("auto"), row_precision("ort")) == (None, "fp32")
 
 

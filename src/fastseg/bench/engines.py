@@ -7,6 +7,8 @@
   (and its mirror images), run on ONNX Runtime or OpenVINO.
 - ``openvino-bf16``: the bf16 variant (``fastseg quantize --precision bf16``), on OpenVINO; only
   on a CPU with bf16 instructions (AMX or AVX512-BF16).
+- ``openvino-int8-bf16``: the int8-bf16 variant (the int8 graph with bf16 wherever it is not
+  quantized), on OpenVINO; bf16 CPUs only, as ``openvino-bf16``.
 Reference builds have random weights, which no accuracy gate can pass, so their variants are
 written UNGATED and the row's weights say so ("bf16 UNGATED"); official weights are gated
 (99% pooled, no image below 98.5%).
@@ -18,6 +20,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
+
 from fastseg.bench.models import ModelSource
 from fastseg.bench.report import REFERENCE_WEIGHTS_LABEL
 from fastseg.model_dir import GateRecord
@@ -26,6 +30,7 @@ VARIANT_ENGINES: dict[str, tuple[str, str]] = {
     "int8": ("int8", "ort"),
     "openvino-int8": ("int8", "openvino"),
     "openvino-bf16": ("bf16", "openvino"),
+    "openvino-int8-bf16": ("int8-bf16", "openvino"),
 }
 """bench ``--engine`` names that run a reduced-precision variant: (precision, engine)."""
 BENCH_ENGINES: tuple[str, ...] = ("auto", "ort", "openvino", *VARIANT_ENGINES)
@@ -97,7 +102,7 @@ def _prepare(
             progress(f"tuning {src.name}")
         tune(src.onnx_dir, size=size, threads=threads, runs=3, warmup=1, image=image)
         return src
-    from fastseg.precision.quantize import quantize_model
+    from fastseg.precision.quantize import QuantPrecision, quantize_model
 
     precision, gate_engine = VARIANT_ENGINES[engine]
     reference = src.weights == REFERENCE_WEIGHTS_LABEL
@@ -108,7 +113,7 @@ def _prepare(
     if gate is None:
         with tempfile.TemporaryDirectory(prefix="fastseg-calib-") as tmp:
             gate = quantize_model(
-                src.onnx_dir, calibration_dir(image, Path(tmp)), target, precision="bf16" if precision == "bf16" else "int8",
+                src.onnx_dir, calibration_dir(image, Path(tmp)), target, precision=cast(QuantPrecision, precision),
                 engine=gate_engine, min_agreement=0.0 if reference else 99.0, augment=not reference, force=True,
                 register=not reference,
             )

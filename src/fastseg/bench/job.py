@@ -20,6 +20,7 @@ from fastseg.bench.models import ModelSource, resolve_model, write_bench_image
 from fastseg.bench.render import write_outputs
 from fastseg.bench.report import AGAINST, BenchConfig, BenchReport
 from fastseg.bench.runner import run_bench
+from fastseg.model_dir import BF16_PRECISIONS
 
 if TYPE_CHECKING:
     from fastseg.convert.reference import Builder
@@ -184,7 +185,7 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
 
     Raises:
         InputError: a peer not in ``AGAINST``.
-        UnknownModelError, DeviceError: a bad model name or device, or bf16 on a CPU without bf16
+        UnknownModelError, DeviceError: a bad model name or device, or bf16 / int8-bf16 on a CPU without bf16
         instructions, before any work.
         MissingDependencyError: no way to get a model's files (said once, not per model).
     """
@@ -199,10 +200,11 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
     device, warning = check_device(request.device, allow_fallback=request.allow_fallback)
     if warning:
         ui.warn(warning)
-    if row_precision(request.engine) == "bf16":
+    rows_precision = row_precision(request.engine)
+    if rows_precision in BF16_PRECISIONS:
         from fastseg.engines.cpu import require_bf16
 
-        require_bf16()  # said once, before any model is built, not as a failed row per model
+        require_bf16(precision=str(rows_precision))  # said once, before any model is built, not as a failed row per model
     sources = prepare_models(names, request, zoo, ui)
     size = request.size
     image, image_note = write_bench_image(request.out_dir / f"bench_{size[1]}x{size[0]}.png", size=size, source=request.image)
@@ -213,7 +215,7 @@ def run_job(request: BenchRequest, ui: BenchUI) -> BenchOutcome:
         size=size, batch=request.batch, runs=request.runs, warmup=request.warmup, threads=request.threads, device=device,
         against=request.against, peak_gflops=peak_gflops, peak_source=peak_source, paddlex_python=request.paddlex_python,
         engine=worker_engine(request.engine) if request.engine != "auto" else "auto",
-        precision=row_precision(request.engine),
+        precision=rows_precision,
         slide=request.slide, slide_stride=request.slide_stride, protocol=request.protocol,
         image=image_note,
     )

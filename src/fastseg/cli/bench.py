@@ -72,7 +72,8 @@ class _RichUI:
                    "of the same architecture (same cost) [default: official when its tarball is cached, else reference].")
 @click.option("--reference-dir", type=click.Path(file_okay=False), help="Prebuilt reference <NAME>_infer.tar files (converters/reference_models.py --out).")
 @click.option("--engine", type=ConstantChoice("fastseg.bench.engines", "BENCH_ENGINES"), default="ort", show_default=True,
-              help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8, openvino-bf16: the variant, UNGATED on reference weights); each row records what ran.")
+              help="Engine for the fastseg rows (auto: the tuned winner, tuning first; int8, openvino-int8, openvino-bf16, "
+                   "openvino-int8-bf16: the variant, UNGATED on reference weights); each row records what ran.")
 @slide_options(slide_help="fastseg rows: sliding windows HxW (PaddleSeg slide_inference).",
                protocol_help="fastseg rows: paddlex (inference.yml) or each model's published PaddleSeg test protocol.")
 def bench_cmd(

@@ -9,7 +9,7 @@ loop uses; the part every engine shares is ``fastseg.engines.session_base.Sessio
 - ``openvino``: OpenVINO's runtime (``fastseg.engines.openvino``) on the same ``model.onnx``.
 
 ``auto`` is resolved per model directory from the ``fastseg tune`` record
-(``fastseg.engines.tuning``); a precision (fp32, int8, bf16) is a model directory, not an
+(``fastseg.engines.tuning``); a precision (fp32, int8, bf16, int8-bf16) is a model directory, not an
 engine: its ``fastseg.json`` says which, and a bf16 directory runs on OpenVINO only.
 
 Also here: ``device`` (device strings), ``cpu`` (the instruction sets that decide precision
@@ -31,11 +31,12 @@ from fastseg.engines.device import DeviceSpec, parse_device
 from fastseg.engines.session_base import Batch, CancelToken, TensorInfo
 from fastseg.engines.ort import RuntimeOptions, create_session
 from fastseg.engines.preprocess_graph import FusedPreprocess
+from fastseg.model_dir import BF16_PRECISIONS
 
 ENGINES: tuple[str, ...] = ("ort", "openvino")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 BF16_ENGINE_HINT = (
-    "A bf16 model directory runs on OpenVINO only (ONNX Runtime has no bf16 CPU kernels): use "
+    "A bf16 or int8-bf16 model directory runs on OpenVINO only (ONNX Runtime has no bf16 CPU kernels): use "
     "engine 'auto' or 'openvino' (--engine openvino) on cpu, or the fp32 model directory for ONNX Runtime."
 )
 
@@ -133,16 +134,16 @@ def open_session(
     fused: FusedPreprocess | None = None,
 ) -> EngineSession:
     """A session for ``model_path`` on ``device`` with ``engine`` (``ort`` or ``openvino``)
-    computing in ``precision`` (the model directory's: ``fp32``, ``int8`` or ``bf16``);
+    computing in ``precision`` (the model directory's: ``fp32``, ``int8``, ``bf16`` or ``int8-bf16``);
     ``fused`` prepends the pre-processing, so ``run`` takes uint8 BGR NHWC images.
 
     Raises:
-        DeviceError: bf16 on an engine other than OpenVINO, or on a CPU without bf16.
+        DeviceError: bf16 or int8-bf16 on an engine other than OpenVINO, or on a CPU without bf16.
         MissingDependencyError, ModelDirError: as the engine's factory does.
     """
     spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     concrete = engine_for_device(engine, spec)
-    if precision == "bf16" and concrete != "openvino":
+    if precision in BF16_PRECISIONS and concrete != "openvino":
         raise DeviceError(BF16_ENGINE_HINT)
     if concrete == "openvino":
         from fastseg.engines.openvino import create_openvino_session

@@ -106,8 +106,9 @@ def int8_weights_saturate(flags: Iterable[str] | None = None) -> bool:
     return x86 and not any(f in have for f in INT8_DOT_FLAGS)
 
 
-def require_bf16(flags: Iterable[str] | None = None) -> None:
-    """Refuse bf16 on a CPU without bf16 instructions, naming what is missing and what it has.
+def require_bf16(flags: Iterable[str] | None = None, *, precision: str = "bf16") -> None:
+    """Refuse ``precision`` (bf16, or int8-bf16) on a CPU without bf16 instructions, naming what
+    is missing and what it has.
 
     Raises:
         DeviceError: neither amx_bf16 nor avx512_bf16 is present.
@@ -116,6 +117,6 @@ def require_bf16(flags: Iterable[str] | None = None) -> None:
         return
     present = ", ".join(precision_flags(flags)) or "none"
     raise DeviceError(
-        f"bf16 needs a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this CPU has neither "
+        f"{precision} needs a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this CPU has neither "
         f"(its precision flags: {present}). Use the fp32 model, or int8 ('fastseg quantize --precision int8')."
     )

@@ -27,6 +27,7 @@ from fastseg.engines.ort import RuntimeOptions
 from fastseg.engines.preprocess_graph import FUSED_INPUT, FusedPreprocess, fused_model_bytes
 from fastseg.engines.session_base import Batch, CancelToken, SessionBase, TensorInfo, contiguous_input
 from fastseg.errors import DeviceError, MissingDependencyError, ModelDirError
+from fastseg.model_dir import BF16_PRECISIONS
 from fastseg.offline import import_openvino_quietly
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ def create_openvino_session(
     Threads follow ``options.intra_op_threads`` (default: physical cores) with the LATENCY
     hint, as ONNX Runtime's sessions do. ``cache_dir`` enables OpenVINO's compiled-model cache.
     ``precision``: ``fp32`` and ``int8`` (QDQ graphs) compile with f32 as the inference
-    precision; ``bf16`` with bf16, on a CPU that has bf16 instructions only. ``fused``
+    precision; ``bf16`` and ``int8-bf16`` (a QDQ graph whose unquantized layers run in bf16)
+    with bf16, on a CPU that has bf16 instructions only. ``fused``
     prepends the pre-processing: ``run`` then takes uint8 BGR NHWC images.
 
     Raises:
@@ -241,12 +243,14 @@ def create_openvino_session(
     present = list(core.available_devices)
     if target.split(".")[0] not in {d.split(".")[0] for d in present}:
         raise DeviceError(f"OpenVINO has no {target} device on this machine; it has {present}. Use openvino:CPU.")
-    if precision == "bf16" and target == "CPU":
-        require_bf16()
+    in_bf16 = precision in BF16_PRECISIONS
+    if in_bf16 and target == "CPU":
+        require_bf16(precision=precision)
     # f32 explicitly unless bf16 is asked for: on CPUs with AVX512-BF16 or AMX, OpenVINO's
     # default is bf16, which moved 5.9% of a random-weight PP-LiteSeg-T's labels (max |logit
-    # diff| 11.6): bf16 must be a gated model directory, never a silent default.
-    hint = "bf16" if precision == "bf16" else "f32"
+    # diff| 11.6): bf16 must be a gated model directory, never a silent default. int8-bf16 is
+    # the int8 graph with bf16 wherever it is not quantized (OpenVINO's mixed precision).
+    hint = "bf16" if in_bf16 else "f32"
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = options.intra_op_threads or physical_cores()
@@ -268,6 +272,6 @@ def create_openvino_session(
             return core.compile_model(fixed, target, config)
 
     session = OpenVINOSession(model_path, device, target, compiled, specialise)
-    session.precision = "bf16" if precision == "bf16" else "fp32"
+    session.precision = precision if precision in BF16_PRECISIONS else "fp32"
     session.fused_preprocess = fused is not None
     return session

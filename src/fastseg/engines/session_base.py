@@ -113,7 +113,7 @@ class SessionBase:
 
     engine: ClassVar[str]
     precision: str = "fp32"
-    """What the engine computes in (``bf16`` only where a bf16 model directory asked for it)."""
+    """What the engine computes in (``bf16`` or ``int8-bf16`` only where such a model directory asked for it)."""
     fused_preprocess: bool = False
     """True when the graph starts with the pre-processing: ``run`` takes uint8 BGR NHWC images."""
     inputs: tuple[TensorInfo, ...]

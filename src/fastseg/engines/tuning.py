@@ -25,7 +25,7 @@ from fastseg.engines.cpu import cpu_generation, cpu_model, precision_flags
 from fastseg.engines.openvino import openvino_version
 from fastseg.errors import DeviceError
 from fastseg.files import write_text_atomic
-from fastseg.model_dir import is_model_dir, read_meta
+from fastseg.model_dir import BF16_PRECISIONS, is_model_dir, read_meta
 from fastseg.engines.device import DeviceSpec, physical_cores
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,12 @@ def machine_fingerprint() -> dict[str, Any]:
 
 
 def precision_of(model_dir: Path) -> str:
-    """The precision ``model_dir``'s ``fastseg.json`` declares: ``fp32``, ``int8`` or ``bf16``."""
+    """The precision ``model_dir``'s ``fastseg.json`` declares: ``fp32``, ``int8``, ``bf16`` or ``int8-bf16``."""
     return read_meta(model_dir).precision
 
 
 def read_variants(model_dir: Path) -> list[dict[str, Any]]:
-    """The int8/bf16 variants ``fastseg quantize`` registered for ``model_dir`` (still present ones)."""
+    """The int8/bf16/int8-bf16 variants ``fastseg quantize`` registered for ``model_dir`` (still present ones)."""
     path = Path(model_dir) / VARIANTS_FILE
     if not path.is_file():
         return []
@@ -185,10 +185,10 @@ def choose_engine(model_dir: Path, requested: str, device: DeviceSpec) -> Engine
     check_engine(requested)
     model_dir = Path(model_dir)
     precision = precision_of(model_dir)
-    if precision == "bf16":  # bf16 is OpenVINO's CPU precision; no other engine computes it
+    if precision in BF16_PRECISIONS:  # bf16 is OpenVINO's CPU precision; no other engine computes it
         if requested == "ort" or device.kind not in ("cpu", "openvino"):
             raise DeviceError(BF16_ENGINE_HINT)
-        return EngineChoice("openvino", model_dir, precision, "bf16 model directory")
+        return EngineChoice("openvino", model_dir, precision, f"{precision} model directory")
     if requested != "auto":
         return EngineChoice(requested, model_dir, precision, "asked for")
     if device.kind == "openvino":

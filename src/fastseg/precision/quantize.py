@@ -4,7 +4,9 @@
 ``bf16`` is the fp32 graph run by OpenVINO with bf16 as its inference precision (AMX tiles or
 AVX512-BF16): nothing to calibrate, so the directory holds the same ``model.onnx`` and a
 ``fastseg.json`` that says bf16; it runs as bf16 wherever a model directory is accepted, and is
-refused (nothing written) on a CPU without bf16 instructions.
+refused (nothing written) on a CPU without bf16 instructions. ``int8-bf16`` is OpenVINO's mixed
+precision: the calibrated int8 graph, with bf16 instead of fp32 wherever it is not quantized
+(the head, resizes, the layers that feed no quantized one); OpenVINO and bf16 CPUs only, as bf16.
 
 Either way the gate (``fastseg.precision.gate``) runs fp32 and the new precision on held-out
 images with the same engine: pooled agreement and a per-image floor; below either nothing is
@@ -28,7 +30,7 @@ from fastseg.engines import check_engine
 from fastseg.engines.cpu import require_bf16
 from fastseg.engines.tuning import register_variant
 from fastseg.errors import InputError, ModelDirError
-from fastseg.model_dir import ONNX_FILE, GateRecord, ModelMeta, read_meta, write_meta
+from fastseg.model_dir import BF16_PRECISIONS, ONNX_FILE, REDUCED_PRECISIONS, GateRecord, ModelMeta, read_meta, write_meta
 from fastseg.precision.gate import (
     DEFAULT_MIN_AGREEMENT,
     DEFAULT_MIN_IMAGE_AGREEMENT,
@@ -46,9 +48,9 @@ from fastseg.tempdirs import staged_dir
 
 log = logging.getLogger(__name__)
 
-QuantPrecision = Literal["int8", "bf16"]
-QUANT_PRECISIONS: tuple[str, ...] = ("int8", "bf16")
-DEFAULT_ENGINE = {"int8": "ort", "bf16": "openvino"}
+QuantPrecision = Literal["int8", "bf16", "int8-bf16"]
+QUANT_PRECISIONS: tuple[str, ...] = REDUCED_PRECISIONS
+DEFAULT_ENGINE = {"int8": "ort", "bf16": "openvino", "int8-bf16": "openvino"}
 UNTRAINED_ADVICE = (
     "These are UNTRAINED reference weights (random): their labels are near-ties everywhere, so no "
     "number of calibration images will make a gate pass; gate a trained model, or pass "
@@ -76,26 +78,26 @@ def quantize_model(
 
     Args:
         model_dir: a converted fp32 model directory.
-        calib_dir: images like the ones the model will see: int8 calibrates on them (>= 2
-            without ``val_dir``); bf16 needs no calibration and gates on them when ``val_dir``
-            is not given.
+        calib_dir: images like the ones the model will see: int8 and int8-bf16 calibrate on
+            them (>= 2 without ``val_dir``); bf16 needs no calibration and gates on them when
+            ``val_dir`` is not given.
         out_dir: the new model directory (a normal one: Segmenter, predict, serve, bench load it).
-        precision: ``int8`` or ``bf16``.
+        precision: ``int8``, ``bf16`` or ``int8-bf16``.
         engine: the engine the gate runs both models on (int8: ``ort`` or ``openvino``,
-            default ``ort``; bf16: ``openvino``, the engine that computes it).
+            default ``ort``; bf16 and int8-bf16: ``openvino``, the engine that computes them).
         min_agreement: pooled % of held-out pixels whose label must equal fp32's; 0 = ungated.
         min_image_agreement: the floor every single held-out image must reach.
         val_dir: held-out images; int8 default: every 4th calibration image, held out.
         max_side: images larger than this are downscaled (area) first when the model has no
             Resize of its own, bounding gate and calibration time; None = full size.
-        method: int8 calibration: ``percentile`` (99.99th), ``minmax`` or ``entropy``.
-        augment: int8: also calibrate on each image's mirror and 0.8x/1.2x brightness.
+        method: int8(-bf16) calibration: ``percentile`` (99.99th), ``minmax`` or ``entropy``.
+        augment: int8(-bf16): also calibrate on each image's mirror and 0.8x/1.2x brightness.
         force: replace an existing ``out_dir``.
         register: list the variant in ``model_dir``'s ``variants.json`` for ``fastseg tune``.
 
     Raises:
-        QuantizationGateError: below the gate (nothing written); DeviceError: bf16 on a CPU
-        without bf16 instructions (nothing written); InputError, ModelDirError.
+        QuantizationGateError: below the gate (nothing written); DeviceError: bf16 or int8-bf16
+        on a CPU without bf16 instructions (nothing written); InputError, ModelDirError.
     """
     if precision not in QUANT_PRECISIONS:
         raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(QUANT_PRECISIONS)}.")
@@ -104,13 +106,14 @@ def quantize_model(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = read_meta(model_dir)
     _check_paths(model_dir, meta, out_dir, force=force)
+    if precision in BF16_PRECISIONS:
+        require_bf16(precision=precision)
     if precision == "bf16":
-        require_bf16()
         calib: list[Path] = []
         val = _bf16_gate_images(calib_dir, val_dir, gated=min_agreement > 0)
     else:
         if calib_dir is None:
-            raise InputError("int8 needs calibration images: pass --calib DIR (images like the ones the model will see).")
+            raise InputError(f"{precision} needs calibration images: pass --calib DIR (images like the ones the model will see).")
         calib, val = split_images(image_files(calib_dir), None if val_dir is None else image_files(val_dir))
     with staged_dir(out_dir) as staging:  # 0755 once complete: a shared model directory
         fmt, calibration = _write_model(precision, model_dir, staging, meta, calib, max_side, method, augment)
@@ -140,8 +143,8 @@ def _gate_engine(precision: str, engine: str | None) -> str:
     check_engine(engine)
     if engine == "auto":
         raise InputError("quantize --engine must be ort or openvino (the engine the gate measures).")
-    if precision == "bf16" and engine != "openvino":
-        raise InputError("bf16 runs on OpenVINO only (ONNX Runtime has no bf16 CPU kernels): use --engine openvino or leave it out.")
+    if precision in BF16_PRECISIONS and engine != "openvino":
+        raise InputError(f"{precision} runs on OpenVINO only (ONNX Runtime has no bf16 CPU kernels): use --engine openvino or leave it out.")
     return engine
 
 
@@ -180,7 +183,8 @@ def _write_model(
     weights = weight_format()
     used = quantize_onnx(model_dir / ONNX_FILE, staging / ONNX_FILE, calib_set, meta.input_name, method=method,
                          weights=weights)
-    return f"onnx-qdq {weights} per-channel", used + (" + mirror/brightness" if augment else "")
+    rest = ", unquantized layers bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16)" if precision == "int8-bf16" else ""
+    return f"onnx-qdq {weights} per-channel{rest}", used + (" + mirror/brightness" if augment else "")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

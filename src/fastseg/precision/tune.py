@@ -1,9 +1,9 @@
 """``fastseg tune``: time every engine x precision for one model on this machine, record the winner.
 
-Candidates: ONNX Runtime and (when installed) OpenVINO on the fp32 model, and on every int8
-or bf16 variant ``fastseg quantize`` registered that passed its accuracy gate (ungated ones
-are never candidates: an ungated model must be chosen by name; bf16 runs on OpenVINO only, on
-a CPU with bf16 instructions). Skipped variants are reported with the reason. Each candidate runs in its own worker
+Candidates: ONNX Runtime and (when installed) OpenVINO on the fp32 model, and on every int8,
+bf16 or int8-bf16 variant ``fastseg quantize`` registered that passed its accuracy gate (ungated
+ones are never candidates: an ungated model must be chosen by name; bf16 and int8-bf16 run on
+OpenVINO only, on a CPU with bf16 instructions). Skipped variants are reported with the reason. Each candidate runs in its own worker
 process (``fastseg bench``'s), one after another, end to end (read, preprocess, infer, labels
 at source size), so the timings are comparable and one engine's threads cannot slow another.
 The winner and the whole table go into ``tuning.json`` with this machine's fingerprint;
@@ -22,7 +22,7 @@ from fastseg.engines import available_engines
 from fastseg.engines.cpu import has_bf16
 from fastseg.engines.tuning import EngineChoice, is_own_variant, read_variants, register_variant, write_record
 from fastseg.errors import FastSegError, InputError
-from fastseg.model_dir import read_meta
+from fastseg.model_dir import BF16_PRECISIONS, read_meta
 from fastseg.tempdirs import scratch_dir
 
 DEFAULT_SIZES = {"Cityscapes": (1024, 2048), "ADE20K": (512, 512)}
@@ -93,7 +93,7 @@ def candidates(
         if why:
             skipped.append(f"{path} ({meta.precision_label}): {why}")
             continue
-        usable = [e for e in engines if meta.precision != "bf16" or e == "openvino"]
+        usable = [e for e in engines if meta.precision not in BF16_PRECISIONS or e == "openvino"]
         out.extend(Candidate(e, path, meta.precision, meta.precision_label) for e in usable)
     return out, skipped
 
@@ -105,9 +105,9 @@ def _skip_reason(model_dir: Path, path: Path, engines: Sequence[str]) -> str | N
         return "UNGATED: only gated variants are candidates (run it by name)"
     if not is_own_variant(model_dir, path):
         return "not quantized from this model directory"
-    if meta.precision == "bf16" and "openvino" not in engines:
-        return "bf16 runs on OpenVINO, which is not installed (pip install 'fastseg-ort[openvino]')"
-    if meta.precision == "bf16" and not has_bf16():
+    if meta.precision in BF16_PRECISIONS and "openvino" not in engines:
+        return f"{meta.precision} runs on OpenVINO, which is not installed (pip install 'fastseg-ort[openvino]')"
+    if meta.precision in BF16_PRECISIONS and not has_bf16():
         return "this CPU has no bf16 instructions (amx_bf16 / avx512_bf16)"
     return None
 
