@@ -10,7 +10,7 @@ loop uses; the part every engine shares is ``fastseg.engines.session_base.Sessio
 
 ``auto`` is resolved per model directory from the ``fastseg tune`` record
 (``fastseg.engines.tuning``); a precision (fp32, int8, bf16, int8-bf16) is a model directory, not an
-engine: its ``fastseg.json`` says which, and a bf16 directory runs on OpenVINO only.
+engine: its ``fastseg.json`` says which, and bf16 and int8-bf16 directories run on OpenVINO only.
 
 Also here: ``device`` (device strings), ``cpu`` (the instruction sets that decide precision
 speed), ``gpu_libs`` (CUDA libraries for onnxruntime-gpu), ``session_base`` (what every
