@@ -33,19 +33,30 @@ def tail_model(
     antialias: int = 0,
     opset: int = 13,
     seed: int = 0,
+    qdq_input: bool = False,
 ) -> Path:
-    """Write the model to ``path`` (input ``x`` [N,3,H,W] float32, H and W dynamic)."""
+    """Write the model to ``path`` (input ``x`` [N,3,H,W] float32, H and W dynamic).
+    ``qdq_input``: ``x`` passes a QuantizeLinear/DequantizeLinear pair first and every node,
+    ``Shape`` included, reads the dequantized tensor, as in ONNX Runtime's int8 QDQ graphs."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((classes, 3, stride, stride)).astype(np.float32)
     b = rng.standard_normal(classes).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["logits"], strides=[stride, stride])]
+    source = "x"
+    nodes = []
+    if qdq_input:
+        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "x_zero_point")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero_point"], ["x_q"]),
+                  helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero_point"], ["x_dq"])]
+        source = "x_dq"
+    nodes.append(helper.make_node("Conv", [source, "w", "b"], ["logits"], strides=[stride, stride]))
     if size_from == "shape":
         inits += [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("z", 0), ("two", 2), ("four", 4))]
         nodes += [
             helper.make_node("Shape", ["logits"], ["logits_shape"]),
             helper.make_node("Slice", ["logits_shape", "z", "two"], ["nc"]),
-            helper.make_node("Shape", ["x"], ["x_shape"]),
+            helper.make_node("Shape", [source], ["x_shape"]),
             helper.make_node("Slice", ["x_shape", "two", "four"], ["hw"]),
         ]
         if size_casts:  # paddle2onnx's int32 round trip

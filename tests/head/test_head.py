@@ -56,6 +56,7 @@ VARIANTS = {
     "nearest_half_pixel": {"mode": "nearest"},
     "identity_between": {"between": "Identity"},
     "size_casts": {"size_casts": True},
+    "qdq_input": {"qdq_input": True},  # an int8 QDQ graph: Shape reads the dequantized input
 }
 
 
@@ -356,7 +357,9 @@ def test_auto_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not prepare_head(many, home=home, device="gpu").banded
     assert prepare_head(many, home=home, engine="openvino").banded  # OpenVINO's body, ORT's tail semantics
     assert prepare_head(many, home=home, engine="bf16").banded
-    assert "engine 'int8' runs the graph's head" in prepare_head(many, home=home, engine="int8").reason
+    assert prepare_head(many, home=home, engine="int8").banded  # the QDQ graph's float head
+    assert prepare_head(many, home=home, engine="int8-bf16").banded
+    assert "engine 'gpu' runs the graph's head" in prepare_head(many, home=home, engine="gpu").reason
     assert not prepare_head(many, home=home, output_kind="logits").banded
     assert not prepare_head(many, home=home, head="graph").banded
     with pytest.raises(InputError, match="head must be one of"):

@@ -152,6 +152,9 @@ def _channels(info: Any) -> int | None:
     return int(dims[1].dim_value) if len(dims) == 4 and dims[1].dim_value > 0 else None
 
 
+_SHAPE_KEEPING = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def size_program(graph: Any, *, scales: str, sizes: str, logits: str) -> dict[str, Any]:
     """The nodes computing the Resize's ``scales``/``sizes``, as JSON for ``size_expr``.
 
@@ -170,7 +173,16 @@ def size_program(graph: Any, *, scales: str, sizes: str, logits: str) -> dict[st
     constants: dict[str, Any] = {}
     seen: set[str] = set()
 
+    def shape_source(name: str) -> str:
+        """The tensor whose shape ``name`` has: through QuantizeLinear/DequantizeLinear, which
+        keep shapes (an int8 QDQ graph takes ``Shape`` of the dequantized input)."""
+        while (node := producer.get(name)) is not None and node.op_type in _SHAPE_KEEPING and node.domain in ("", "ai.onnx"):
+            name = node.input[0]
+        return name
+
     def visit(name: str, *, shape_of: bool = False) -> None:
+        if shape_of:
+            name = shape_source(name)
         if not name or name in seen:
             return
         if shape_of and name in (logits, graph_inputs[0]):
@@ -195,7 +207,7 @@ def size_program(graph: Any, *, scales: str, sizes: str, logits: str) -> dict[st
         for i in node.input:
             visit(i, shape_of=node.op_type == "Shape")
         if node.op_type == "Shape":
-            src = node.input[0]
+            src = shape_source(node.input[0])
             if src not in (logits, graph_inputs[0]):
                 raise UnsupportedTail(f"the Resize size reads the shape of {src!r} (an inner tensor)")
             inputs = [LOGITS if src == logits else INPUT]
