@@ -2,12 +2,14 @@
 
     python benchmarks/head_e2e.py --model-dir /work/models/SeaFormer_tiny --size 1024x2048 --runs 10
     python benchmarks/head_e2e.py --model-dir BF16_DIR --engine openvino --image IMG   # a bf16 directory
+    python benchmarks/head_e2e.py --model-dir INT8_DIR --engine ort --image IMG        # int8, int8-bf16 too
 
 Both Segmenters live in one process and run alternately on the same image (a real photo
 resized to --size when --image is given, else random pixels), so machine load hits both
-alike; prints median/min end-to-end ms (decode excluded: the image is in memory). fp32: the
-label maps must be identical on every run. bf16: the graph computes its Resize and ArgMax in
-bf16 and the banded head in float32, so it prints their label agreement instead. Quiet
+alike; prints median/min end-to-end ms (decode excluded: the image is in memory). fp32 and
+int8 (whose QDQ graph keeps its head float): the label maps must be identical on every run.
+bf16 and int8-bf16: the graph computes its Resize and ArgMax in bf16 and the banded head in
+float32, so it prints their label agreement instead. Quiet
 machine only for real figures.
 """
 
@@ -37,12 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     h, w = parse_hw(args.size, name="--size")
     if args.image:
-        image = cv2.resize(cv2.imread(str(args.image)), (w, h), interpolation=cv2.INTER_AREA)
+        photo = cv2.imread(str(args.image))
+        if photo is None:
+            parser.error(f"cannot read --image {args.image}")
+        image = np.asarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8)
     else:
         image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as home:
         segs = {head: Segmenter(args.model_dir, head=head, engine=args.engine, home=Path(home)) for head in ("graph", "banded")}
-        exact = segs["graph"].precision == "fp32"
+        exact = segs["graph"].precision in ("fp32", "int8")
         engine = f"{segs['graph'].engine_name} {segs['graph'].precision}"
         agreement: list[float] = []
         times: dict[str, list[float]] = {head: [] for head in segs}
