@@ -4,8 +4,9 @@
 # reference builds' graphs without their large weights, and the photo mosaic.
 #   FASTSEG_HOME=... bash benchmarks/remote_carry.sh OUT_DIR MODEL [MODEL ...]
 # Each MODEL must already be built by `fastseg bench` under $FASTSEG_HOME/bench/reference/MODEL
-# (onnx/, and onnx-int8-bench/ after `--engine int8` or `openvino-int8`). bf16 variants are not
-# carried: the device machine writes them (`fastseg quantize --precision bf16 --min-agreement 0`).
+# (onnx/; onnx-int8-bench/ after `--engine int8` or `openvino-int8`; onnx-int8-bf16-bench/ after
+# `--engine openvino-int8-bf16`, run there as MODEL/int8-bf16 with OpenVINO's bf16 hint). bf16 variants
+# are not carried: the device machine writes them (`fastseg quantize --precision bf16 --min-agreement 0`).
 set -euo pipefail
 out=$1; shift
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,9 +36,11 @@ tar -cJf "$out/site.tar.xz" -C "$work/site" .
 
 for m in "$@"; do
   "$py" "$here/benchmarks/remote_bench.py" strip "$refs/$m/onnx" "$work/models/$m/fp32"
-  if [ -d "$refs/$m/onnx-int8-bench" ]; then
-    "$py" "$here/benchmarks/remote_bench.py" strip "$refs/$m/onnx-int8-bench" "$work/models/$m/int8"
-  fi
+  for variant in int8 int8-bf16; do
+    if [ -d "$refs/$m/onnx-$variant-bench" ]; then
+      "$py" "$here/benchmarks/remote_bench.py" strip "$refs/$m/onnx-$variant-bench" "$work/models/$m/$variant"
+    fi
+  done
 done
 tar -cJf "$out/models.tar.xz" -C "$work/models" .
 
