@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from fastseg.cli import main
 from fastseg.engines import cpu, tuning
+from fastseg.errors import DeviceError, InputError
 from fastseg.model_dir import read_meta
 from fastseg.segmenter import Segmenter
 from tiny_models import colour_image, colour_model_dir, random_net_dir
@@ -54,6 +55,53 @@ def test_tune_skips_a_bf16_variant_on_a_cpu_without_bf16_and_says_why(tmp_path: 
     cands, skipped = candidates(model, engines=["ort", "openvino"])
     assert [c.precision for c in cands] == ["fp32", "fp32"]
     assert len(skipped) == 1 and skipped[0].endswith("this CPU has no bf16 instructions (amx_bf16 / avx512_bf16)")
+
+
+@needs_openvino
+def test_tune_on_a_bf16_directory_keeps_bf16_and_only_chooses_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quantized directory tuned by itself: its own precision on the engines that compute it,
+    labels compared with the fp32 directory it came from, and a record engine="auto" then runs."""
+    from fastseg.precision.quantize import quantize_model
+    from fastseg.precision.tune import candidates, fp32_reference
+
+    model = colour_model_dir(tmp_path / "fp32")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    bf16 = tmp_path / "bf16"
+    quantize_model(model, None, bf16, precision="bf16", val_dir=_stripes(tmp_path / "val"))
+    cands, skipped = candidates(bf16, engines=["ort", "openvino"])
+    assert [(c.engine, c.precision, c.model_dir) for c in cands] == [("openvino", "bf16", bf16)] and skipped == []
+    assert fp32_reference(bf16) == model.resolve() and fp32_reference(model) == model
+    with pytest.raises(InputError, match="is itself a bf16 variant: tune the fp32 model directory"):
+        candidates(bf16, engines=["ort", "openvino"], variants=[bf16])
+    with pytest.raises(InputError, match="runs on OpenVINO only, and OpenVINO is not installed"):
+        candidates(bf16, engines=["ort"])
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))
+    with pytest.raises(DeviceError, match="bf16 needs a CPU with AMX or AVX512-BF16"):
+        candidates(bf16, engines=["ort", "openvino"])
+
+
+@needs_quant
+def test_tune_on_an_int8_directory_times_int8_on_each_engine_and_auto_runs_the_winner(tmp_path: Path) -> None:
+    from fastseg.precision.quantize import quantize_model
+
+    model = colour_model_dir(tmp_path / "fp32")
+    int8 = tmp_path / "int8"
+    val = _stripes(tmp_path / "val")
+    import cv2
+
+    cv2.imwrite(str(val / "a.png"), cv2.flip(colour_image(), 1))  # held out: not a calibration image
+    quantize_model(model, _stripes(tmp_path / "calib"), int8, val_dir=val)
+    result = CliRunner().invoke(main, ["tune", str(int8), "--size", "32x48", "--runs", "2", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert "32x48, a synthetic image" in result.output
+    record = json.loads((int8 / tuning.TUNING_FILE).read_text())
+    assert {row["precision"] for row in record["table"]} == {"int8"}
+    assert {row["engine"] for row in record["table"]} == set(__import__("fastseg.engines", fromlist=["x"]).available_engines())
+    assert all(row["agreement_with_ort_fp32_pct"] is not None for row in record["table"])  # against fp32/
+    assert record["winner"]["precision"] == "int8"
+    with Segmenter(int8) as seg:  # the record is this directory's own: no "says fp32" fallback
+        assert (seg.engine_name, seg.precision) == (record["winner"]["engine"], "int8")
+        assert seg.engine_choice.reason.startswith("tuned")
 
 
 def _stripes(root: Path) -> Path:

@@ -19,7 +19,8 @@ from fastseg.cli.options import hw_size_callback, model_dir_for, weights_option
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Image to time on (resized to --size) [default: a synthetic one].")
 @click.option("--variant", "variants", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A gated int8 model dir to compare too (quantize registers its own automatically).")
+              help="A gated int8, bf16 or int8-bf16 model dir quantized from MODEL, to compare too (quantize registers "
+                   "its own automatically).")
 def tune_cmd(
     model: str, weights: str, size: tuple[int, int] | None, threads: int, runs: int, warmup: int, image: Path | None,
     variants: tuple[Path, ...],
@@ -32,16 +33,18 @@ def tune_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from fastseg.precision.tune import tune
+    from fastseg.precision.tune import default_size, tune
 
     model_dir = model_dir_for(model, weights)
+    size = size or default_size(model_dir)
     console = Console(width=max(120, Console().width))  # the table unwrapped
     timings, winner, record = tune(
         model_dir, size=size, threads=threads, runs=runs, warmup=warmup, image=image,
-        variants=variants, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        variants=variants, progress=lambda msg: console.print(f"[dim]{msg}[/dim]", soft_wrap=True),
     )
     fastest = min(t.median_ms for t in timings if t.median_ms is not None)
-    table = Table(title=f"fastseg tune {model_dir.name} (end to end, ms, {threads} threads)")
+    on = image.name if image else "a synthetic image"
+    table = Table(title=f"fastseg tune {model_dir.name} (end to end, ms, {threads} threads, {size[0]}x{size[1]}, {on})")
     for col in ("engine", "precision", "median", "p90", "vs fastest", "labels = ort fp32", "model dir"):
         table.add_column(col, justify="left" if col in ("engine", "precision", "model dir") else "right", no_wrap=True)
     for t in timings:

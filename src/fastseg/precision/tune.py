@@ -3,7 +3,9 @@
 Candidates: ONNX Runtime and (when installed) OpenVINO on the fp32 model, and on every int8,
 bf16 or int8-bf16 variant ``fastseg quantize`` registered that passed its accuracy gate (ungated
 ones are never candidates: an ungated model must be chosen by name; bf16 and int8-bf16 run on
-OpenVINO only, on a CPU with bf16 instructions). Skipped variants are reported with the reason. Each candidate runs in its own worker
+OpenVINO only, on a CPU with bf16 instructions). Skipped variants are reported with the reason.
+A quantized directory tuned by itself keeps its precision and only its engine is chosen (int8:
+ONNX Runtime or OpenVINO; bf16 and int8-bf16: OpenVINO). Each candidate runs in its own worker
 process (``fastseg bench``'s), one after another, end to end (read, preprocess, infer, labels
 at source size), so the timings are comparable and one engine's threads cannot slow another.
 The winner and the whole table go into ``tuning.json`` with this machine's fingerprint;
@@ -19,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from fastseg.engines import available_engines
-from fastseg.engines.cpu import has_bf16
+from fastseg.engines.cpu import has_bf16, require_bf16
 from fastseg.engines.tuning import EngineChoice, is_own_variant, read_variants, register_variant, write_record
 from fastseg.errors import FastSegError, InputError
-from fastseg.model_dir import BF16_PRECISIONS, read_meta
+from fastseg.model_dir import BF16_PRECISIONS, ModelMeta, is_model_dir, read_meta
 from fastseg.tempdirs import scratch_dir
 
 DEFAULT_SIZES = {"Cityscapes": (1024, 2048), "ADE20K": (512, 512)}
@@ -73,10 +75,20 @@ def candidates(
     skipped with why). int8 runs on every engine; bf16 on OpenVINO, on a CPU with bf16 only.
 
     Raises:
-        InputError: a ``variants`` directory that is ungated or not quantized from ``model_dir``.
+        InputError: a ``variants`` directory that is ungated or not quantized from ``model_dir``;
+            ``variants`` given for a quantized ``model_dir``; a bf16 directory without OpenVINO.
+        DeviceError: a bf16 or int8-bf16 ``model_dir`` on a CPU without bf16 instructions.
     """
     engines = list(engines or available_engines())
     model_dir = Path(model_dir)
+    own = read_meta(model_dir)
+    if own.precision != "fp32":
+        if variants:
+            raise InputError(
+                f"{str(model_dir)!r} is itself a {own.precision} variant: tune the fp32 model directory it was "
+                f"quantized from to compare variants ('fastseg tune FP32_DIR --variant ...')."
+            )
+        return _own_precision_candidates(model_dir, own, engines), []
     out = [Candidate(e, model_dir, "fp32", "fp32") for e in engines]
     skipped: list[str] = []
     for given in map(Path, variants):
@@ -96,6 +108,34 @@ def candidates(
         usable = [e for e in engines if meta.precision not in BF16_PRECISIONS or e == "openvino"]
         out.extend(Candidate(e, path, meta.precision, meta.precision_label) for e in usable)
     return out, skipped
+
+
+def _own_precision_candidates(model_dir: Path, meta: ModelMeta, engines: Sequence[str]) -> list[Candidate]:
+    """A quantized directory tuned by itself: its precision on each engine that computes it."""
+    if meta.precision in BF16_PRECISIONS:
+        if "openvino" not in engines:
+            raise InputError(
+                f"{str(model_dir)!r} is {meta.precision}, which runs on OpenVINO only, and OpenVINO is not installed "
+                "(pip install 'fastseg-ort[openvino]')."
+            )
+        require_bf16(precision=meta.precision)
+        engines = ["openvino"]
+    return [Candidate(e, model_dir, meta.precision, meta.precision_label) for e in engines]
+
+
+def fp32_reference(model_dir: Path) -> Path | None:
+    """The fp32 directory candidates' labels are compared with: ``model_dir`` itself, or for a
+    quantized one the fp32 directory it was quantized from (None when that is gone)."""
+    meta = read_meta(model_dir)
+    if meta.precision == "fp32":
+        return model_dir
+    source = str(meta.provenance.get("quantized_from") or "")
+    try:
+        if source and is_model_dir(Path(source)) and read_meta(Path(source)).precision == "fp32":
+            return Path(source)
+    except FastSegError:  # a broken source directory: no reference, the timings still count
+        pass
+    return None
 
 
 def _skip_reason(model_dir: Path, path: Path, engines: Sequence[str]) -> str | None:
@@ -152,7 +192,9 @@ def time_candidate(
 
 
 def label_agreements(cands: Sequence[Candidate], image: Path, model_dir: Path, threads: int) -> dict[Candidate, float]:
-    """% of the tune image's pixels where each candidate gives ONNX Runtime fp32's label."""
+    """% of the tune image's pixels where each candidate gives ONNX Runtime fp32's label
+    (``model_dir``: the fp32 directory). On tune's default synthetic image this says little:
+    a smooth picture has few near-tied pixels (the gate's held-out photos are the accuracy check)."""
     import numpy as np
 
     from fastseg.processing import decode_image
@@ -203,7 +245,8 @@ def tune(
                 progress(f"timing {c.label} ({c.model_dir})")
             timings.append(time_candidate(c, img, threads=threads, runs=runs, warmup=warmup))
         ran = [t.candidate for t in timings if t.median_ms is not None]
-        agreement = label_agreements(ran, img, model_dir, threads)
+        reference = fp32_reference(model_dir)
+        agreement = label_agreements(ran, img, reference, threads) if reference else {}
     timings = [replace(t, agreement_pct=agreement.get(t.candidate)) for t in timings]
     ok = [t for t in timings if t.median_ms is not None]
     if not ok:
