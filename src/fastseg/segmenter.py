@@ -54,10 +54,6 @@ PreprocessMode = Literal["auto", "engine", "numpy"]
 PREPROCESS_MODES: tuple[str, ...] = ("auto", "engine", "numpy")
 
 
-def _on_cpu(spec: DeviceSpec) -> bool:
-    return spec.kind == "cpu" or (spec.kind == "openvino" and spec.openvino_target == "CPU")
-
-
 # ----------------------------------------------------------------------------- Segmenter
 class Segmenter:
     """Semantic segmentation with a converted PaddleX model on ONNX Runtime.
@@ -136,7 +132,7 @@ class Segmenter:
             preload_png_kernels()
         if preprocess not in PREPROCESS_MODES:
             raise InputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}.")
-        fuse = preprocess == "engine" or (preprocess == "auto" and self.slide is None and _on_cpu(spec))
+        fuse = preprocess == "engine" or (preprocess == "auto" and self.slide is None and spec.on_cpu)
         if fuse and self.slide is not None:
             raise InputError("preprocess='engine' cannot be combined with slide: windows are cut from the normalised image.")
         self._session: EngineSession | None = self._open_session(

@@ -355,6 +355,8 @@ def test_auto_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert one_shot.banded and not one_shot.compiled
     assert prepare_head(few, home=home, compiled=False).reason == "auto: 8 classes < 32"
     assert not prepare_head(many, home=home, device="gpu").banded
+    assert not prepare_head(many, home=home, device="openvino:GPU", engine="openvino").banded
+    assert prepare_head(many, home=home, device="openvino", engine="openvino").banded  # OpenVINO's CPU target is the CPU
     assert prepare_head(many, home=home, engine="openvino").banded  # OpenVINO's body, ORT's tail semantics
     assert prepare_head(many, home=home, engine="bf16").banded
     assert prepare_head(many, home=home, engine="int8").banded  # the QDQ graph's float head

@@ -34,6 +34,11 @@ class DeviceSpec:
     index: int = 0
     openvino_target: str = "CPU"
 
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the model runs on this machine's CPU (``cpu``, or OpenVINO's CPU target)."""
+        return self.kind == "cpu" or (self.kind == "openvino" and self.openvino_target == "CPU")
+
     def __str__(self) -> str:
         if self.kind == "cpu":
             return "cpu"

@@ -182,7 +182,7 @@ def prepare_head(
     threads = threads or physical_cores()
     if output_kind != "labels":
         return _refuse(head, graph, f"the model outputs {output_kind}, not labels")
-    if head == "auto" and parse_device(device).kind != "cpu":
+    if head == "auto" and not parse_device(device).on_cpu:
         return Head(model_path=model_path, banded=False, reason=f"auto: device {device!r} runs the graph's head")
     if head == "auto" and engine not in BANDED_ENGINES:
         return Head(model_path=model_path, banded=False, reason=f"auto: engine {engine!r} runs the graph's head")
