@@ -157,5 +157,8 @@ def test_package_exports() -> None:
     for name in fastseg.__all__:
         assert getattr(fastseg, name) is not None
     assert fastseg.SegResult is SegResult
+    from fastseg.precision.quantize import quantize_model
+
+    assert fastseg.quantize_model is quantize_model  # `from fastseg import quantize_model`, as docs/engines.md shows
     with pytest.raises(AttributeError):
         fastseg.NoSuchThing  # noqa: B018

@@ -6,6 +6,8 @@ Public API (everything else is internal)::
     seg = Segmenter(model="PP-LiteSeg-T", device="cpu")
     for res in seg.predict("street.jpg"):
         res.save_to_img("out/")
+
+    from fastseg import quantize_model         # a gated bf16 / int8 / int8-bf16 model directory
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from fastseg.engines.ort import RuntimeOptions
     from fastseg.segmenter import Segmenter
     from fastseg.pipeline import create_pipeline
+    from fastseg.precision.quantize import quantize_model
 
 # Imported on first use so `fastseg --help` does not load onnxruntime/OpenCV.
 _LAZY = {
@@ -44,6 +47,7 @@ _LAZY = {
     "Segmenter": "fastseg.segmenter",
     "create_pipeline": "fastseg.pipeline",
     "evaluate": "fastseg.evaluation.runner",
+    "quantize_model": "fastseg.precision.quantize",
 }
 
 
@@ -76,4 +80,5 @@ __all__ = [
     "__version__",
     "create_pipeline",
     "evaluate",
+    "quantize_model",
 ]

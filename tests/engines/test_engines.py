@@ -76,6 +76,7 @@ def test_a_record_cannot_redirect_to_another_model(colour_dir: Path, tmp_path: P
         choice = recorded_choice(colour_dir)
     assert (choice.engine, choice.model_dir) == ("ort", colour_dir) and "not this model's variant" in choice.reason
     assert "not this model directory nor a variant quantized from it" in caplog.text
+    assert f"Re-run 'fastseg tune {colour_dir}'" in caplog.text
     # registered in variants.json but made from another model: still refused (both must agree)
     imposter = own_variant(stranger, tmp_path / "imposter")
     tuning.register_variant(colour_dir, imposter, {"precision": "int8", "gated": True})

@@ -149,16 +149,18 @@ def recorded_choice(model_dir: Path) -> EngineChoice:
     if engine == "openvino" and here["openvino"] is None:
         return _fp32(model_dir, "ort", "tuned winner is OpenVINO, which is not installed")
     if not is_model_dir(winner_dir):
-        log.warning("%s names %s, which is no longer a model directory; running ONNX Runtime.", path, winner_dir)
+        log.warning("%s names %s, which is no longer a model directory; running ONNX Runtime. Re-run 'fastseg tune %s'.",
+                    path, winner_dir, model_dir)
         return _fp32(model_dir, "ort", "tuned variant is missing")
     if not is_own_variant(model_dir, winner_dir):
         log.warning(
-            "%s names %s, which is not this model directory nor a variant quantized from it; running ONNX Runtime.",
-            path, winner_dir,
+            "%s names %s, which is not this model directory nor a variant quantized from it; running ONNX Runtime. "
+            "Re-run 'fastseg tune %s'.", path, winner_dir, model_dir,
         )
         return _fp32(model_dir, "ort", "tuned winner is not this model's variant")
     if read_meta(winner_dir).precision != precision:
-        log.warning("%s says %s but %s is %s; running ONNX Runtime.", path, precision, winner_dir, read_meta(winner_dir).precision)
+        log.warning("%s says %s but %s is %s; running ONNX Runtime. Re-run 'fastseg tune %s'.",
+                    path, precision, winner_dir, read_meta(winner_dir).precision, model_dir)
         return _fp32(model_dir, "ort", "tuned winner's precision changed")
     return EngineChoice(engine=engine, model_dir=winner_dir, precision=precision, reason=f"tuned ({TUNING_FILE})")
 

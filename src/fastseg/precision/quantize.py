@@ -54,7 +54,7 @@ DEFAULT_ENGINE = {"int8": "ort", "bf16": "openvino", "int8-bf16": "openvino"}
 UNTRAINED_ADVICE = (
     "These are UNTRAINED reference weights (random): their labels are near-ties everywhere, so no "
     "number of calibration images will make a gate pass; gate a trained model, or pass "
-    "--min-agreement 0 for an ungated speed-only model (marked UNGATED)."
+    "--min-agreement 0 (Python: min_agreement=0) for an ungated speed-only model (marked UNGATED)."
 )
 
 
@@ -164,7 +164,7 @@ def _bf16_gate_images(calib_dir: Path | None, val_dir: Path | None, *, gated: bo
         if gated:
             raise InputError(
                 "The bf16 gate needs images to compare on: pass --val DIR (or --calib DIR), images like "
-                "the ones the model will see; or --min-agreement 0 for an ungated model (marked UNGATED)."
+                "the ones the model will see; or --min-agreement 0 (Python: min_agreement=0) for an ungated model (marked UNGATED)."
             )
         return []
     return image_files(folder)
@@ -201,5 +201,5 @@ def _advice(meta: ModelMeta, precision: str) -> str:
     if is_reference(meta):
         return UNTRAINED_ADVICE
     if precision == "bf16":
-        return "Keep the fp32 model for this data, or pass --min-agreement 0 for an ungated model (marked UNGATED)."
-    return "Calibrate on more images like your data, or pass --min-agreement 0 for an ungated model (marked UNGATED)."
+        return "Keep the fp32 model for this data, or pass --min-agreement 0 (Python: min_agreement=0) for an ungated model (marked UNGATED)."
+    return "Calibrate on more images like your data, or pass --min-agreement 0 (Python: min_agreement=0) for an ungated model (marked UNGATED)."
