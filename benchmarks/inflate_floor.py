@@ -16,7 +16,9 @@ image, medians of ``--runs``, the inflaters alternating so drift hits all of the
 - ``rapidgzip``: its parallel inflate (2 threads; it decodes past unknown window bytes with
   markers and resolves them after), only where the package is installed;
 - ``decode_png``: fastseg's whole decode (inflate, unfilter, BGR), for comparison.
-Speed only; each result's length is checked against the image's size.
+Speed only; each result's length is checked against the image's size. ``--pipeline`` then times
+``png_decode``'s pipelined path alone, back to back: when its helper thread starts, how long its
+inflate takes beside the unfilter, and the whole decode (where the time above the inflate goes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", type=Path, nargs="+")
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--pipeline", action="store_true", help="also time the pipelined decode's parts")
     args = parser.parse_args()
 
     from imagecodecs import deflate_decode
@@ -44,8 +47,8 @@ def main() -> None:
     png_decode.compiled_unfilter()  # load the kernels first: decode_png then takes its fastest path
     for path in args.images:
         data = path.read_bytes()
-        stream = png_decode._image_stream(data)
         header = png_decode._fast_header(data)
+        stream = None if header is None else png_decode._image_stream(data)
         if stream is None or header is None:
             print(f"{path.name}: not an 8-bit RGB(A) PNG that fastseg decodes itself; skipped")
             continue
@@ -89,6 +92,43 @@ def main() -> None:
         print(f"{path.name} ({width}x{height}, stream {len(whole):,} bytes -> {size:,}), {args.runs} alternating rounds:")
         for name, samples in times.items():
             print(f"  {name:22s} {statistics.median(samples):7.2f} ms (min {min(samples):.2f})")
+        if args.pipeline:
+            _pipeline_parts(stream, width, height, args.runs)
+
+
+def _pipeline_parts(stream: list[memoryview], width: int, height: int, runs: int) -> None:
+    """The pipelined decode (``png_decode._pipelined``) run back to back, its helper's inflate timed."""
+    import numpy as np
+
+    from fastseg import png_decode
+    from fastseg._png_kernels import new_work
+
+    unfilter = png_decode.compiled_unfilter()
+    assert unfilter is not None
+    inflate = png_decode._inflate_pieces
+    marks: dict[str, float] = {}
+
+    def timed_inflate(*args: object) -> None:
+        marks["start"] = time.perf_counter()
+        inflate(*args)  # type: ignore[arg-type]
+        marks["end"] = time.perf_counter()
+
+    parts: dict[str, list[float]] = {"helper starts after": [], "helper inflates for": [], "decode": []}
+    png_decode._inflate_pieces = timed_inflate  # type: ignore[assignment]
+    try:
+        for _ in range(runs):
+            out, work = np.empty((height, width, 3), np.uint8), new_work(width)
+            start = time.perf_counter()
+            if not png_decode._pipelined(stream, height, width, unfilter, out, work):
+                raise SystemExit("the pipelined decode failed")
+            parts["decode"].append((time.perf_counter() - start) * 1e3)
+            parts["helper starts after"].append((marks["start"] - start) * 1e3)
+            parts["helper inflates for"].append((marks["end"] - marks["start"]) * 1e3)
+    finally:
+        png_decode._inflate_pieces = inflate
+    print(f"  pipelined decode, {runs} runs back to back:")
+    for name, samples in parts.items():
+        print(f"    {name:22s} {statistics.median(samples):7.2f} ms")
 
 
 if __name__ == "__main__":
