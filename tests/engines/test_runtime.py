@@ -262,7 +262,7 @@ def test_optimized_model_cache_is_reused_when_newer(labels_onnx: Path, tmp_path:
 
     target = tmp_path / "opt.onnx"
     opts = RuntimeOptions(optimized_model_path=target, intra_op_threads=1)
-    assert _use_optimized_cache(labels_onnx, opts) == (labels_onnx, opts)  # no cache yet: optimise and write
+    assert _use_optimized_cache(labels_onnx, opts) == (None, opts)  # no cache yet: optimise and write
     with create_session(labels_onnx, "cpu", opts):
         pass
     path, used = _use_optimized_cache(labels_onnx, opts)
@@ -270,6 +270,32 @@ def test_optimized_model_cache_is_reused_when_newer(labels_onnx: Path, tmp_path:
     with create_session(labels_onnx, "cpu", opts) as s:  # loads the cached, already optimised graph
         x = _batch(1, 4, 6)
         np.testing.assert_array_equal(s.run(x), x.argmax(axis=1))
+    target.with_name("opt.onnx.fused").unlink()  # as if killed while ORT wrote the cache: never loaded
+    assert _use_optimized_cache(labels_onnx, opts) == (None, opts)
+
+
+def test_optimized_model_cache_of_a_fused_graph_is_written_reused_and_never_mixed_up(tmp_path: Path) -> None:
+    """With pre-processing in the graph (the CPU default) the cache holds the fused graph, stamped
+    with its prefix: reused for the same prefix, rebuilt for another one or for the plain graph."""
+    from fastseg.engines.ort import _use_optimized_cache
+    from fastseg.engines.preprocess_graph import FusedPreprocess, fused_preprocess
+    from fastseg.model_dir import read_meta
+    from tiny_models import colour_image, colour_model_dir
+
+    model = colour_model_dir(tmp_path / "colour") / "model.onnx"
+    fused = fused_preprocess(read_meta(model.parent).preprocess)
+    target = tmp_path / "opt.onnx"
+    opts = RuntimeOptions(optimized_model_path=target, intra_op_threads=1)
+    image = colour_image()[None]
+    with create_session(model, "cpu", opts, fused=fused) as s:
+        expected = s.run(image)
+    assert target.is_file() and _use_optimized_cache(model, opts, fused)[0] == target
+    with create_session(model, "cpu", opts, fused=fused) as s:  # the cached fused graph, loaded as is
+        assert s.fused_preprocess
+        np.testing.assert_array_equal(s.run(image), expected)
+    other = FusedPreprocess(scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0), to_rgb=False)
+    assert _use_optimized_cache(model, opts, other) == (None, opts)  # another prefix: rebuilt
+    assert _use_optimized_cache(model, opts, None) == (None, opts)  # the plain graph: rebuilt
 
 
 def test_profiling_writes_a_profile(labels_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

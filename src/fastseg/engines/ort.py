@@ -315,13 +315,39 @@ def session_options(options: RuntimeOptions) -> Any:
     return so
 
 
-def _use_optimized_cache(model_path: Path, options: RuntimeOptions) -> tuple[Path, RuntimeOptions]:
-    """The file to load and the options to load it with: the optimised-model cache when it is
-    newer than ``model_path`` (already optimised, so optimisation is off), else the model itself."""
+def _use_optimized_cache(
+    model_path: Path, options: RuntimeOptions, fused: FusedPreprocess | None = None
+) -> tuple[Path | None, RuntimeOptions]:
+    """The optimised-model cache to load and the options to load it with (already optimised, so
+    optimisation is off) when it holds this very graph: newer than ``model_path``, and stamped
+    (``<cache>.fused``, written once ORT has written the cache, so a half-written cache has none)
+    for the same pre-processing prefix, ``fused`` or the plain graph. Else (None, ``options``): the
+    graph is built and ORT writes the cache."""
     cache = options.optimized_model_path
-    if cache is not None and Path(cache).is_file() and Path(cache).stat().st_mtime >= model_path.stat().st_mtime:
-        return Path(cache), replace(options, graph_optimization="disable", optimized_model_path=None)
-    return model_path, options
+    if cache is None:
+        return None, options
+    cache, stamp = Path(cache), _fused_stamp(Path(cache))
+    prefix = stamp.read_text(encoding="utf-8") if stamp.is_file() else None
+    if cache.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime and prefix == _prefix_key(fused):
+        return cache, replace(options, graph_optimization="disable", optimized_model_path=None)
+    stamp.unlink(missing_ok=True)  # the cache about to be written is not what the stamp says
+    return None, options
+
+
+def _fused_stamp(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".fused")
+
+
+def _prefix_key(fused: FusedPreprocess | None) -> str:
+    return "plain graph" if fused is None else repr(fused)
+
+
+def _stamp_written_cache(options: RuntimeOptions, fused: FusedPreprocess | None) -> None:
+    """After ORT wrote ``options.optimized_model_path``: record which prefix the graph carries."""
+    if options.optimized_model_path is not None:
+        from fastseg.files import write_text_atomic
+
+        write_text_atomic(_fused_stamp(Path(options.optimized_model_path)), _prefix_key(fused))
 
 
 def create_session(
@@ -337,7 +363,8 @@ def create_session(
     Logs the providers actually in use. ``options.io_binding="auto"`` picks IO binding on
     accelerators and plain ``session.run`` on CPU (measured; see docs/runtime.md). ``fused``
     prepends the pre-processing (``fastseg.engines.preprocess_graph``): ``run`` then takes
-    uint8 BGR NHWC images (the optimised-model cache is not used for such a graph).
+    uint8 BGR NHWC images (``options.optimized_model_path`` then caches the fused graph, stamped
+    with its prefix, so a cache of another prefix or of the plain graph is never loaded for it).
 
     Raises:
         DeviceError: bad device string, or the accelerator is missing and fallback is off.
@@ -363,13 +390,13 @@ def create_session(
                 raise
             log.warning("%s Falling back to the CPU (allow_fallback=True).", exc)
             providers = [(CPU_EP, {})]
-    load_path, load_options = _use_optimized_cache(model_path, options)
+    cached, load_options = _use_optimized_cache(model_path, options, fused)
     # ORT's process-wide logger (provider and device-discovery warnings, printed before a session's
     # own level applies) follows ort_log_level too: its warnings must not bury fastseg's one line.
     ort.set_default_logger_severity(load_options.ort_log_level)
-    source: str | bytes = str(load_path)
-    if fused is not None:
-        source, load_options = fused_model_bytes(model_path, fused), replace(options, optimized_model_path=None)
+    source: str | bytes = str(cached or model_path)
+    if fused is not None and cached is None:  # a cached fused graph already carries its prefix
+        source = fused_model_bytes(model_path, fused)
     try:
         sess = ort.InferenceSession(
             source,
@@ -381,6 +408,7 @@ def create_session(
         if "ExecutionProvider" in str(exc) and not allow_fallback:
             raise DeviceError(f"Could not start {[p for p, _ in providers]} for {str(spec)!r}: {exc}") from exc
         raise ModelDirError(f"ONNX Runtime cannot load {str(model_path)!r}: {exc}. Re-convert the model.") from exc
+    _stamp_written_cache(load_options, fused)
     in_use = list(sess.get_providers())
     wanted = providers[0][0]
     if wanted not in in_use:
