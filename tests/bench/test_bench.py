@@ -263,7 +263,15 @@ def test_gpu_without_cuda_is_a_clear_error() -> None:
     with pytest.raises(DeviceError, match="'gpu:0' needs CUDAExecutionProvider.*fastseg-ort\\[gpu\\]"):
         bench.check_device("gpu:0")
     device, warning = bench.check_device("gpu:0", allow_fallback=True)
-    assert device == "cpu" and warning is not None and "Falling back to CPU" in warning
+    assert device == "cpu" and warning is not None and warning.endswith("Falling back to the CPU (--allow-fallback).")
+    assert "fastseg-ort[gpu]" in warning and "allow_fallback=True" not in warning  # already falling back
+    from rich.console import Console
+
+    from fastseg.cli.bench import _RichUI
+
+    console = Console(record=True, width=400)
+    _RichUI(console).warn(warning)
+    assert "pip install 'fastseg-ort[gpu]'" in console.export_text()  # the extra is text, not Rich markup
     with pytest.raises(DeviceError, match="Unknown device kind 'tpu'"):
         bench.check_device("tpu")
     from fastseg.cli import main

@@ -108,7 +108,7 @@ def check_device(device: str, *, allow_fallback: bool = False) -> tuple[str, str
     import onnxruntime as ort
 
     from fastseg.engines.device import parse_device
-    from fastseg.engines.ort import RuntimeOptions, resolve_providers
+    from fastseg.engines.ort import FALLBACK_HINT, RuntimeOptions, resolve_providers
 
     spec = parse_device(device)
     if spec.kind == "cpu":
@@ -118,5 +118,5 @@ def check_device(device: str, *, allow_fallback: bool = False) -> tuple[str, str
     except DeviceError as exc:
         if not allow_fallback:
             raise
-        return "cpu", f"{exc} Falling back to CPU (--allow-fallback)."
+        return "cpu", f"{str(exc).removesuffix(FALLBACK_HINT)} Falling back to the CPU (--allow-fallback)."
     return device, None

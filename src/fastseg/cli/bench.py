@@ -34,7 +34,9 @@ class _RichUI:
         self.console = console
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/] {message}")
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]Warning:[/] {escape(message)}")  # a message's [gpu] is text, not markup
 
     @contextmanager
     def status(self, message: str) -> Iterator[Callable[[str], None]]:

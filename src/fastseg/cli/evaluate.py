@@ -46,6 +46,7 @@ def eval_cmd(
 ) -> None:
     """mIoU, Acc, Kappa and Dice of MODEL on a labelled dataset, exactly as PaddleSeg computes them."""
     from rich.console import Console
+    from rich.markup import escape
     from tqdm import tqdm
 
     from fastseg.evaluation.datasets import load_dataset
@@ -68,7 +69,7 @@ def eval_cmd(
     console = Console(width=max(100, Console().width))
     console.print(render_table(report))
     for line in warnings_for(report):
-        console.print(f"[yellow]Warning:[/] {line}")
+        console.print(f"[yellow]Warning:[/] {escape(line)}")
     for line in (summary_line(report), *comparison_lines(report)):
         click.echo(line)
     if "confusion" not in report.files:

@@ -31,6 +31,7 @@ def tune_cmd(
     reference, on first use).
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastseg.precision.tune import default_size, tune
@@ -40,7 +41,7 @@ def tune_cmd(
     console = Console(width=max(120, Console().width))  # the table unwrapped
     timings, winner, record = tune(
         model_dir, size=size, threads=threads, runs=runs, warmup=warmup, image=image,
-        variants=variants, progress=lambda msg: console.print(f"[dim]{msg}[/dim]", soft_wrap=True),
+        variants=variants, progress=lambda msg: console.print(f"[dim]{escape(msg)}[/dim]", soft_wrap=True),
     )
     fastest = min(t.median_ms for t in timings if t.median_ms is not None)
     on = image.name if image else "a synthetic image"

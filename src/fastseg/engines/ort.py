@@ -110,6 +110,10 @@ class RuntimeOptions:
             if not isinstance(getattr(self, flag), bool):
                 raise DeviceError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
 
+FALLBACK_HINT = " Or pass allow_fallback=True to run on the CPU instead."
+"""The last sentence of a missing-accelerator error (the command line says ``--allow_fallback``)."""
+
+
 def _unavailable(spec: DeviceSpec, wanted: str, available: Sequence[str], allow_fallback: bool) -> None:
     msg = (
         f"Device {str(spec)!r} needs {wanted}, which this onnxruntime does not offer; "
@@ -122,8 +126,8 @@ def _unavailable(spec: DeviceSpec, wanted: str, available: Sequence[str], allow_
             CANN_EP: " Install onnxruntime-cann for Ascend NPUs.",
             OPENVINO_EP: " Install OpenVINO: pip install 'fastseg-ort[openvino]'.",
         }.get(wanted, "")
-        raise DeviceError(msg + hint + " Or pass allow_fallback=True to run on the CPU instead.")
-    log.warning("%s Falling back (allow_fallback=True).", msg)
+        raise DeviceError(msg + hint + FALLBACK_HINT)
+    log.warning("%s Falling back to the CPU, as allowed.", msg)
 
 
 def resolve_providers(
