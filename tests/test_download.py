@@ -373,9 +373,9 @@ def test_model_tarball_all_404_lists_urls(server: Server, tmp_path: Path) -> Non
         fetch_model_tarball(_spec(*urls), home=tmp_path, progress=False)
     message = str(info.value)
     assert message == (
-        f"Cannot download {NAME} ({urls[0]}: HTTP 404; {urls[1]}: HTTP 404): copy {TAR} here from a machine "
-        f"online and run 'fastseg convert {NAME} --from {TAR}', or use untrained reference weights "
-        "(weights='reference')."
+        f"Cannot download {NAME} ({urls[0]}: HTTP 404; {urls[1]}: HTTP 404): copy {TAR} from a machine online into "
+        f"{tmp_path / 'downloads'}/ (or 'fastseg convert {NAME} --from {TAR}'), "
+        "or use untrained reference weights (weights='reference')."
     )
     assert not isinstance(info.value, HTTPStatusError)
 
@@ -385,8 +385,8 @@ def test_model_tarball_offline_is_one_line_naming_from(tmp_path: Path) -> None:
     with pytest.raises(DownloadError) as info:
         fetch_model_tarball(_spec(*urls), home=tmp_path, progress=False, timeout=5.0)
     assert str(info.value) == (
-        f"Cannot download {NAME} (offline?): copy {TAR} here from a machine online and run "
-        f"'fastseg convert {NAME} --from {TAR}', or use untrained reference weights (weights='reference')."
+        f"Cannot download {NAME} (offline?): copy {TAR} from a machine online into {tmp_path / 'downloads'}/ (or "
+        f"'fastseg convert {NAME} --from {TAR}'), or use untrained reference weights (weights='reference')."
     )
     assert "\n" not in str(info.value)
 

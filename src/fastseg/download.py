@@ -420,17 +420,17 @@ def fetch_model_tarball(
         # and the next call resumes it from this same URL.
         _record_sha256(dest, result.sha256)
         return dest
-    raise DownloadError(_failure_message(spec, failures))
+    raise DownloadError(_failure_message(spec, failures, dest.parent))
 
 
-def _failure_message(spec: ModelSpec, failures: list[tuple[str, DownloadError]]) -> str:
-    """One line, the ways forward said once: a tarball fetched elsewhere, or the reference build.
-
-    The URLs are listed by ``fastseg models --format json`` (``inference_urls``).
+def _failure_message(spec: ModelSpec, failures: list[tuple[str, DownloadError]], downloads: Path) -> str:
+    """One line, the ways forward said once: a tarball fetched elsewhere (into the download
+    cache, where predict, convert, tune and bench all look, or converted with ``--from``), or the
+    reference build. The URLs are listed by ``fastseg models --format json`` (``inference_urls``).
     """
     name, tar = spec.name, tarball_name(spec)
     ways = (  # Python's spelling: the command line shows weights='reference' as --weights reference
-        f"copy {tar} here from a machine online and run 'fastseg convert {name} --from {tar}', "
+        f"copy {tar} from a machine online into {downloads}/ (or 'fastseg convert {name} --from {tar}'), "
         "or use untrained reference weights (weights='reference')."
     )
     if all(isinstance(exc, UnreachableError) for _, exc in failures):
