@@ -143,6 +143,8 @@ def test_missing_paddle_and_paddlex_say_not_installed(
     assert model.backends["fastseg"].status == "ok"
     assert model.backends["paddle"].status == bench.NOT_INSTALLED
     assert model.backends["paddlex"].status == model.backends["paddlex-bf16"].status == bench.NOT_INSTALLED
+    assert "--paddlex-python PATH or FASTSEG_PADDLEX_PYTHON" in model.backends["paddlex"].detail  # the way to fix it
+    assert "fastseg-ort[convert]" in model.backends["paddle"].detail
     assert model.ratio("paddle") == bench.NOT_INSTALLED and model.ratio("paddlex") == bench.NOT_INSTALLED
     row = bench.table_rows(report)[0]
     assert row["fastseg/Paddle"] == row["fastseg/PaddleX"] == row["fastseg/PaddleX bf16"] == bench.NOT_INSTALLED

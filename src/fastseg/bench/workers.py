@@ -182,11 +182,17 @@ def _worker_fastseg(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": "ok", "samples_ms": samples, "versions": used, "load_ms": load_ms, "engine": engine}
 
 
+PEER_PYTHON_HINT = (
+    "PaddleX lives in its own venv: give its interpreter with --paddlex-python PATH or FASTSEG_PADDLEX_PYTHON "
+    "(bash scripts/setup-paddlex.sh DIR makes one)"
+)
+
+
 def _worker_paddle(spec: Mapping[str, Any]) -> dict[str, Any]:
     try:
         import paddle.inference as pi
     except ImportError as exc:
-        return {"status": NOT_INSTALLED, "detail": f"paddle: {exc}"}
+        return {"status": NOT_INSTALLED, "detail": f"paddle: {exc}; pip install 'fastseg-ort[convert]'"}
     from fastseg.model_dir import read_meta
 
     paddle_dir = Path(spec["paddle_dir"])
@@ -235,7 +241,7 @@ def _worker_paddlex(spec: Mapping[str, Any], run_mode: str | None = None) -> dic
         from paddlex import create_model
         from paddlex.inference import PaddlePredictorOption
     except ImportError as exc:
-        return {"status": NOT_INSTALLED, "detail": f"paddlex: {exc}"}
+        return {"status": NOT_INSTALLED, "detail": f"paddlex: {exc}; {PEER_PYTHON_HINT}"}
     from fastseg.bench.paddlex_mode import choose_run_mode, paddlex_policy
 
     policy = paddlex_policy()
