@@ -41,6 +41,12 @@ def measure(name: str, onnx_path: Path, shape: tuple[int, ...], reps: int) -> No
 
 
 def main(argv: list[str]) -> None:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return
+    missing = [arg for arg in argv if not (Path(arg.partition(":")[0]) / "model.onnx").is_file()]
+    if missing:
+        raise SystemExit(f"no model.onnx in {', '.join(missing)}: give converted model directories (see --help)")
     print("| model, input | plain ms | IO binding ms | ratio |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

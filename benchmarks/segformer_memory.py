@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels-dir", type=Path, default=Path("/tmp/segformer_memory_labels"))
     ap.add_argument("--out", type=Path, help="Append each JSON line to this file.")
     args = ap.parse_args(argv)
+    if not (args.model / "model.onnx").is_file():
+        ap.error(f"--model {args.model}: no model.onnx there; convert one first, e.g. "
+                 "'fastseg convert SegFormer-B2 --weights reference -o DIR'")
 
     if args.config:
         print(json.dumps(run_one(args)), flush=True)

@@ -62,9 +62,10 @@ class _RichUI:
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--against", default="", callback=_against, help="Comma-separated: paddle (Paddle Inference, MKLDNN), paddlex (PaddleX predictor, "
-              "run_mode mkldnn), paddlex-bf16 (its run_mode mkldnn_bf16).")
+              "its own default run mode per model: mkldnn, or paddle for its oneDNN blocklist), "
+              "paddlex-bf16 (run_mode mkldnn_bf16).")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Image to use (resized to --size); default: a synthetic one.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Image to use (as is when it already has --size, else resized); default: a synthetic one.")
 @click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The peak '% peak' divides by, GFLOP/s [default: the theoretical peak of the rows' precision on "
                    "this CPU: cores x clock x MAC/cycle x 2, AMX tiles for bf16/int8; see fastseg.bench.peak].")

@@ -19,7 +19,7 @@ from fastseg.errors import DeviceError
 DeviceKind = Literal["cpu", "gpu", "npu", "openvino", "tensorrt"]
 
 ACCEPTED_FORMS = (
-    "'cpu', 'gpu', 'gpu:N', 'npu', 'npu:N', 'trt', 'trt:N' (= 'tensorrt:N'), "
+    "'cpu', 'gpu', 'gpu:N' (= 'cuda:N'), 'npu', 'npu:N', 'trt', 'trt:N' (= 'tensorrt:N'), "
     "'openvino', 'openvino:CPU', 'openvino:GPU', 'openvino:NPU' (N = device index >= 0)"
 )
 _DEVICE_RE = re.compile(r"^(?P<kind>[a-z]+)(?::(?P<arg>[^:]+))?$")
