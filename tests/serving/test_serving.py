@@ -175,13 +175,14 @@ def test_page_and_assets_served_without_cdn(server: str) -> None:
         (b64(NOISE_PNG[: len(NOISE_PNG) // 2]), "truncated"),
         (b64(NOISE_JPEG[: len(NOISE_JPEG) // 2]), "truncated"),
         (b64(png_header(0, 10)), "not a readable image"),
-        (b64(png_header(8000, 8000)), "over this server's limit"),
-        (b64(png_header(100_000, 100_000)), "too many pixels"),
+        (b64(png_header(8000, 8000)), "over this server's limit of 40000000 (max_pixels)"),
+        (b64(png_header(100_000, 100_000)), "too many pixels, over this server's limit of 40000000 (max_pixels)"),
     ],
     ids=["bad-base64", "empty", "non-image", "truncated-png", "truncated-jpeg", "zero-size", "over-pixel-limit", "decompression-bomb"],
 )
 def test_invalid_images_are_422(server: str, image: str, needle: str) -> None:
-    assert_error(post(server, {"image": image}), 422, needle)
+    body = assert_error(post(server, {"image": image}), 422, needle)
+    assert "178956970" not in body["errorMsg"]  # Pillow's own bomb limit is not this server's
     # the worker survived: a good request still works
     assert post(server, {"image": b64(png_bytes(quadrant_image(8, 8))), "visualize": False}).status_code == 200
 
@@ -211,7 +212,7 @@ def test_not_json_is_422(server: str) -> None:
 def test_body_limit_and_chunked(segmenter: Any) -> None:
     with live_server(create_app(segmenter, ServingConfig(max_body_bytes=10_000))) as url:
         big = {"image": b64(np.random.default_rng(0).bytes(20_000))}
-        assert_error(post(url, big), 413, "over the limit of 10000")
+        assert_error(post(url, big), 413, "over the limit of 10000 bytes (max_body_bytes)")
 
         def chunks() -> Iterator[bytes]:
             yield b'{"image": "'
@@ -321,6 +322,7 @@ def test_overload_answers_503_with_retry_after(tiny_dir: Path) -> None:
         wait_for(lambda: app.state.batcher.admitted == 2)
         resp = post(url, body)
         assert_error(resp, 503, "capacity")
+        assert "queue_size" in resp.json()["errorMsg"]  # the setting to raise
         assert resp.headers["Retry-After"] == "1"
         stub.gate.set()
         assert [f.result().status_code for f in held] == [200, 200]
@@ -346,6 +348,7 @@ def test_request_timeout_is_503(tiny_dir: Path) -> None:
     with live_server(create_app(stub, ServingConfig(request_timeout_s=0.3))) as url:
         resp = post(url, {"image": b64(png_bytes(quadrant_image(8, 8)))})
         assert_error(resp, 503, "timed out")
+        assert "request_timeout_s" in resp.json()["errorMsg"]
         assert "Retry-After" in resp.headers
         stub.gate.set()
 

@@ -220,7 +220,7 @@ def test_connections_over_the_limit_get_503_at_once(tiny_dir: Path) -> None:
                 answer = read_until_closed(third)
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower()
-            assert b'"errorCode":503' in body and b"too many open connections" in body
+            assert b'"errorCode":503' in body and b"too many open connections (max_connections)" in body
         finally:
             for sock in idle:
                 sock.close()
@@ -261,3 +261,24 @@ def test_heap_trim_waits_for_an_inference_that_outlived_its_request() -> None:
             return during, trimmer.trims
 
     assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_the_serve_command_prints_fastseg_info_lines_at_its_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """Hang-ups and cancelled batches are logged at INFO by fastseg.serving: the command's uvicorn
+    set-up gives fastseg's loggers its handler and --log-level (else Python drops INFO lines)."""
+    import logging
+
+    from fastseg.serving.config import ServingConfig
+
+    logger = logging.getLogger("fastseg")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    try:
+        uvicorn_config(FastAPI(), ServingConfig(), host="127.0.0.1", port=0, log_level="info", with_fastseg_logs=True)
+        logging.getLogger("fastseg.serving").info("client hung up while waiting: stopped")
+        logging.getLogger("fastseg.serving").debug("below the level")
+        err = capsys.readouterr().err
+        assert "INFO:     client hung up while waiting: stopped" in err and "below the level" not in err
+    finally:
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]
+        logger.propagate = saved[2]

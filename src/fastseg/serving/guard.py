@@ -55,7 +55,9 @@ class Guard:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self._max):
                 refusal = error_response(
-                    413, f"request body of {length.decode(errors='replace')} bytes is over the limit of {self._max}."
+                    413,
+                    f"request body of {length.decode(errors='replace')} bytes is over the limit of {self._max} bytes "
+                    "(max_body_bytes).",
                 )
         if refusal is not None:
             await refusal(scope, receive, send)

@@ -313,7 +313,7 @@ class InferenceHandler:
         if ticket is None:
             return error_response(
                 503,
-                f"server is at capacity ({config.queue_size} requests in flight); retry after "
+                f"server is at capacity ({config.queue_size} requests in flight, queue_size); retry after "
                 f"{config.retry_after_s}s.",
                 retry_after=config.retry_after_s,
             )
@@ -329,7 +329,7 @@ class InferenceHandler:
         except TimeoutError:
             return error_response(
                 503,
-                f"request timed out after {config.request_timeout_s:g}s (server busy); retry later.",
+                f"request timed out after {config.request_timeout_s:g}s (request_timeout_s; server busy); retry later.",
                 retry_after=config.retry_after_s,
             )
         except InputError as exc:

@@ -141,7 +141,9 @@ def probe_image_bytes(data: bytes, *, max_pixels: int) -> ImageHeader:
         # Image.open reads only the header; the pixel check below runs before any decoding.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"image has too many pixels (limit {max_pixels}): {exc}") from exc
+        raise InputError(  # Pillow's own bomb check fired first; its message names Pillow's limit, not this server's
+            f"image has too many pixels, over this server's limit of {max_pixels} (max_pixels); downscale it first."
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InputError(
             f"'image' is not a readable image (accepted formats: {', '.join(ACCEPTED_FORMATS)})."
@@ -157,7 +159,7 @@ def probe_image_bytes(data: bytes, *, max_pixels: int) -> ImageHeader:
     if width * height > max_pixels:
         raise InputError(
             f"image is {width}x{height} = {width * height} pixels, over this server's limit of "
-            f"{max_pixels}; downscale it first."
+            f"{max_pixels} (max_pixels); downscale it first."
         )
     if fmt == "PNG":
         _check_png_chunks(data, width, height)

@@ -14,12 +14,14 @@ accepted. ``LimitedH11Protocol`` adds two limits:
 from __future__ import annotations
 
 import asyncio
+import copy
 from functools import partial
 from typing import Any
 
 import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fastseg.serving.config import ServingConfig
@@ -28,7 +30,7 @@ from fastseg.serving.guard import error_response
 
 def _busy_answer(retry_after_s: int) -> bytes:
     """The raw HTTP 503 a connection over ``max_connections`` gets."""
-    response = error_response(503, "too many open connections; retry later.", retry_after=retry_after_s)
+    response = error_response(503, "too many open connections (max_connections); retry later.", retry_after=retry_after_s)
     head = [b"HTTP/1.1 503 Service Unavailable"]
     head += [k + b": " + v for k, v in response.raw_headers]
     head.append(b"connection: close")
@@ -82,17 +84,32 @@ class LimitedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: FastAPI, config: ServingConfig, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
-    """A ``uvicorn.Config`` for ``app`` with ``config``'s connection limits and header deadline."""
+def uvicorn_config(
+    app: FastAPI, config: ServingConfig, *, host: str, port: int, log_level: str = "info", with_fastseg_logs: bool = False
+) -> uvicorn.Config:
+    """A ``uvicorn.Config`` for ``app`` with ``config``'s connection limits and header deadline;
+    ``with_fastseg_logs``: fastseg's loggers print at ``log_level`` too (the command's own process)."""
     protocol = partial(
         LimitedH11Protocol,
         header_timeout_s=config.header_timeout_s,
         max_connections=config.max_connections,
         retry_after_s=config.retry_after_s,
     )
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol)  # type: ignore[arg-type]
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol,  # type: ignore[arg-type]
+                          log_config=log_config(log_level) if with_fastseg_logs else LOGGING_CONFIG)
+
+
+def log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up plus fastseg's own loggers at ``log_level`` through uvicorn's
+    console handler: without a handler Python drops fastseg's INFO lines (client hang-ups,
+    cancelled batches) whatever ``--log-level`` says."""
+    from uvicorn.config import LOG_LEVELS
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["fastseg"] = {"handlers": ["default"], "level": LOG_LEVELS[log_level.lower()]}
+    return config
 
 
 def run_server(app: FastAPI, config: ServingConfig, *, host: str, port: int, log_level: str = "info") -> None:
     """Serve ``app`` until interrupted (what ``fastseg serve`` runs)."""
-    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level, with_fastseg_logs=True)).run()
