@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -214,9 +215,9 @@ class ModelMeta:
             # int() of 1e400 (which JSON reads as infinity) or of NaN: name the field, not Python's words.
             where = _non_finite_path(raw) if isinstance(exc, OverflowError) or "NaN" in str(exc) else None
             if where is not None:
-                raise ModelDirError(
-                    f"{META_FILE}: {where} is not a finite number (1e400 reads as infinity); {_REFIX}."
-                ) from exc
+                value = _value_at(raw, where)
+                why = "NaN" if value != value else "an overflow like 1e400 reads as infinity"
+                raise ModelDirError(f"{META_FILE}: {where} is not a finite number ({why}); {_REFIX}.") from exc
             raise ModelDirError(f"{META_FILE} is invalid ({exc}); re-convert the model ('fastseg convert ... --force').") from exc
         check_meta(meta)
         return meta
@@ -297,6 +298,14 @@ def _non_finite_path(raw: Any) -> str | None:
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
     return None
+
+
+def _value_at(raw: Any, path: str) -> Any:
+    """The value at a ``_non_finite_path`` path (``palette[2][0]``, ``a.b``) of parsed JSON."""
+    value = raw
+    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        value = value[int(index)] if index else value[key]
+    return value
 
 
 def _finite(value: Any, name: str) -> float:
