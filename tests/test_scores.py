@@ -106,6 +106,11 @@ def test_scores_are_float16_softmax_of_the_logits(tmp_path: Path) -> None:
     grey = cv2.imdecode(np.frombuffer(score_png(res.score[0]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert grey.dtype == np.uint8
     np.testing.assert_array_equal(grey, np.rint(res.score[0].astype(np.float32) * 255).astype(np.uint8))
+    assert score_png(res.score) == score_png(res.score[0])  # the result's [1,H,W] score as it comes
+    from fastseg.errors import InputError
+
+    with pytest.raises(InputError, match=r"score map \[H,W\] or a result's score \[1,H,W\], got shape \(2, 19, 23\)"):
+        score_png(np.zeros((2, 19, 23), np.float32))
 
 
 def test_graph_head_without_logits_gives_no_score(tmp_path: Path) -> None:

@@ -214,8 +214,11 @@ class SegResult(Mapping[str, Any]):
         path = Path(save_path)
         if _is_type(path, kind):
             return path
-        stem = Path(self.input_path).stem if self.input_path else "result"
-        return path / f"{stem}_res{suffix}"
+        return path / f"{self._stem()}_res{suffix}"
+
+    def _stem(self) -> str:
+        """The name a result saved into a directory starts with: the input's stem, as PaddleX's."""
+        return Path(self.input_path).stem if self.input_path else "result"
 
     def save_to_json(self, save_path: str | Path, *, indent: int = 4, ensure_ascii: bool = False) -> Path:
         """Write ``json["res"]`` to ``save_path`` (a .json file, or a directory: ``<stem>_res.json``).
@@ -276,8 +279,14 @@ def half_score(score_hw: npt.NDArray[Any]) -> npt.NDArray[np.float16]:
 
 
 def score_png(score_hw: npt.NDArray[Any]) -> bytes:
-    """A score map [H,W] in 0..1 as an 8-bit grey PNG (0-255, rounded): ``--save_scores``' file."""
-    grey = np.clip(np.rint(np.asarray(score_hw, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    """A score map [H,W] in 0..1 (or a result's ``score``, [1,H,W]) as an 8-bit grey PNG (0-255,
+    rounded): ``--save_scores``' file."""
+    score = np.asarray(score_hw, dtype=np.float32)
+    if score.ndim == 3 and score.shape[0] == 1:
+        score = score[0]
+    if score.ndim != 2:
+        raise InputError(f"score_png takes a score map [H,W] or a result's score [1,H,W], got shape {score.shape}.")
+    grey = np.clip(np.rint(score * 255.0), 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".png", grey)
     if not ok:
         raise InputError("Cannot encode the score map as PNG.")

@@ -96,6 +96,16 @@ def test_predict_video_every_and_max_frames(seg: Segmenter, clip: Path) -> None:
         list(seg.predict_video(clip, every=0))
 
 
+def test_frames_saved_into_one_directory_keep_their_own_files(seg: Segmenter, clip: Path, tmp_path: Path) -> None:
+    """``res.save_to_img("out/")`` in a predict_video loop: one file per frame, not one overwritten."""
+    written = [res.save_to_img(tmp_path / "out") for res in seg.predict_video(clip, every=5)]
+    written += [res.save_to_json(tmp_path / "out") for res in seg.predict_video(clip, every=5, max_frames=1)]
+    assert [p.name for p in written] == [f"{clip.stem}_{i:06d}_res.png" for i in (0, 5, 10)] + [
+        f"{clip.stem}_000000_res.json"
+    ]
+    assert all(p.is_file() for p in written)
+
+
 def test_predict_video_batch_size_keeps_labels(model_dir: Path, clip: Path, seg: Segmenter) -> None:
     with Segmenter(model_dir, batch_size=4) as batched:
         got = [r.pred for r in batched.predict_video(clip)]

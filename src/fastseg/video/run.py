@@ -50,6 +50,11 @@ class FrameResult(SegResult):
     def __repr__(self) -> str:
         return f"FrameResult(input_path={self.input_path!r}, frame_index={self.frame_index}, t={self.timestamp:.3f}s)"
 
+    def _stem(self) -> str:
+        """``<video stem>_<frame index, 6 digits>``: the frames of one video saved into a directory
+        do not overwrite each other (``clip_000012_res.png``)."""
+        return f"{super()._stem()}_{self.frame_index:06d}"
+
 
 def as_video_source(source: VideoSource | str | Path) -> VideoSource:
     """A ``VideoSource`` from what ``predict_video`` accepts."""
