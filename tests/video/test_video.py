@@ -323,3 +323,32 @@ def test_odd_frame_size_keeps_size_and_labels(model_dir: Path, seg: Segmenter, t
     with VideoOutput(tmp_path / "crop.mp4", fps=FPS, size=(65, 47)) as cropped:  # the FFmpeg writer: even only
         cropped.write(frames[0])
     assert video_props(tmp_path / "crop.mp4")[:2] == (64, 46)
+
+
+def test_an_http_mp4_the_server_cannot_seek_in_is_one_error_naming_range_requests(tmp_path: Path) -> None:
+    """OpenCV opens such a source at 0x0; the error must say why here, not later as a writer failing."""
+    import functools
+    import http.server
+    import threading
+
+    import cv2
+
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(40):  # ~1 MB, its index written last: unreadable without seeking
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    writer.release()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):  # no Range support, as python -m http.server
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = video_source(f"http://127.0.0.1:{server.server_port}/clip.mp4")
+        with pytest.raises(InputError, match=r"it opens but has no frame size; .*must answer Range requests"):
+            source.open()
+    finally:
+        server.shutdown()
+        server.server_close()
