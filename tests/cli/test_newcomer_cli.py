@@ -180,3 +180,9 @@ def test_weights_reference_refuses_a_directory_also_in_a_pipeline(model_dir: Pat
     assert result.exit_code == 2 and "is a model directory: its weights are the ones it holds" in result.output
     result = CliRunner().invoke(main, ["convert", "PP-LiteSeg-T", "--from", str(model_dir), "--weights", "reference"])
     assert result.exit_code == 2 and "without --from/--model-dir" in result.output
+
+
+def test_a_second_input_is_refused_not_silently_replacing_the_first() -> None:
+    result = CliRunner().invoke(main, ["predict", "--input", "http://[x]/", "--input", "demo.jpg"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--input': given 2 times; pass one image, directory, URL or video" in result.output

@@ -24,8 +24,18 @@ from fastseg.reference import Weights
 LARGE_JSON_PIXELS = 16_000_000  # a label map's JSON is ~3 bytes per pixel
 
 
+def _one_input(given: tuple[str, ...]) -> str | None:
+    """``--input`` once: a second one must not silently replace the first."""
+    if len(given) > 1:
+        raise click.BadParameter(
+            f"given {len(given)} times; pass one image, directory, URL or video (a directory holds many images).",
+            param_hint="'--input'",
+        )
+    return given[0] if given else None
+
+
 @click.command("predict")
-@click.option("--input", "input_", default=None,
+@click.option("--input", "input_", multiple=True, callback=lambda ctx, param, value: _one_input(value),
               help="Image file, directory (recursive) or http(s) URL [default: the demo street photo shipped "
                    "in the package, fastseg/data/demo_street.jpg]; also a video, rtsp:// stream or camera:N.")
 @click.option("--model", default=None, help="Zoo model name or converted model directory [default: PP-LiteSeg-T].")
