@@ -53,10 +53,21 @@ def test_real_humanseg_dynamic_shapes_match_paddle(humanseg: ConvertReport) -> N
     assert meta.verification == humanseg.verification
 
 
-def test_cache_hit_and_force(humanseg: ConvertReport, shared_data: Path) -> None:
+def test_cache_hit_and_force(humanseg: ConvertReport, shared_data: Path, tmp_path: Path) -> None:
     before = (humanseg.output_dir / "model.onnx").stat().st_mtime_ns
     again = convert_model(shared_data / HUMANSEG, humanseg.output_dir, images_dir=shared_data / "images" / "portraits")
     assert again.cache_hit and (humanseg.output_dir / "model.onnx").stat().st_mtime_ns == before
+    # other images to verify on: not a cache hit, those images are verified
+    import shutil
+
+    three = sorted((shared_data / "images" / "portraits").iterdir())[:3]
+    (tmp_path / "three").mkdir()
+    for f in three:
+        shutil.copy(f, tmp_path / "three" / f.name)
+    other = convert_model(shared_data / HUMANSEG, humanseg.output_dir, images_dir=tmp_path / "three")
+    assert not other.cache_hit and set(other.verification["inputs"]) == {f.name for f in three}
+    assert convert_model(shared_data / HUMANSEG, humanseg.output_dir, images_dir=tmp_path / "three").cache_hit
+    before = (humanseg.output_dir / "model.onnx").stat().st_mtime_ns
     forced = convert_model(shared_data / HUMANSEG, humanseg.output_dir, verify=False, force=True)
     assert not forced.cache_hit and forced.verification == {"skipped": True}
     assert (humanseg.output_dir / "model.onnx").stat().st_mtime_ns != before

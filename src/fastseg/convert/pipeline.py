@@ -192,7 +192,8 @@ def convert_model(
         images_dir: verify on these images (own sizes) instead of synthetic ones.
         verify_sizes: (height, width) of the synthetic inputs; a batch of 2 at the first size.
         threshold: minimum argmax agreement (fraction) over every verification input.
-        force: convert even when ``output`` already holds this source converted the same way.
+        force: convert even when ``output`` already holds this source converted the same way
+            (and, for ``images_dir`` or other ``verify_sizes``, verified on those inputs).
         fixed_hw: (height, width) to freeze the input size; H and W are dynamic by default.
 
     Raises:
@@ -230,7 +231,11 @@ def convert_model(
             verify_sizes=(fixed_hw,) if fixed_hw else tuple(verify_sizes), threshold=threshold, fixed_hw=fixed_hw,
         )
         if not force:
-            meta = cached_meta(target, src.sha256, plan.options, verify=verify, threshold=threshold)
+            from fastseg.convert.verify import verify_input_names
+
+            asked = images_dir is not None or (tuple(verify_sizes) != DEFAULT_VERIFY_SIZES and fixed_hw is None)
+            inputs = verify_input_names(images_dir, plan.verify_sizes) if verify and asked else None
+            meta = cached_meta(target, src.sha256, plan.options, verify=verify, threshold=threshold, inputs=inputs)
             if meta is not None:
                 return ConvertReport(
                     output_dir=target,

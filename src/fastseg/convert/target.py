@@ -25,9 +25,12 @@ def refuse_foreign_target(target: Path) -> None:
         )
 
 
-def cached_meta(target: Path, sha: str, options: dict[str, Any], *, verify: bool, threshold: float) -> ModelMeta | None:
+def cached_meta(
+    target: Path, sha: str, options: dict[str, Any], *, verify: bool, threshold: float, inputs: set[str] | None = None
+) -> ModelMeta | None:
     """The existing output's meta when it came from the same source with the same options
-    (and, when verifying, passed ``threshold``); else None."""
+    (and, when verifying, passed ``threshold`` on the same ``inputs``: image names, or the
+    synthetic sizes'); else None."""
     if not is_model_dir(target):
         return None
     try:
@@ -38,6 +41,9 @@ def cached_meta(target: Path, sha: str, options: dict[str, Any], *, verify: bool
     if prov.get("source_sha256") != sha or prov.get("options") != options:
         return None
     if verify and float(meta.verification.get("min_argmax_agreement", -1.0)) < threshold:
+        return None
+    recorded = {name for name in meta.verification.get("inputs", {}) if not name.startswith("synthetic_batch2_")}
+    if verify and inputs is not None and recorded != inputs:  # verified on other images: verify these
         return None
     return meta
 

@@ -47,6 +47,20 @@ def synthetic_image(height: int, width: int, seed: int) -> npt.NDArray[np.uint8]
     return image
 
 
+def verify_image_files(images_dir: Path) -> list[Path]:
+    """The images of ``images_dir`` a verification runs on (at most ``MAX_IMAGES``, by name)."""
+    return sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_IMAGES]
+
+
+def verify_input_names(images_dir: Path | None, sizes: Sequence[tuple[int, int]]) -> set[str]:
+    """The names a verification records its inputs under (the batch-of-2 input aside): what a
+    cached conversion must have been verified on to stand for this one."""
+    if images_dir is not None:
+        return {f.name for f in verify_image_files(images_dir)} if Path(images_dir).is_dir() else set()
+    return {f"synthetic_{h}x{w}" for h, w in sizes}
+
+
+
 def verification_inputs(
     *,
     images_dir: Path | None,
@@ -66,7 +80,7 @@ def verification_inputs(
     """
     inputs: dict[str, npt.NDArray[np.float32]] = {}
     if images_dir is not None:
-        files = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_IMAGES]
+        files = verify_image_files(images_dir)
         for f in files:
             bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if bgr is None:
