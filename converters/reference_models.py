@@ -583,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = _parse_names(args.models)
     except KeyError as exc:
         parser.error(str(exc.args[0]))
+    refused = [name for name in names if args.legacy and name in LEGACY_UNSUPPORTED]
+    if refused:  # up front, before any build
+        parser.error(f"--legacy cannot export {', '.join(refused)}: {LEGACY_UNSUPPORTED[refused[0]]}; "
+                     "build it without --legacy")
     if not args.in_process and os.environ.get(LEGACY_ENV) != ("0" if args.legacy else "1"):
         # Re-run with the Paddle program mode fixed before paddle is imported.
         return subprocess.call([sys.executable, "-m", "converters.reference_models",

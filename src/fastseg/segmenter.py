@@ -167,7 +167,11 @@ class Segmenter:
             try:
                 return prepare_head(model_path, head="banded", **kwargs)
             except FastSegError as exc:
-                log.warning("scores: no scores for %s, its head ends in ArgMax (%s)", self._meta.model_name, exc)
+                log.warning(
+                    "scores: %s's graph ends in ArgMax and the banded head cannot take its tail over, so its results "
+                    "carry no score; re-convert it with --head logits for scores.", self._meta.model_name,
+                )
+                log.debug("banded head refused: %s", exc)
         return prepare_head(model_path, head=mode, **kwargs)
 
     def _open_session(

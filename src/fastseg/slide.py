@@ -200,9 +200,12 @@ def slide_model_path(
     if config is None:
         return onnx_path, options
     if meta.fixed_hw is not None and not meta.dynamic_hw:
+        asked = (meta.provenance.get("options") or {}).get("fixed_hw") is not None
+        fix = ("re-convert without --fixed-shape" if asked else
+               "its export fixes the input size (as PaddleX's MaskFormer does), so run it without --slide")
         raise InputError(
             f"Model {meta.model_name!r} is frozen to {meta.fixed_hw[0]}x{meta.fixed_hw[1]}; sliding windows need "
-            "dynamic H and W (re-convert without --fixed-shape)."
+            f"dynamic H and W ({fix})."
         )
     path = logits_model(onnx_path, home or cache_home())
     if options is not None and options.optimized_model_path is not None:  # never load the labels graph's cache
@@ -315,6 +318,7 @@ def protocol_kwargs(model: str | Path, protocol: str, *, home: Path | None = Non
     if name not in zoo.models or zoo.models[name].protocol is None:
         raise InputError(
             f"No published protocol for {name!r}: only the {len(zoo.models)} zoo models have one "
-            "(fastseg models); set --slide/--target_size yourself."
+            "(fastseg models); set the windows yourself with --slide (and predict's --target_size), or use the "
+            "default protocol, paddlex."
         )
     return zoo.models[name].protocol.segmenter_kwargs()  # type: ignore[union-attr]

@@ -330,3 +330,29 @@ def test_eval_slides_windows_and_refuses_an_unknown_protocol(model_dir: Path, tm
     assert data["class_iou"] == pytest.approx(EXPECTED_IOU)
     bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "p"), "--protocol", "published"])
     assert bad.exit_code == 2 and "No published protocol for 'tiny-colour'" in bad.output
+
+
+def test_against_a_zoo_name_uses_the_evaluated_models_weights(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval --model NAME --weights reference --against OTHER: OTHER is built from reference weights
+    too (it asked for a download before); a directory keeps the weights it holds."""
+    import contextlib
+
+    import fastseg.segmenter
+    from fastseg.evaluation import runner
+
+    asked: list[tuple[str, str]] = []
+
+    class Stop(Exception):
+        pass
+
+    class Fake:
+        def __init__(self, model: Any, **kwargs: Any) -> None:
+            asked.append((str(model), kwargs["weights"]))
+            raise Stop
+
+    monkeypatch.setattr(fastseg.segmenter, "Segmenter", Fake)
+    with contextlib.ExitStack() as stack:
+        for against in ("PP-LiteSeg-B", str(model_dir)):
+            with pytest.raises(Stop):
+                runner._against(against, object(), "cpu", 1, stack, "reference")  # type: ignore[arg-type]
+    assert asked == [("PP-LiteSeg-B", "reference"), (str(model_dir), "official")]

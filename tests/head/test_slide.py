@@ -219,6 +219,11 @@ def test_fixed_shape_models_cannot_slide(tmp_path: Path) -> None:
 
     model_dir = random_conv_model_dir(tmp_path / "fixed")
     meta = read_meta(model_dir)
-    write_meta(model_dir, type(meta)(**{**meta.__dict__, "dynamic_hw": False, "fixed_hw": (32, 32)}))
-    with pytest.raises(InputError, match="dynamic H and W"):
+    frozen = {**meta.__dict__, "dynamic_hw": False, "fixed_hw": (32, 32)}
+    write_meta(model_dir, type(meta)(**frozen))  # the export itself is fixed, as PaddleX's MaskFormer
+    with pytest.raises(InputError, match=r"dynamic H and W \(its export fixes the input size .* run it without --slide\)"):
+        Segmenter(model_dir, options=OPTS, slide=(16, 16), home=tmp_path)
+    asked = {**frozen["provenance"], "options": {**frozen["provenance"].get("options", {}), "fixed_hw": [32, 32]}}
+    write_meta(model_dir, type(meta)(**{**frozen, "provenance": asked}))  # frozen by convert --fixed-shape
+    with pytest.raises(InputError, match=r"dynamic H and W \(re-convert without --fixed-shape\)"):
         Segmenter(model_dir, options=OPTS, slide=(16, 16), home=tmp_path)

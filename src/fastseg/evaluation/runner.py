@@ -105,7 +105,7 @@ def evaluate(
         val_list: the list file (default ``<dataset>/val_list.txt``, else Cityscapes layout).
         device, engine, batch_size: used only when ``model`` is a name or directory.
         against: ``"paddle"`` (the source Paddle model from the provenance), another model
-            name/directory (run on ``device`` with ONNX Runtime), or a ``Segmenter``.
+            name/directory (run on ``device`` with ONNX Runtime; a name with ``weights``), or a ``Segmenter``.
         out_dir: write ``eval.json`` and ``confusion.png`` there (atomically).
         progress: called with the number of images finished after each chunk.
         weights: ``official`` or ``reference`` (untrained; labelled in the report) for a zoo name.
@@ -127,7 +127,7 @@ def evaluate(
         primary = _SegmenterLabeler(seg)
         other: _Labeler | None = None
         if against is not None:
-            other = _against(against, seg, device, batch_size, stack)
+            other = _against(against, seg, device, batch_size, stack, weights)
         start = time.perf_counter()
         acc = ConfusionAccumulator(meta.num_classes, ignore_index=ignore_index)
         other_acc = ConfusionAccumulator(meta.num_classes, ignore_index=ignore_index)
@@ -170,9 +170,11 @@ def evaluate(
 
 
 def _against(
-    against: str | Path | Segmenter, seg: Segmenter, device: str, batch_size: int, stack: contextlib.ExitStack
+    against: str | Path | Segmenter, seg: Segmenter, device: str, batch_size: int, stack: contextlib.ExitStack,
+    weights: Weights = "official",
 ) -> _Labeler:
-    """The second labeller for ``against`` (its resources are closed with ``stack``)."""
+    """The second labeller for ``against`` (its resources are closed with ``stack``); a zoo name
+    is resolved with the same ``weights`` as the evaluated model."""
     from fastseg.segmenter import Segmenter
 
     if isinstance(against, Segmenter):
@@ -188,6 +190,7 @@ def _against(
         ref = stack.enter_context(PaddleReference(seg.meta))
         return _PaddleLabeler(ref, name=ref.name)
     # the baseline is fp32 ONNX Runtime even when the evaluated model runs on another engine
-    other = Segmenter(against, device=device, batch_size=batch_size, engine="ort")
+    named = not Path(str(against)).is_dir()  # a directory holds its own weights
+    other = Segmenter(against, device=device, batch_size=batch_size, engine="ort", weights=weights if named else "official")
     stack.callback(other.close)
     return _against(other, seg, device, batch_size, stack)
