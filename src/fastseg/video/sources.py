@@ -84,10 +84,13 @@ class VideoSource:
         if not cap.isOpened():
             cap.release()
             raise InputError(f"Cannot open video {self.spec!r}: {hint}.")
-        if self.kind != "camera" and (cap.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0 or cap.get(cv2.CAP_PROP_FRAME_HEIGHT) <= 0):
+        remote_file = self.kind == "stream" and self.spec.lower().startswith(("http://", "https://")) \
+            and not urllib.parse.urlparse(self.spec).path.lower().endswith(".m3u8")
+        sized = cap.get(cv2.CAP_PROP_FRAME_WIDTH) > 0 and cap.get(cv2.CAP_PROP_FRAME_HEIGHT) > 0
+        if (self.kind == "file" or remote_file) and not sized:  # live streams and cameras may size on the first frame
             cap.release()  # opened, but nothing readable: say so here, not later as a writer's failure at 0x0
             remote = "; over HTTP the server must answer Range requests (an MP4's index may sit at its end), " \
-                     "or download the file first" if self.kind == "stream" else ""
+                     "or download the file first" if remote_file else ""
             raise InputError(f"Cannot read video {self.spec!r}: it opens but has no frame size; {hint}{remote}.")
         return cap
 
