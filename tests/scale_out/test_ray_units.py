@@ -158,3 +158,32 @@ def test_serve_ray_wait_returns_on_sigterm_and_ctrl_c_and_restores_handlers(sign
         assert signal.getsignal(signal.SIGTERM) == before_term
     finally:
         signal.signal(signal.SIGINT, before_int)
+
+
+def test_serve_ray_log_level_reaches_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--log-level goes to serve.run's application config (the replicas), not only to serve.start's
+    (controller and proxy): replicas otherwise log every request at INFO."""
+    pytest.importorskip("ray.serve")
+    import contextlib
+
+    from ray import serve
+
+    import fastseg.ray.cluster as cluster
+    import fastseg.ray.commands as commands
+    import fastseg.ray.serve as ray_serve
+    from fastseg.serving.config import ServingConfig
+
+    calls: dict[str, dict[str, object]] = {}
+    monkeypatch.setattr(cluster, "ray_session", lambda **kw: contextlib.nullcontext(False))
+    monkeypatch.setattr(ray_serve, "build_serve_app", lambda *a, **kw: "app")
+    monkeypatch.setattr(serve, "start", lambda **kw: calls.update(start=kw))
+    monkeypatch.setattr(serve, "run", lambda app, **kw: calls.update(run=kw))
+    monkeypatch.setattr(serve, "shutdown", lambda: calls.update(shutdown={}))
+    monkeypatch.setattr(commands, "wait_until_stopped", lambda: None)
+    commands.run_serve(
+        model="PP-LiteSeg-T", device="cpu", host="127.0.0.1", port=8080, config=ServingConfig(), replicas=1,
+        max_ongoing_requests=None, address=None, threads=None, log_level="warning",
+    )
+    assert calls["start"]["logging_config"] == {"log_level": "WARNING"}
+    assert calls["run"]["logging_config"] == {"log_level": "WARNING"}
+    assert "shutdown" in calls

@@ -127,11 +127,14 @@ def run_serve(
             model_arg, config=config, replicas=replicas, max_ongoing_requests=max_ongoing_requests, device=device,
             **kwargs,
         )
-        serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": log_level.upper()})
+        # serve.start's config covers Serve's controller and proxy; serve.run's covers the application's
+        # replicas, which otherwise log every request at INFO whatever --log-level says.
+        logging_config = {"log_level": log_level.upper()}
+        serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
         logging.getLogger("ray.serve").setLevel(log_level.upper())
         try:
             try:
-                serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
+                serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/", logging_config=logging_config)
             except Exception as exc:  # a replica that cannot start (device, model): say why in one line
                 report = str(exc)
                 try:  # serve.run's error names no cause; the deployment's status holds the traceback
