@@ -15,7 +15,8 @@ statistics), and exported exactly as PaddleX exports it (PaddleSeg ``core/export
   ``Deploy.params``, ``Deploy.transforms`` = the config's val transforms, ``input_shape``,
   ``output_op: argmax``, ``output_dtype: int32``; ``Global.model_name``);
 * packed as ``<NAME>_infer.tar`` holding the folder ``<NAME>_infer/``, as PaddleX's official
-  tarballs are.
+  tarballs are, plus ``fastseg.reference.REFERENCE_MARKER``, a short text file that says the
+  weights are random: any conversion of the tarball is then labelled as a reference build.
 
 The weights are random: the models are for parity tests of converters, never for accuracy.
 """
@@ -46,6 +47,7 @@ from converters.maskformer import (
     maskformer_inference_yml,
     scale_mask_heads,
 )
+from fastseg.reference import REFERENCE_MARKER
 
 if TYPE_CHECKING:
     import paddle
@@ -67,7 +69,7 @@ LOGIT_TARGET = 15.0
 # Residual-branch strength of the ResNet/HRNet references (see damp_residual_branches).
 RESIDUAL_BRANCH_SCALE = 0.2
 # Bump when a build changes its weights or export: ensure_reference caches per version.
-REFERENCE_VERSION = 5
+REFERENCE_VERSION = 6
 LEGACY_ENV = "FLAGS_enable_pir_api"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # paddlepaddle 3.2.2's legacy (non-PIR) dy2static calls PIR-only _C_ops for some Python
@@ -503,6 +505,10 @@ def build_in_process(name: str, out_dir: Path, *, legacy: bool, seed: int) -> Bu
         folder = Path(tmp) / f"{name}_infer"
         folder.mkdir()
         export_model(model, folder, name=name, legacy=legacy)
+        (folder / REFERENCE_MARKER).write_text(
+            f"{name}: fastseg reference build (converters/reference_models.py, version {REFERENCE_VERSION}, seed {seed}).\n"
+            "Untrained, random weights: the architecture and cost of PaddleX's model, labels meaningless.\n"
+        )
         partial = Path(tmp) / tarball_name(name)
         with tarfile.open(partial, "w") as tar:
             for path in sorted(folder.iterdir()):

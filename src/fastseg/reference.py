@@ -24,6 +24,9 @@ Weights = Literal["official", "reference"]
 WEIGHTS: tuple[Weights, ...] = ("official", "reference")
 REFERENCE_WEIGHTS = "reference-random"
 """``provenance["weights"]`` of a reference build (and the result JSON's ``weights``)."""
+REFERENCE_MARKER = "fastseg-reference-weights.txt"
+"""A file a reference build's ``<NAME>_infer/`` folder carries, so that converting its tarball by hand
+(``fastseg convert NAME --from <tar>``) labels the result as ``weights="reference"`` does."""
 REFERENCE_NOTE = "UNTRAINED reference weights (random; labels are meaningless, not the official model)"
 
 

@@ -23,6 +23,7 @@ from fastseg.convert.sources import open_source, palette, read_deploy_config
 from fastseg.convert.verify import verification_inputs
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import PreprocessSpec
+from fastseg.reference import REFERENCE_MARKER
 from fastseg.zoo import load_zoo
 
 
@@ -207,7 +208,12 @@ def test_sources_tarball_and_dir(tmp_path: Path) -> None:
     )
     src = open_source(tar, tmp_path / "work")
     assert src.paddle_format == "pir" and src.default_name == "X-1" and src.config_file is not None
-    assert len(src.sha256) == 64
+    assert len(src.sha256) == 64 and not src.reference
+    marked = _write_tar(
+        tmp_path / "X-2_infer.tar",
+        {"X-2_infer/inference.json": PIR, "X-2_infer/inference.pdiparams": b"p", f"X-2_infer/{REFERENCE_MARKER}": b"random"},
+    )
+    assert open_source(marked, tmp_path / "work2").reference  # a fastseg reference build, labelled when converted
     d = tmp_path / "legacy_model"
     d.mkdir()
     (d / "model.pdmodel").write_bytes(b"x")

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from fastseg.convert import convert_model
+from fastseg.reference import is_reference
 from fastseg.zoo import load_zoo
 
 pytestmark = [pytest.mark.paddle, pytest.mark.slow]
@@ -45,6 +46,7 @@ def test_zoo_model_converts_with_dynamic_shapes(
     assert report.model_name == name and report.paddle_format == "pir" and report.opset == 17
     assert meta.dynamic_hw is not fixed and meta.num_classes == spec.dataset.num_classes
     assert meta.class_names == spec.dataset.class_names
+    assert is_reference(meta), "the tarball's REFERENCE_MARKER labels a conversion by hand as a reference build"
     figures = report.verification["inputs"]
     if fixed:
         assert meta.fixed_hw == (512, 512) and meta.provenance["source_input_shape"] == [1, 3, 512, 512]

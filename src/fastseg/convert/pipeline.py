@@ -27,6 +27,7 @@ from fastseg.convert.sources import DeployConfig, PaddleSource, open_source, pal
 from fastseg.convert.target import cached_meta, refuse_foreign_target, resolve_output, write_atomically
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import ONNX_FILE, OUTPUT_KINDS, ModelMeta
+from fastseg.reference import REFERENCE_WEIGHTS
 from fastseg.tempdirs import new_scratch_dir
 from fastseg.zoo import load_zoo
 
@@ -415,6 +416,7 @@ def model_meta(plan: ConvertPlan, exported: Exported, verification: dict[str, An
             "options": plan.options,
             "versions": child.tool_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"weights": REFERENCE_WEIGHTS} if plan.src.reference else {}),
         },
         verification=verification,
     )

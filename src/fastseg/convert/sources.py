@@ -18,6 +18,7 @@ import yaml
 from fastseg.download import file_sha256
 from fastseg.errors import ConversionError, ModelDirError
 from fastseg.model_dir import PreprocessSpec, ResizeSpec
+from fastseg.reference import REFERENCE_MARKER
 
 PaddleFormat = Literal["pir", "legacy"]
 _PROGRAMS: tuple[tuple[str, PaddleFormat], ...] = (
@@ -40,6 +41,8 @@ class PaddleSource:
     config_file: Path | None
     sha256: str
     default_name: str
+    reference: bool = False
+    """The folder carries ``REFERENCE_MARKER``: a fastseg reference build (random weights)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ def open_source(source: Path, workdir: Path) -> PaddleSource:
         config_file=config,
         sha256=sha256_of(source),
         default_name=default_name,
+        reference=(root / REFERENCE_MARKER).is_file(),
     )
 
 
