@@ -18,6 +18,7 @@ from fastseg.processing import (
     resize_spec_for,
     resized_hw,
     restore_size,
+    uint8_batch,
 )
 
 SPEC = PreprocessSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -155,3 +156,37 @@ def test_decode_and_validate_images() -> None:
         as_bgr(np.zeros((4, 6, 5), np.uint8))
     with pytest.raises(InputError, match="numpy array"):
         as_bgr([1, 2, 3])  # type: ignore[arg-type]
+
+
+def test_uint8_batch_is_the_image_itself_when_nothing_needs_copying() -> None:
+    """One contiguous image at the network's size is its own batch (no 6 MB copy per image);
+    anything else is resized or copied into the buffer, as before."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    made: list[np.ndarray] = []
+
+    def buffer(n: int = 1, h: int = 6, w: int = 8) -> np.ndarray:
+        made.append(np.zeros((n, h, w, 3), np.uint8))
+        return made[-1]
+
+    view = uint8_batch([img], (6, 8), None, buffer)
+    assert view.shape == (1, 6, 8, 3) and np.shares_memory(view, img) and not made
+    strided = np.ascontiguousarray(rng.integers(0, 256, (6, 16, 3), dtype=np.uint8))[:, ::2]
+    copied = uint8_batch([strided], (6, 8), None, buffer)
+    assert copied is made[-1] and np.array_equal(copied[0], strided)
+    two = uint8_batch([img, img[::-1].copy()], (6, 8), None, lambda: buffer(2))
+    assert two is made[-1] and np.array_equal(two[1], img[::-1])
+    smaller = uint8_batch([img], (3, 4), ResizeSpec((3, 4)), lambda: buffer(1, 3, 4))
+    assert smaller is made[-1] and smaller.shape == (1, 3, 4, 3)
+
+
+def test_label_output_is_copied_unless_the_caller_owns_it() -> None:
+    """An engine's reused output buffer must be copied (its next run overwrites it); the banded
+    head's fresh int32 labels need not be."""
+    out = np.arange(12, dtype=np.int32).reshape(1, 3, 4)
+    copied, _ = labels_from_output(out, "labels")
+    kept, _ = labels_from_output(out, "labels", owned=True)
+    assert not np.shares_memory(copied, out) and np.array_equal(copied, out)
+    assert np.shares_memory(kept, out) and kept.dtype == np.int32
+    widened, _ = labels_from_output(out.astype(np.int64), "labels", owned=True)  # int64 graphs: converted either way
+    assert widened.dtype == np.int32 and np.array_equal(widened, out)

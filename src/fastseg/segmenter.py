@@ -32,10 +32,10 @@ from fastseg.processing import (
     group_by_shape,
     labels_from_output,
     preprocess_into,
-    resize_into,
     resize_spec_for,
     resized_hw,
     restore_size,
+    uint8_batch,
 )
 from fastseg.reference import Weights
 from fastseg.results import SegResult, half_score
@@ -283,12 +283,13 @@ class Segmenter:
         src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
         net_hw = [resized_hw(hw, resize) for hw in src_hw]
         results: list[SegResult | None] = [None] * len(images)
+        owned = self._head.banded or not session.runner.reuses_output  # the banded head's labels are fresh
         for idx in group_by_shape(net_hw):
             guard = session.runner.lock if session.runner.reuses_output else contextlib.nullcontext()
             with guard:  # a reused output buffer (IO binding, OpenVINO on the CPU): consume it before releasing
                 batch = self.prepare([images[i] for i in idx], resize)
                 output, scores = self._infer_scored(batch, cancel) if self.scores else (self.infer(batch, cancel), None)
-                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores)
+                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores, owned=owned)
                 scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])
@@ -333,10 +334,10 @@ class Segmenter:
     def prepare(self, images: Sequence[npt.NDArray[np.uint8]], resize: ResizeSpec | None) -> Batch:
         """The network batch for BGR images that resize to one size, in the session's input
         format: uint8 [N,H,W,3] when the engine pre-processes (resize only, here), else the
-        normalised float32 [N,3,H,W]. A per-thread buffer, reused by the next call."""
+        normalised float32 [N,3,H,W]. A per-thread buffer reused by the next call, or one image's own view."""
         h, w = resized_hw((int(images[0].shape[0]), int(images[0].shape[1])), resize)
         if self.session.fused_preprocess:
-            return resize_into(images, self._buffer(len(images), h, w, np.uint8), resize=resize)
+            return uint8_batch(images, (h, w), resize, lambda: self._buffer(len(images), h, w, np.uint8))
         return preprocess_into(images, self._buffer(len(images), h, w), self._meta.preprocess, resize=resize)
 
     def infer(self, batch: Batch, cancel: CancelToken | None = None) -> npt.NDArray[Any]:

@@ -117,6 +117,7 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
         extra["preprocess"] = "numpy"
     seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine, **extra)
     ran = "ort" if experiment else seg.engine_name
+    owned = bool(experiment) or seg.head == "banded" or not seg.session.runner.reuses_output  # as Segmenter._run decides
     meta = seg.meta
     run: Callable[[Any], Any] = seg.infer  # the session, plus the banded head when Segmenter uses it
     if experiment:
@@ -148,7 +149,7 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
         return seg.prepare(images, resize), src_hw
 
     def post(x: Any, y: Any) -> Any:
-        labels, _ = labels_from_output(y, meta.output_kind)
+        labels, _ = labels_from_output(y, meta.output_kind, owned=owned)
         return [restore_size(lab, x[1]) for lab in labels]
 
     fused = not experiment and seg.session.fused_preprocess

@@ -115,11 +115,12 @@ class OpenVINORunner:
             if self._request is None:
                 raise DeviceError("This OpenVINO session is closed; create a new one.")
             request = self._request_for(tuple(int(d) for d in batch_nchw.shape))
+            # The batch is read in place (it lives until the run returns) and the result is a view: no copies.
             if cancel is None:
-                request.infer({0: batch_nchw}, share_outputs=True)  # its result: views, not copies
+                request.infer({0: batch_nchw}, share_inputs=True, share_outputs=True)
             else:
                 with cancel.guard(request.cancel):
-                    request.start_async({0: batch_nchw})
+                    request.start_async({0: batch_nchw}, share_inputs=True)
                     request.wait()
             output = request.get_output_tensor(0).data
             return output if self.reuses_output else np.array(output, copy=True)
