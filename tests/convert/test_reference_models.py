@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from converters.reference_models import REFERENCE_NAMES, build_reference, natural_images
+from fastseg.reference import REFERENCE_MARKER
 from fastseg.zoo import load_zoo
 
 pytestmark = [pytest.mark.slow, pytest.mark.paddle]
@@ -56,8 +57,11 @@ def test_tarball_layout_and_inference_yml(
         f"{folder}/inference.json",
         f"{folder}/inference.pdiparams",
         f"{folder}/inference.yml",
+        f"{folder}/{REFERENCE_MARKER}",  # labels any conversion of it as a reference build
     }
-    config = yaml.safe_load((_extract(tarball, tmp_path) / "inference.yml").read_text())
+    extracted = _extract(tarball, tmp_path)
+    assert "random weights" in (extracted / REFERENCE_MARKER).read_text()
+    config = yaml.safe_load((extracted / "inference.yml").read_text())
     assert config["Global"] == {"model_name": name}
     deploy = config["Deploy"]
     assert deploy["transforms"] == [{"type": "Normalize"}]
