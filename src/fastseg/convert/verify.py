@@ -60,7 +60,6 @@ def verify_input_names(images_dir: Path | None, sizes: Sequence[tuple[int, int]]
     return {f"synthetic_{h}x{w}" for h, w in sizes}
 
 
-
 def verification_inputs(
     *,
     images_dir: Path | None,

@@ -110,6 +110,7 @@ class RuntimeOptions:
             if not isinstance(getattr(self, flag), bool):
                 raise DeviceError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
 
+
 FALLBACK_HINT = " Or pass allow_fallback=True to run on the CPU instead."
 """The last sentence of a missing-accelerator error (the command line says ``--allow_fallback``)."""
 
@@ -392,7 +393,7 @@ def create_session(
         except DeviceError as exc:
             if not allow_fallback:
                 raise
-            log.warning("%s Falling back to the CPU (allow_fallback=True).", exc)
+            log.warning("%s Falling back to the CPU, as allowed.", exc)
             providers = [(CPU_EP, {})]
     cached, load_options = _use_optimized_cache(model_path, options, fused)
     # ORT's process-wide logger (provider and device-discovery warnings, printed before a session's
