@@ -7,11 +7,12 @@
 ``pre``: two Segmenters in one process (``preprocess="engine"`` and ``"numpy"``) run alternately
 on the same decoded image, end to end (labels at source size); prints medians, their ratio and
 the share of equal labels. ``ahead``: ``Segmenter.predict`` over the directory's images with the
-next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, alternating passes;
-prints ms per image. ``decode``: each of ``fastseg.png_decode``'s paths (the default, which
-splits OpenCV-written PNGs over two inflates; isal beside the compiled unfilter; libdeflate
-then the unfilter; libspng) against ``cv2.imdecode`` on the
-directory's PNGs, alternating per file in one process; prints medians, their ratio to OpenCV,
+next image decoded on a thread (``fastseg.inputs.read_ahead``) and without, and the network alone
+on the same images decoded beforehand, alternating passes; prints ms per image and the share of a
+directory run spent outside the network (issue 17's pre+post target, for directory runs).
+``decode``: each of ``fastseg.png_decode``'s paths (the default, which splits OpenCV-written
+PNGs over two inflates; isal beside the compiled unfilter; libdeflate then the unfilter;
+libspng) against ``cv2.imdecode`` on the directory's PNGs, alternating per file in one process; prints medians, their ratio to OpenCV,
 how many PNGs each path took and whether its pixels equal OpenCV's. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
 """
 
@@ -28,6 +29,7 @@ import cv2
 
 import fastseg.segmenter as segmenter_module
 from fastseg.engines.ort import RuntimeOptions
+from fastseg.processing import decode_image
 from fastseg.segmenter import Segmenter
 
 
@@ -59,19 +61,29 @@ def read_ahead_vs_sequential(model_dir: Path, images: Path, passes: int, threads
     paths = sorted(str(p) for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     seg = Segmenter(model_dir, options=RuntimeOptions(intra_op_threads=threads))
     real = getattr(segmenter_module, "read_ahead")  # the name Segmenter.predict looks up
-    per_image: dict[str, list[float]] = {"read-ahead": [], "sequential": []}
+    per_image: dict[str, list[float]] = {"read-ahead": [], "sequential": [], "network": []}
     list(seg.predict(paths[:1]))
+    # The network alone on the same images, decoded and prepared before the clock starts: what a
+    # directory run would take per image if reading, decoding, preparing and labelling cost nothing.
+    prepared = [seg.prepare([decode_image(Path(p).read_bytes(), source=p)], seg.resize) for p in paths]
     try:
         for _ in range(passes):
             for mode in per_image:
                 setattr(segmenter_module, "read_ahead", real if mode == "read-ahead" else _sequential)
                 start = time.perf_counter()
-                count = sum(1 for _ in seg.predict(paths))
+                if mode == "network":
+                    count = sum(1 for x in prepared if seg.infer(x) is not None)
+                else:
+                    count = sum(1 for _ in seg.predict(paths))
                 per_image[mode].append((time.perf_counter() - start) * 1e3 / count)
     finally:
         setattr(segmenter_module, "read_ahead", real)
-    return (f"{model_dir.name} {seg.engine_name} {seg.precision}, {len(paths)} images: "
-            + "; ".join(f"{m} {statistics.median(v):.1f} ms/image" for m, v in per_image.items()))
+    med = {m: statistics.median(v) for m, v in per_image.items()}
+    share = {m: 100 * (1 - med["network"] / med[m]) for m in ("read-ahead", "sequential")}
+    return (f"{seg.meta.model_name} {seg.engine_name} {seg.precision}, {len(paths)} images, {passes} passes: "
+            + "; ".join(f"{m} {t:.1f} ms/image" for m, t in med.items())
+            + "; outside the network (read, decode, pre, post): "
+            + ", ".join(f"{m} {s:.1f}%" for m, s in share.items()))
 
 
 def decoders_vs_opencv(images: Path, runs: int) -> str:
