@@ -44,9 +44,13 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_cache(request: pytest.FixtureRequest) -> Path:
-    """Folder caching reference tarballs across test runs (pytest's cache dir)."""
-    return Path(request.config.cache.mkdir("reference-models"))
+def reference_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder caching reference tarballs across test runs (pytest's cache dir); with the cache
+    plugin off (``-p no:cacheprovider``) this run's temp dir, so the builds are not kept."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return tmp_path_factory.mktemp("reference-models")
+    return Path(cache.mkdir("reference-models"))
 
 
 @pytest.fixture(scope="session")
