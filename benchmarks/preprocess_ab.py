@@ -12,8 +12,9 @@ on the same images decoded beforehand, alternating passes; prints ms per image a
 directory run spent outside the network (issue 17's pre+post target, for directory runs).
 ``decode``: each of ``fastseg.png_decode``'s paths (the default, which splits OpenCV-written
 PNGs over two inflates; isal beside the compiled unfilter; libdeflate then the unfilter;
-libspng) against ``cv2.imdecode`` on the directory's PNGs, alternating per file in one process; prints medians, their ratio to OpenCV,
-how many PNGs each path took and whether its pixels equal OpenCV's. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
+libspng) against ``cv2.imdecode`` on the directory's PNGs, alternating per file in one process;
+prints medians, their ratio to OpenCV, how many PNGs each path took and whether its pixels equal
+OpenCV's. Quiet machine only for real figures (benchmarks/RESULTS.md, issue 17).
 """
 
 from __future__ import annotations
