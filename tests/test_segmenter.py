@@ -174,10 +174,16 @@ def test_logit_and_prob_models_with_score(kind: str, tmp_path: Path) -> None:
     assert np.all(res["score"] > 1 / 3) and np.all(res["score"] <= 1.0)
 
 
+def test_a_plain_run_owns_its_output(model_dir: Path) -> None:
+    with Segmenter(model_dir, options=RuntimeOptions(intra_op_threads=1, io_binding="plain")) as s:
+        assert s.session.runner.mode == "plain" and s.owns_output
+
+
 def test_iobinding_results_are_not_overwritten(model_dir: Path) -> None:
     opts = RuntimeOptions(intra_op_threads=1, io_binding="iobinding")
     with Segmenter(model_dir, options=opts) as s:
         assert s.session.runner.mode == "iobinding"
+        assert not s.owns_output  # the bound buffer is reused: its labels must be copied
         first = s.predict_images([stripes(10, 12)])[0]
         keep = first.pred.copy()
         for colours in ((BLUE,), (GREEN,), (BLUE, RED)):

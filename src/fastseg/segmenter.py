@@ -182,13 +182,8 @@ class Segmenter:
         if self.slide is not None:  # windows need logits: the graph with its ArgMax stripped
             model_path, options = slide_model_path(model_path, self._meta, self.slide, options, home)
         return open_session(
-            model_path,
-            spec,
-            options,
-            engine=self.engine_choice.engine,
-            allow_fallback=allow_fallback,
-            precision=self._meta.precision,
-            fused=fused_preprocess(self._meta.preprocess) if fuse else None,
+            model_path, spec, options, engine=self.engine_choice.engine, allow_fallback=allow_fallback,
+            precision=self._meta.precision, fused=fused_preprocess(self._meta.preprocess) if fuse else None,
         )
 
     # -- properties
@@ -222,6 +217,12 @@ class Segmenter:
     def head(self) -> str:
         """The head in use: ``banded`` (fastseg.head) or ``graph`` (the model's own)."""
         return "banded" if self._head.banded else "graph"
+
+    @property
+    def owns_output(self) -> bool:
+        """``infer`` returns a fresh array (the banded head's labels, or an engine that keeps no
+        output buffer), so its labels need no copy."""
+        return self._head.banded or not self.session.runner.reuses_output
 
     @property
     def providers(self) -> list[str]:
@@ -283,13 +284,12 @@ class Segmenter:
         src_hw = [(int(im.shape[0]), int(im.shape[1])) for im in images]
         net_hw = [resized_hw(hw, resize) for hw in src_hw]
         results: list[SegResult | None] = [None] * len(images)
-        owned = self._head.banded or not session.runner.reuses_output  # the banded head's labels are fresh
         for idx in group_by_shape(net_hw):
             guard = session.runner.lock if session.runner.reuses_output else contextlib.nullcontext()
             with guard:  # a reused output buffer (IO binding, OpenVINO on the CPU): consume it before releasing
                 batch = self.prepare([images[i] for i in idx], resize)
                 output, scores = self._infer_scored(batch, cancel) if self.scores else (self.infer(batch, cancel), None)
-                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores, owned=owned)
+                labels, graph_scores = labels_from_output(output, meta.output_kind, with_score=self.scores, owned=self.owns_output)
                 scores = graph_scores if scores is None else scores
             for k, i in enumerate(idx):
                 pred = restore_size(labels[k], src_hw[i])

@@ -117,7 +117,7 @@ def _fastseg_stages(spec: Mapping[str, Any]) -> tuple[Callable[[], Any], Callabl
         extra["preprocess"] = "numpy"
     seg = Segmenter(Path(spec["onnx_dir"]), device=str(spec["device"]), options=rt_options, engine=engine, **extra)
     ran = "ort" if experiment else seg.engine_name
-    owned = bool(experiment) or seg.head == "banded" or not seg.session.runner.reuses_output  # as Segmenter._run decides
+    owned = bool(experiment) or seg.owns_output  # a raw experiment session's output is its own too
     meta = seg.meta
     run: Callable[[Any], Any] = seg.infer  # the session, plus the banded head when Segmenter uses it
     if experiment:
